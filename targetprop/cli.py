@@ -1,0 +1,286 @@
+"""The ``targetprop`` command line: ``train``, ``compare``, ``rules``.
+
+Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
+written.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from targetprop.config import RunConfig, apply_assignments, load_toml, make_config
+from targetprop.errors import ConfigError, TargetpropError
+from targetprop.rules import RULES, get_rule
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Train networks with difference target propagation and other credit-assignment rules; "
+    "compare them with back-propagation.",
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="TOML config file, or a preset name (see `targetprop presets`)."),
+]
+DataOpt = Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist or cifar10.")]
+DataDirOpt = Annotated[
+    str | None,
+    typer.Option(help="Folder holding the datasets (default: $TARGETPROP_DATA or ~/.cache/targetprop/data)."),
+]
+DownloadOpt = Annotated[bool | None, typer.Option("--download", help="Download missing dataset files.")]
+ArchOpt = Annotated[str | None, typer.Option(help="Layer sizes, e.g. 784-240x7-10.")]
+ActOpt = Annotated[str | None, typer.Option(help="Hidden unit: tanh, relu, sigmoid, sign, bernoulli, ...")]
+OutputOpt = Annotated[str | None, typer.Option(help="Output unit: softmax, sigmoid or linear.")]
+InitOpt = Annotated[str | None, typer.Option(help="orthogonal, glorot or default.")]
+EpochsOpt = Annotated[int | None, typer.Option(help="Number of epochs.")]
+BatchOpt = Annotated[int | None, typer.Option(help="Mini-batch size.")]
+SeedsOpt = Annotated[str | None, typer.Option(help="Seeds, one replica each, trained in one process: 0-9 or 1,3,5.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")]
+OutOpt = Annotated[str | None, typer.Option("--out", help="Parent folder of run directories (default: runs).")]
+NameOpt = Annotated[str | None, typer.Option(help="Run directory name.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a key: KEY=VALUE (run) or RULE.KEY=VALUE, e.g. dtp.eta_hat=0.5."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def _preset_path(name: str) -> Path | None:
+    candidate = resources.files("targetprop.experiments") / f"{name.replace('-', '_')}.toml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def presets() -> list[str]:
+    folder = resources.files("targetprop.experiments")
+    return sorted(p.name[:-5].replace("_", "-") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _load_base(config: str | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if not Path(config).exists() and (preset := _preset_path(config)) is not None:
+        return load_toml(preset)
+    if not Path(config).exists() and not config.endswith(".toml"):
+        raise ConfigError(f"no config file or preset named {config!r}; presets: {', '.join(presets())}")
+    return load_toml(config)
+
+
+def _options(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@app.command()
+def train(
+    rule: Annotated[str | None, typer.Option(help=f"Rule: {', '.join(RULES)}.")] = None,
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = None,
+    arch: ArchOpt = None,
+    activation: ActOpt = None,
+    output: OutputOpt = None,
+    init: InitOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    name: NameOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train one rule on one dataset; all seeds run as replicas in one process."""
+    from targetprop.runs import RunDir
+    from targetprop.train import train as run_training
+
+    if resume is not None:
+        run_dir = RunDir.open(resume)
+        overrides = _options(epochs=epochs, device=device, data_dir=data_dir)
+        cfg = make_config(run_dir.read_config(), **overrides)
+        if overrides:
+            run_dir.write_config(cfg.to_dict())
+        summary_before = run_dir.load_checkpoint("cpu")
+        done = summary_before["epoch"] if summary_before else 0
+        if done >= cfg.epochs:
+            err.print(f"{run_dir.path}: all {cfg.epochs} epochs already done")
+            _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
+            return
+        err.print(f"resuming {run_dir.path} after epoch {done}")
+        result = _guarded(lambda: run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet), run_dir)
+    else:
+        base = _load_base(config)
+        rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
+        base = apply_assignments(base, set_ or [], [get_rule(rule_name).name])
+        cfg = make_config(
+            base,
+            rule=rule,
+            data=data,
+            data_dir=data_dir,
+            download=download,
+            arch=arch,
+            activation=activation,
+            output=output,
+            init=init,
+            epochs=epochs,
+            batch_size=batch_size,
+            seeds=seeds,
+            device=device,
+            out=out_dir,
+            name=name,
+        )
+        result = _guarded(lambda: run_training(cfg, progress=not quiet), None)
+    _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
+    err.print(f"run directory: {result.run_dir.path}")
+
+
+def _guarded(fn, run_dir):
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise TargetpropError("interrupted; continue with `targetprop train --resume <run directory>`") from None
+
+
+@app.command()
+def compare(
+    rules: Annotated[str, typer.Option(help="Comma-separated rules to compare.")] = "dtp,bp",
+    config: ConfigOpt = None,
+    data: DataOpt = None,
+    data_dir: DataDirOpt = None,
+    download: DownloadOpt = None,
+    arch: ArchOpt = None,
+    activation: ActOpt = None,
+    output: OutputOpt = None,
+    init: InitOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    seeds: SeedsOpt = None,
+    device: DeviceOpt = None,
+    out_dir: OutOpt = None,
+    name: NameOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train several rules on the same data, architecture and seeds; print one table."""
+    from targetprop.data import load_dataset
+    from targetprop.runs import RunDir
+    from targetprop.train import train as run_training
+
+    names = [r.strip().lower() for r in rules.split(",") if r.strip()]
+    if not names:
+        raise ConfigError("--rules is empty; give e.g. --rules dtp,bp")
+    for r in names:
+        get_rule(r)
+    base = apply_assignments(_load_base(config), set_ or [], names)
+    common = dict(
+        data=data,
+        data_dir=data_dir,
+        download=download,
+        arch=arch,
+        activation=activation,
+        output=output,
+        init=init,
+        epochs=epochs,
+        batch_size=batch_size,
+        seeds=seeds,
+        device=device,
+    )
+    configs = [make_config(base, rule=r, **common) for r in names]  # every config checked before any run
+    first = configs[0]
+    dataset = load_dataset(
+        first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
+    )
+    parent = RunDir.create(out_dir or first.out, name or RunDir.default_name("compare", first.data))
+    rows = []
+    try:
+        for cfg in configs:
+            cfg = cfg.model_copy(update={"out": str(parent.path), "name": cfg.rule})
+            result = _guarded(lambda cfg=cfg: run_training(cfg, dataset=dataset, progress=not quiet), None)
+            rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
+    except BaseException:
+        if not rows:
+            parent.remove()
+        raise
+    _print_table(
+        rows,
+        title=f"{first.data} {first.architecture}, seeds {_seed_text(first.seeds)}, {first.epochs} epochs",
+    )
+    err.print(f"run directories: {parent.path}")
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 1:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _pm(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
+def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None = None) -> None:
+    table = Table(title=title)
+    table.add_column("rule")
+    table.add_column("test error %", justify="right")
+    table.add_column("train error %", justify="right")
+    table.add_column("valid error %", justify="right")
+    table.add_column("s / epoch", justify="right")
+    table.add_column("seeds", justify="right")
+    for rule, s, _ in rows:
+        n = s.get("replicas", 0)
+        div = s.get("diverged_seeds") or []
+        table.add_row(
+            rule,
+            _pm(s.get("test_error")),
+            _pm(s.get("train_error")),
+            _pm(s.get("valid_error")),
+            f"{s['seconds_per_epoch']:.2f}" if "seconds_per_epoch" in s else "-",
+            f"{n}" + (f" ({len(div)} diverged)" if div else ""),
+        )
+    out.print(table)
+
+
+@app.command("rules")
+def list_rules() -> None:
+    """List the rules and their hyper-parameters with defaults."""
+    for name, cls in RULES.items():
+        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for key, f in cls.Config.model_fields.items():
+            out.print(f"    {key} = {f.default!r}", highlight=False)
+
+
+@app.command("presets")
+def list_presets() -> None:
+    """List the bundled experiment configurations (use with --config NAME)."""
+    for p in presets():
+        path = _preset_path(p)
+        first = Path(str(path)).read_text().splitlines()[0].lstrip("# ") if path else ""
+        out.print(f"{p}: {first}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except TargetpropError as e:
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Run configuration: one validated object from defaults, a TOML file and command-line overrides.
+
+A TOML file holds the run's keys at the top level and each rule's hyper-parameters in a table named after the
+rule::
+
+    rule = "dtp"
+    data = "mnist"
+    arch = "784-240x7-10"
+    epochs = 100
+    seeds = "0-9"
+
+    [dtp]
+    eta_hat = 0.3277
+    lr = 0.01489
+
+Unknown keys are errors, with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from targetprop.errors import ConfigError
+from targetprop.nets import INITS, parse_architecture
+from targetprop.replicas import parse_seeds
+from targetprop.rules import RULES, RuleConfig, get_rule
+
+DEFAULT_ARCH = {
+    "digits": "64-100x3-10",
+    "mnist": "784-240x7-10",
+    "fashion-mnist": "784-240x7-10",
+    "cifar10": "3072-1000x3-10",
+}
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run. Rule hyper-parameters live in tables named after the rules."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    rule: str = "dtp"
+    """Credit-assignment rule (see ``targetprop rules``)."""
+    data: str = "digits"
+    """digits, mnist, fashion-mnist or cifar10."""
+    data_dir: str | None = None
+    """Folder holding the datasets (default: $TARGETPROP_DATA, else ~/.cache/targetprop/data)."""
+    download: bool = False
+    """Download missing dataset files from their canonical source (checksums verified)."""
+    n_valid: int | None = None
+    """Size of the validation split (default: the paper's, 10,000 for MNIST)."""
+    arch: str | None = None
+    """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
+    activation: str | list[str] = "tanh"
+    """Hidden unit, or one per hidden layer."""
+    output: Literal["softmax", "sigmoid", "linear"] = "softmax"
+    """Output unit and its cost: softmax + cross-entropy, sigmoid + binary cross-entropy, linear + squared error."""
+    init: str = "orthogonal"
+    """orthogonal (DTP authors' code), glorot, or default (PyTorch's nn.Linear)."""
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(100, ge=1)
+    seeds: list[int] = [0]
+    """One replica per seed, all trained in one process: "0-9", "1,3,5", or a list."""
+    shuffle: bool = True
+    """Draw a new mini-batch order every epoch (per replica); false walks the data in a fixed order."""
+    eval_samples: int = Field(1, ge=1)
+    """Forward passes averaged at evaluation for stochastic units."""
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    out: str = "runs"
+    """Parent folder of the run directories."""
+    name: str | None = None
+    """Run directory name (default: <rule>-<data>-<time>)."""
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> list[int]:
+        return parse_seeds(v)
+
+    @field_validator("rule")
+    @classmethod
+    def _rule(cls, v: str) -> str:
+        get_rule(v)
+        return v.lower()
+
+    @field_validator("init")
+    @classmethod
+    def _init(cls, v: str) -> str:
+        if v not in INITS:
+            raise ConfigError(f"unknown initialisation {v!r}; choose one of: {', '.join(INITS)}")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        if v not in DEFAULT_ARCH:
+            raise ConfigError(f"unknown dataset {v!r}; choose one of: {', '.join(DEFAULT_ARCH)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        import torch
+
+        try:
+            dev = torch.device(v)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {v!r}; use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {v!r} asked for, but CUDA is not available here; use --device cpu")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        extra = self.model_extra or {}
+        for key, value in extra.items():
+            if key not in RULES:
+                known = sorted(set(type(self).model_fields) | set(RULES))
+                hint = difflib.get_close_matches(key, known, n=1)
+                raise ConfigError(
+                    f"config key {key!r} does not exist"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; known keys: {', '.join(known)}"
+                )
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table of {key}'s hyper-parameters, got {value!r}")
+            rule_config(key, value)  # validates
+        sizes = parse_architecture(self.architecture)
+        if isinstance(self.activation, list) and len(self.activation) not in (1, len(sizes) - 2):
+            raise ConfigError(
+                f"{len(self.activation)} activations given for {len(sizes) - 2} hidden layers; "
+                "give one, or one per hidden layer"
+            )
+        return self
+
+    @property
+    def architecture(self) -> str:
+        return self.arch or DEFAULT_ARCH[self.data]
+
+    @property
+    def hidden_units(self) -> str | list[str]:
+        if isinstance(self.activation, list) and len(self.activation) == 1:
+            return self.activation[0]
+        return self.activation
+
+    def rule_params(self, rule: str | None = None) -> dict[str, Any]:
+        return dict((self.model_extra or {}).get(rule or self.rule, {}))
+
+    def rule_config(self, rule: str | None = None) -> RuleConfig:
+        return rule_config(rule or self.rule, self.rule_params(rule))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration, every rule's hyper-parameters filled in, as TOML-ready data."""
+        out = {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in RULES}
+        out["arch"] = self.architecture
+        out[self.rule] = self.rule_config().model_dump(exclude_none=True)
+        return out
+
+
+def rule_config(rule: str, params: dict[str, Any]) -> RuleConfig:
+    cls = get_rule(rule).Config
+    try:
+        return cls(**params)
+    except ValidationError as e:
+        raise ConfigError(f"[{rule}] " + describe_validation_error(e, cls)) from None
+
+
+def describe_validation_error(e: ValidationError, model: type[BaseModel]) -> str:
+    """One line from pydantic's first error: which key, what is wrong, what is allowed."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(model.model_fields)
+        hint = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
+        did = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return f"key {loc!r} does not exist{did}; known keys: {known}"
+    ctx_error = err.get("ctx", {}).get("error")
+    if isinstance(ctx_error, ConfigError):
+        return str(ctx_error)
+    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """Validate ``base`` (e.g. from a TOML file) updated with ``overrides``; one-line ConfigError on failure."""
+    data = dict(base or {})
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in RULES and isinstance(v, dict):
+            data[k] = {**data.get(k, {}), **v}
+        else:
+            data[k] = v
+    try:
+        return RunConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, RunConfig)) from None
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """``"dtp.eta_hat=0.5"`` → (["dtp", "eta_hat"], 0.5); the value is read as TOML, else kept as a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set needs KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_assignments(data: dict[str, Any], assignments: list[str], rules: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` assignments. ``KEY`` of the run, ``RULE.KEY`` of a rule, or a bare rule key, which goes
+    to every rule in ``rules`` that has it."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for text in assignments:
+        path, value = parse_assignment(text)
+        if len(path) == 2:
+            data.setdefault(path[0], {})[path[1]] = value
+        elif len(path) == 1 and path[0] in RunConfig.model_fields:
+            data[path[0]] = value
+        elif len(path) == 1:
+            owners = [r for r in rules if path[0] in get_rule(r).Config.model_fields]
+            if not owners:
+                raise ConfigError(
+                    f"--set {path[0]}: no such key for the run or for rule(s) {', '.join(rules)}; "
+                    "see `targetprop rules` for each rule's keys"
+                )
+            for r in owners:
+                data.setdefault(r, {})[path[0]] = value
+        else:
+            raise ConfigError(f"--set {text!r}: write KEY=VALUE or RULE.KEY=VALUE")
+    return data

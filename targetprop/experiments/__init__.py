@@ -1,0 +1,1 @@
+"""Bundled experiment configurations (TOML), used as ``--config NAME``."""

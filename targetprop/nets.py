@@ -1,0 +1,337 @@
+"""Layered networks held as R replicas in batched tensors, with feedback (approximate inverse) maps.
+
+Notation of the DTP paper (Lee et al. 2015), with layers numbered ``i = 1..M`` (``layers[i - 1]`` in code):
+
+    forward   h_i = f_i(h_{i−1}) = s_i(W_i u_{i−1} + b_i),   u_i = t_i(h_i),   h_0 = u_0 = x
+    feedback  g_i(h_i) = s̄_i(V_i t_i(h_i) + c_i)  ≈  f_i^{-1}(h_i),   with s̄_i = s_{i−1}
+
+``t_i`` is the identity for ordinary units; discrete (sign) and stochastic binary units transmit ``sign(h_i)`` or
+a Bernoulli sample of ``h_i`` (see :mod:`targetprop.units`). Layer ``M`` is the output layer: ``h_M`` is the
+output unit applied to ``a_M`` and the cost is ``L(a_M, y)``.
+
+Every parameter carries a leading replica dimension ``R``: ``W_i`` is ``(R, n_i, n_{i−1})`` and activity is
+``(R, B, n)``, so R independently initialised networks train in one process through batched matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from targetprop.errors import ConfigError
+from targetprop.replicas import generator
+from targetprop.units import Noise, OutputUnit, Unit, hidden_unit, output_unit
+
+INITS = ("orthogonal", "glorot", "default")
+
+
+def parse_architecture(text: str) -> list[int]:
+    """``"784-240x7-10"`` → ``[784, 240, 240, 240, 240, 240, 240, 240, 10]``.
+
+    Sizes are separated by ``-``; ``NxK`` repeats size N K times. The first size is the input, the last the output.
+    """
+    sizes: list[int] = []
+    for part in str(text).replace(" ", "").split("-"):
+        m = re.fullmatch(r"(\d+)(?:[x*](\d+))?", part)
+        if m is None or int(m[1]) == 0 or (m[2] is not None and int(m[2]) == 0):
+            raise ConfigError(
+                f"malformed architecture {text!r} at {part!r}; write sizes joined by '-', e.g. 784-240x7-10"
+            )
+        sizes.extend([int(m[1])] * int(m[2] or 1))
+    if len(sizes) < 2:
+        raise ConfigError(f"architecture {text!r} needs at least an input and an output size, e.g. 64-10")
+    return sizes
+
+
+def init_weight(shape: tuple[int, int], scheme: str, gen: torch.Generator) -> Tensor:
+    """One ``(n_out, n_in)`` weight matrix, drawn on the CPU in float64.
+
+    - ``orthogonal`` (DTP authors' code): ``A ~ U(−r, r)``, ``r = sqrt(6 / (n_in + n_out))``, then the nearest
+      (semi-)orthogonal matrix ``U I V^T`` from the SVD ``A = U S V^T``;
+    - ``glorot``: ``U(−r, r)`` with the same ``r`` (Glorot & Bengio 2010);
+    - ``default``: PyTorch's ``nn.Linear`` default, ``U(−1/sqrt(n_in), 1/sqrt(n_in))``.
+    """
+    n_out, n_in = shape
+    bound = 1.0 / math.sqrt(n_in) if scheme == "default" else math.sqrt(6.0 / (n_in + n_out))
+    a = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * bound
+    if scheme == "orthogonal":
+        u, _, vh = torch.linalg.svd(a, full_matrices=False)
+        a = u @ vh
+    return a
+
+
+def init_bias(n_out: int, n_in: int, scheme: str, gen: torch.Generator) -> Tensor:
+    """Zero biases (DTP code, Glorot); PyTorch's default draws them from ``U(−1/sqrt(n_in), 1/sqrt(n_in))``."""
+    if scheme == "default":
+        bound = 1.0 / math.sqrt(n_in)
+        return (torch.rand(n_out, generator=gen, dtype=torch.float64) * 2.0 - 1.0) * bound
+    return torch.zeros(n_out, dtype=torch.float64)
+
+
+def linear(u: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``a = W u + b`` for every replica: ``u`` ``(R, B, n_in)``, ``W`` ``(R, n_out, n_in)``, ``b`` ``(R, n_out)``."""
+    return torch.baddbmm(bias.unsqueeze(1), u, weight.transpose(1, 2))
+
+
+def linear_grads(grad_a: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form gradients of ``a = W u + b``: ``∂/∂W = δᵀ u`` (summed over the batch), ``∂/∂b = Σ_b δ``."""
+    return torch.bmm(grad_a.transpose(1, 2), u), grad_a.sum(1)
+
+
+class Layer(nn.Module):
+    """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i t_i(h) + c_i)``."""
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        unit: Unit | OutputUnit,
+        replicas: int,
+        feedback_unit: Unit | None = None,
+    ):
+        super().__init__()
+        self.n_in, self.n_out, self.unit = n_in, n_out, unit
+        self.weight = nn.Parameter(torch.empty(replicas, n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(replicas, n_out))
+        self.feedback_unit = feedback_unit
+        if feedback_unit is not None:
+            self.fb_weight = nn.Parameter(torch.empty(replicas, n_in, n_out))
+            self.fb_bias = nn.Parameter(torch.empty(replicas, n_in))
+        else:
+            self.register_parameter("fb_weight", None)
+            self.register_parameter("fb_bias", None)
+
+    @property
+    def has_feedback(self) -> bool:
+        return self.fb_weight is not None
+
+    @property
+    def is_output(self) -> bool:
+        return isinstance(self.unit, OutputUnit)
+
+    def preactivation(self, u: Tensor) -> Tensor:
+        return linear(u, self.weight, self.bias)
+
+    def forward(self, u: Tensor) -> Tensor:
+        """``h = s(W u + b)``."""
+        return self.unit(self.preactivation(u))
+
+    def transmit(self, h: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
+        if self.is_output:
+            return h
+        return self.unit.transmit(h, noise, straight_through)
+
+    def feedback_preactivation(self, h: Tensor) -> Tensor:
+        """``V t(h) + c``. A sign unit's feedback sees ``sign(h)`` (DTP paper, discrete network); a stochastic
+        unit's sees the probabilities ``h^p`` themselves (DTP paper, stochastic network)."""
+        if not self.is_output and self.unit.transmits == "sign":
+            h = self.unit.transmit(h)
+        return linear(h, self.fb_weight, self.fb_bias)
+
+    def inverse(self, h: Tensor) -> Tensor:
+        """``g(h) = s̄(V t(h) + c)``, the learned approximate inverse of this layer."""
+        assert self.feedback_unit is not None, "this layer has no feedback map"
+        return self.feedback_unit(self.feedback_preactivation(h))
+
+    def extra_repr(self) -> str:
+        fb = f", feedback={self.feedback_unit.name}" if self.feedback_unit is not None else ""
+        return f"{self.n_in} -> {self.n_out}, {self.unit.name}, replicas={self.weight.shape[0]}{fb}"
+
+
+@dataclass
+class Activity:
+    """The forward pass of a batch, kept for the rules: ``a_i``, ``h_i`` and the transmitted ``u_i``.
+
+    ``u[0]`` is the input ``x``; ``a[i]``, ``h[i]``, ``u[i]`` (``i ≥ 1``) belong to layer i (paper numbering).
+    """
+
+    a: list[Tensor]
+    h: list[Tensor]
+    u: list[Tensor]
+
+    @property
+    def logits(self) -> Tensor:
+        return self.a[-1]
+
+
+class Network(nn.Module):
+    """A stack of :class:`Layer` s held as ``replicas`` independent copies. An ordinary ``nn.Module``.
+
+    Build one from an architecture string with :meth:`from_spec`. ``forward(x)`` returns the output
+    pre-activation ``a_M`` of shape ``(R, B, n_out)``; ``x`` may be ``(B, n_in)`` (shared by all replicas) or
+    ``(R, B, n_in)``.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        hidden: Sequence[str],
+        output: str = "softmax",
+        replicas: int = 1,
+        feedback: str = "hidden",
+        feedback_units: Sequence[str | None] | None = None,
+    ):
+        super().__init__()
+        sizes = list(sizes)
+        n_layers = len(sizes) - 1
+        if len(hidden) != n_layers - 1:
+            raise ConfigError(
+                f"{n_layers - 1} hidden layers but {len(hidden)} hidden unit names; give one name, or one per layer"
+            )
+        if replicas < 1:
+            raise ConfigError(f"replicas must be at least 1, got {replicas}")
+        if feedback not in ("none", "hidden", "all"):
+            raise ConfigError(f"feedback must be 'none', 'hidden' or 'all', got {feedback!r}")
+        units: list[Unit | OutputUnit] = [hidden_unit(n) for n in hidden]
+        units.append(output_unit(output))
+        self.sizes, self.hidden_names, self.output_name = sizes, list(hidden), output
+        self.feedback_mode = feedback
+        self.layers = nn.ModuleList()
+        for i in range(1, n_layers + 1):
+            # Layer 1 never has an inverse; the output layer only when targets start at the output.
+            wants = (i >= 2 and i < n_layers and feedback != "none") or (i == n_layers >= 2 and feedback == "all")
+            fb: Unit | None = None
+            if wants:
+                override = feedback_units[i - 1] if feedback_units is not None else None
+                below = units[i - 2]
+                fb = hidden_unit(override) if override else hidden_unit(below.name)
+                if not fb.deterministic or fb.transmits != "state":
+                    fb = hidden_unit("tanh" if fb.transmits == "sign" else "sigmoid")
+            self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb))
+        self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]
+
+    @classmethod
+    def from_spec(
+        cls,
+        architecture: str | Sequence[int],
+        hidden: str | Sequence[str] = "tanh",
+        output: str = "softmax",
+        *,
+        seeds: Sequence[int] = (0,),
+        init: str = "orthogonal",
+        feedback: str = "hidden",
+        feedback_units: Sequence[str | None] | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Network:
+        """Build and initialise a network: one replica per seed, each initialised from its own seed."""
+        sizes = parse_architecture(architecture) if isinstance(architecture, str) else list(architecture)
+        n_hidden = len(sizes) - 2
+        names = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
+        net = cls(sizes, names, output, len(seeds), feedback, feedback_units)
+        net.initialize(seeds, init)
+        return net.to(device=device, dtype=dtype)
+
+    @property
+    def replicas(self) -> int:
+        return self.layers[0].weight.shape[0]
+
+    @property
+    def depth(self) -> int:
+        """M, the number of layers with weights."""
+        return len(self.layers)
+
+    def layer(self, i: int) -> Layer:
+        """Layer i in the paper's numbering (1..M)."""
+        return self.layers[i - 1]  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def initialize(self, seeds: Sequence[int], scheme: str = "orthogonal") -> None:
+        """Initialise replica r from ``seeds[r]`` alone (forward weights first, then feedback weights)."""
+        if scheme not in INITS:
+            raise ConfigError(f"unknown initialisation {scheme!r}; choose one of: {', '.join(INITS)}")
+        if len(seeds) != self.replicas:
+            raise ValueError(f"{self.replicas} replicas but {len(seeds)} seeds")
+        for r, seed in enumerate(seeds):
+            gen = generator(seed, "init")
+            for layer in self.layers:
+                layer.weight[r] = init_weight((layer.n_out, layer.n_in), scheme, gen)
+                layer.bias[r] = init_bias(layer.n_out, layer.n_in, scheme, gen)
+            for layer in self.layers:
+                if layer.has_feedback:
+                    layer.fb_weight[r] = init_weight((layer.n_in, layer.n_out), scheme, gen)
+                    layer.fb_bias[r] = init_bias(layer.n_in, layer.n_out, scheme, gen)
+
+    def _batched(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return x.unsqueeze(0).expand(self.replicas, -1, -1)
+        if x.dim() != 3 or x.shape[0] != self.replicas:
+            raise ValueError(f"input must be (B, n_in) or ({self.replicas}, B, n_in), got {tuple(x.shape)}")
+        return x
+
+    def activity(self, x: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Activity:
+        """The forward pass, keeping every layer's pre-activation, state and transmitted value."""
+        u = self._batched(x)
+        acts = Activity(a=[u], h=[u], u=[u])
+        for layer in self.layers:
+            a = layer.preactivation(u)
+            h = layer.unit(a)
+            u = layer.transmit(h, noise, straight_through)
+            acts.a.append(a)
+            acts.h.append(h)
+            acts.u.append(u)
+        return acts
+
+    def forward(self, x: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
+        u = self._batched(x)
+        for layer in self.layers[:-1]:
+            u = layer.transmit(layer(u), noise, straight_through)
+        return self.layers[-1].preactivation(u)
+
+    def forward_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers for p in (layer.weight, layer.bias)]
+
+    def feedback_parameters(self) -> list[nn.Parameter]:
+        return [p for layer in self.layers if layer.has_feedback for p in (layer.fb_weight, layer.fb_bias)]
+
+    def select(self, index: int | Sequence[int]) -> Network:
+        """A network holding only the given replicas (copies of their parameters)."""
+        index = [index] if isinstance(index, int) else list(index)
+        fb_units = [layer.feedback_unit.name if layer.feedback_unit else None for layer in self.layers]
+        net = Network(self.sizes, self.hidden_names, self.output_name, len(index), self.feedback_mode, fb_units)
+        ref = self.layers[0].weight
+        net.to(device=ref.device, dtype=ref.dtype)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                p.copy_(self.get_parameter(name)[index])
+        return net
+
+    def export(self, replica: int = 0) -> nn.Sequential:
+        """Replica ``replica`` as a plain PyTorch network of ``nn.Linear`` and unit modules (forward maps only).
+
+        The last module is the output layer's ``nn.Linear``: it returns ``a_M`` (logits), as ``forward`` does.
+        """
+        mods: list[nn.Module] = []
+        for layer in self.layers:
+            lin = nn.Linear(layer.n_in, layer.n_out)
+            with torch.no_grad():
+                lin.weight.copy_(layer.weight[replica])
+                lin.bias.copy_(layer.bias[replica])
+            mods.append(lin.to(layer.weight.device, layer.weight.dtype))
+            if not layer.is_output:
+                mods.append(UnitModule(layer.unit))  # type: ignore[arg-type]
+        return nn.Sequential(*mods)
+
+    def describe(self) -> str:
+        hidden = ",".join(sorted(set(self.hidden_names))) or "-"
+        return f"{'-'.join(map(str, self.sizes))} {hidden} -> {self.output_name}, {self.replicas} replica(s)"
+
+
+class UnitModule(nn.Module):
+    """A hidden unit (state and transmitted value) as a module, for exported networks."""
+
+    def __init__(self, unit: Unit):
+        super().__init__()
+        self.unit = unit
+
+    def forward(self, a: Tensor) -> Tensor:
+        h = self.unit(a)
+        return self.unit.transmit(h, torch.rand_like if not self.unit.deterministic else None)
+
+    def extra_repr(self) -> str:
+        return self.unit.name

@@ -1,0 +1,176 @@
+"""Optimisers for replica-batched parameters, with one learning rate per replica.
+
+Every parameter has a leading replica dimension R and the learning rate is a tensor of shape ``(R,)``, so R
+seeds or R hyper-parameter settings train side by side. Rules hand the optimiser their update directions
+(gradients, or a rule's pseudo-gradients) explicitly: ``opt.step(grads)``; nothing reads ``param.grad``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from targetprop.errors import ConfigError
+
+
+def per_replica(value: float | Sequence[float] | Tensor, replicas: int, like: Tensor) -> Tensor:
+    """A hyper-parameter as an ``(R,)`` tensor: a scalar is shared, a list gives one value per replica."""
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device).flatten()
+    if t.numel() == 1:
+        return t.expand(replicas).clone()
+    if t.numel() != replicas:
+        raise ConfigError(f"{t.numel()} values given for {replicas} replicas; give one value or one per replica")
+    return t
+
+
+def _lr_view(lr: Tensor, p: Tensor) -> Tensor:
+    return lr.view(-1, *([1] * (p.dim() - 1)))
+
+
+class Optimizer:
+    """Base class: holds the parameters, the per-replica learning rate and the state tensors."""
+
+    def __init__(self, params: Sequence[Tensor], lr: Tensor):
+        self.params = list(params)
+        self.lr = lr
+        self.state: dict[str, list[Tensor]] = {}
+
+    def _buffer(self, name: str) -> list[Tensor]:
+        if name not in self.state:
+            self.state[name] = [torch.zeros_like(p) for p in self.params]
+        return self.state[name]
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[Tensor]) -> None:
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            self._update(i, p, g, _lr_view(self.lr, p))
+
+    def _update(self, i: int, p: Tensor, g: Tensor, lr: Tensor) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "state": self.state, **self._extra_state()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr = state["lr"].to(self.lr.device)
+        self.state = {k: [t.to(self.params[0].device) for t in v] for k, v in state["state"].items()}
+        for k, v in state.items():
+            if k not in ("lr", "state"):
+                setattr(self, k, v)
+
+
+class SGD(Optimizer):
+    """``θ ← θ − lr · g``."""
+
+    def _update(self, i, p, g, lr):
+        p.sub_(lr * g)
+
+
+class Momentum(Optimizer):
+    """Heavy ball (PyTorch's convention): ``v ← μ v + g``, ``θ ← θ − lr · v``."""
+
+    def __init__(self, params, lr, momentum: float = 0.9):
+        super().__init__(params, lr)
+        self.momentum = momentum
+
+    def _update(self, i, p, g, lr):
+        v = self._buffer("velocity")[i]
+        v.mul_(self.momentum).add_(g)
+        p.sub_(lr * v)
+
+
+class RMSprop(Optimizer):
+    """``E[g²] ← α E[g²] + (1 − α) g²``, ``θ ← θ − lr · g / (sqrt(E[g²]) + ε)``."""
+
+    def __init__(self, params, lr, alpha: float = 0.99, eps: float = 1e-8):
+        super().__init__(params, lr)
+        self.alpha, self.eps = alpha, eps
+
+    def _update(self, i, p, g, lr):
+        sq = self._buffer("square_avg")[i]
+        sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        p.sub_(lr * g / (sq.sqrt() + self.eps))
+
+
+class CenteredRMSpropMomentum(Optimizer):
+    """Centered RMSprop with momentum, as in the DTP authors' code (``util.rms_prop``)::
+
+        E[g]  ← ρ E[g]  + (1 − ρ) g
+        E[g²] ← ρ E[g²] + (1 − ρ) g²
+        v     ← μ v − lr · g / sqrt(E[g²] − E[g]² + ε)
+        θ     ← θ + v
+
+    with ``ρ = 0.95``, ``μ = 0.9``, ``ε = 0.001`` by default (note ε sits inside the square root).
+    """
+
+    def __init__(self, params, lr, momentum: float = 0.9, decay: float = 0.95, eps: float = 1e-3):
+        super().__init__(params, lr)
+        self.momentum, self.decay, self.eps = momentum, decay, eps
+
+    def _update(self, i, p, g, lr):
+        mean, sq, v = self._buffer("grad_avg")[i], self._buffer("square_avg")[i], self._buffer("velocity")[i]
+        mean.mul_(self.decay).add_(g, alpha=1 - self.decay)
+        sq.mul_(self.decay).addcmul_(g, g, value=1 - self.decay)
+        denom = (sq - mean * mean).add_(self.eps).sqrt_()
+        v.mul_(self.momentum).sub_(lr * g / denom)
+        p.add_(v)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction."""
+
+    def __init__(self, params, lr, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(params, lr)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.steps = 0
+
+    def _extra_state(self):
+        return {"steps": self.steps}
+
+    @torch.no_grad()
+    def step(self, grads):
+        self.steps += 1
+        super().step(grads)
+
+    def _update(self, i, p, g, lr):
+        m, s = self._buffer("exp_avg")[i], self._buffer("exp_avg_sq")[i]
+        m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        m_hat = m / (1 - self.beta1**self.steps)
+        s_hat = s / (1 - self.beta2**self.steps)
+        p.sub_(lr * m_hat / (s_hat.sqrt() + self.eps))
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "rmsprop": RMSprop,
+    "centered_rmsprop": CenteredRMSpropMomentum,
+    "adam": Adam,
+}
+
+
+def make_optimizer(
+    name: str, params: Sequence[Tensor], lr: float | Sequence[float], options: dict[str, float] | None = None
+) -> Optimizer:
+    """Build optimiser ``name`` over ``params`` (each ``(R, ...)``); ``lr`` is a scalar or one value per replica."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    cls = OPTIMIZERS[name]
+    options = dict(options or {})
+    allowed = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "params", "lr")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"optimizer {name!r} has no option {unknown[0]!r}; its options are: {', '.join(allowed) or 'none'}"
+        )
+    params = list(params)
+    lr_t = per_replica(lr, params[0].shape[0], params[0])
+    return cls(params, lr_t, **options)

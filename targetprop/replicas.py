@@ -1,0 +1,90 @@
+"""Replicas: R independent copies of a network trained side by side in batched tensors.
+
+Each replica owns its seed and, from it, its own random streams: one for the initialisation (on the CPU, so a
+seed gives the same starting weights on every device), one for training (data order, corruption noise,
+stochastic units) and one for evaluation (stochastic units at test time). Replica ``r`` of a run with seeds
+``[s_0, ..., s_{R-1}]`` therefore follows exactly the path of a single run with seed ``s_r``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from targetprop.errors import ConfigError
+
+_STREAMS = {"init": 0, "train": 1, "eval": 2}
+
+
+def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
+    """``"0-9"`` → 0..9, ``"1,3,5"`` → [1, 3, 5], ``"0-3,7"`` → [0, 1, 2, 3, 7]; ints and lists pass through."""
+    if isinstance(text, int):
+        return [text]
+    if not isinstance(text, str):
+        seeds = [int(s) for s in text]
+    else:
+        seeds = []
+        for part in text.replace(" ", "").split(","):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if m is None:
+                raise ConfigError(f"cannot read seeds {text!r}; write e.g. 0-9 or 1,3,5")
+            lo, hi = int(m[1]), int(m[2] or m[1])
+            seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise ConfigError(f"no seeds in {text!r}; write e.g. 0-9 or 1,3,5")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {text!r} repeat a seed; every replica needs its own")
+    return seeds
+
+
+def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator for one replica and one purpose, seeded from the replica's seed."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed * 7919 + _STREAMS[stream] * 104729 + 12345)
+    return g
+
+
+class ReplicaRandom:
+    """One random stream per replica. Draws come out stacked along a leading replica dimension."""
+
+    def __init__(self, seeds: Sequence[int], stream: str, device: torch.device | str = "cpu"):
+        self.seeds = list(seeds)
+        self.device = torch.device(device)
+        self.generators = [generator(s, stream, self.device) for s in self.seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def normal(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
+        """``(R, *shape)`` standard normal draws, replica r from its own generator."""
+        return torch.stack([torch.randn(*shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
+
+    def uniform_like(self, x: Tensor) -> Tensor:
+        """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own generator."""
+        return torch.stack(
+            [torch.rand(x.shape[1:], generator=g, device=self.device, dtype=x.dtype) for g in self.generators]
+        )
+
+    def permutations(self, n: int) -> Tensor:
+        """``(R, n)``: a permutation of ``range(n)`` per replica."""
+        return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.generators])
+
+    def state_dict(self) -> list[Tensor]:
+        return [g.get_state() for g in self.generators]
+
+    def load_state_dict(self, states: Sequence[Tensor]) -> None:
+        if len(states) != len(self.generators):
+            raise ValueError(f"expected {len(self.generators)} generator states, got {len(states)}")
+        for g, s in zip(self.generators, states, strict=True):
+            g.set_state(s)
+
+    def select(self, index: Sequence[int]) -> ReplicaRandom:
+        """The streams of a subset of replicas (sharing their generators)."""
+        out = ReplicaRandom.__new__(ReplicaRandom)
+        out.seeds = [self.seeds[i] for i in index]
+        out.device = self.device
+        out.generators = [self.generators[i] for i in index]
+        return out

@@ -1,0 +1,112 @@
+"""The interface every credit-assignment rule implements.
+
+A rule is built on a network and owns everything it needs to train it: its optimisers (and their moments),
+its hyper-parameters (one value per replica where that makes sense), and its random streams. The trainer
+drives every rule the same way::
+
+    rule = RULES["dtp"](net, DTP.Config(...), noise=ReplicaRandom(seeds, "train"))
+    for phases in rule.schedule():           # e.g. [("feedback",), ("forward",)] for alternating DTP
+        for x, y in batches:
+            metrics = rule.step(x, y, phases)  # updates parameters, returns (R,) tensors
+
+``step`` never synchronises with the host: metrics stay on the device until the trainer reads them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from targetprop.nets import Network
+from targetprop.optim import Optimizer, make_optimizer
+from targetprop.replicas import ReplicaRandom
+
+Scalar = float | list[float]
+"""A hyper-parameter given once for all replicas, or once per replica."""
+
+
+class RuleConfig(BaseModel):
+    """Hyper-parameters shared by every rule. Subclasses add their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: Scalar = 1e-3
+    """Learning rate of the forward weights (one value, or one per replica)."""
+    optimizer: str = "centered_rmsprop"
+    """sgd, momentum, rmsprop, adam or centered_rmsprop (the DTP authors' centered RMSprop with momentum)."""
+    optimizer_args: dict[str, float] = {}
+    """Options of the optimizer, e.g. {momentum = 0.9}."""
+
+
+class Rule(ABC):
+    """A credit-assignment rule. Subclasses set ``name`` and ``Config`` and implement :meth:`forward_updates`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[RuleConfig]] = RuleConfig
+
+    def __init__(self, net: Network, config: RuleConfig, noise: ReplicaRandom):
+        self.net, self.config, self.noise = net, config, noise
+        self.epoch = 0
+        self.optimizer = make_optimizer(config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args)
+
+    @classmethod
+    def feedback_maps(cls, config: RuleConfig) -> str:
+        """Which layers need a feedback map g_i: 'none', 'hidden' or 'all' (see :class:`Network`)."""
+        return "none"
+
+    def schedule(self) -> list[tuple[str, ...]]:
+        """Passes over the training set in one epoch, each a tuple of phases run on every mini-batch."""
+        return [("forward",)]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (0-based), e.g. for noise schedules."""
+        self.epoch = epoch
+
+    def sample(self, h: Tensor) -> Tensor:
+        """Uniform noise for stochastic units, from each replica's training stream."""
+        return self.noise.uniform_like(h)
+
+    @abstractmethod
+    def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The update directions this rule would give the forward parameters on a batch (as gradients: the
+        optimiser descends them), in the order of ``net.forward_parameters()``, and the batch metrics.
+        Changes nothing. Used by :meth:`step` and by the diagnostics."""
+
+    def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
+        """Train on one mini-batch ``x`` ``(R, B, n_in)``, ``y`` ``(R, B)``; returns ``(R,)`` metrics."""
+        grads, metrics = self.forward_updates(x, y)
+        self.optimizer.step(grads)
+        return metrics
+
+    def optimizers(self) -> dict[str, Optimizer]:
+        return {"forward": self.optimizer}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        for k, o in self.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+
+
+def batch_metrics(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
+    """Per-replica batch cost and number of misclassified samples."""
+    errors = (logits.argmax(-1) != y).sum(-1).to(logits.dtype)
+    return {"loss": loss.detach(), "errors": errors}
+
+
+def per_replica_view(value: Tensor, like: Tensor) -> Tensor:
+    """An ``(R,)`` tensor viewed to broadcast against ``like`` ``(R, ...)``."""
+    return value.view(-1, *([1] * (like.dim() - 1)))
+
+
+def as_tensor(value: Scalar, net: Network) -> Tensor:
+    ref = net.layers[0].weight
+    t = torch.as_tensor(value, dtype=ref.dtype, device=ref.device).flatten()
+    return t.expand(net.replicas).clone() if t.numel() == 1 else t

@@ -1,0 +1,217 @@
+"""Target propagation (Bengio 2014) with learned approximate inverses, and the machinery DTP shares.
+
+Each layer receives a *target* ``ĥ_i`` instead of a gradient and trains on its layer-local loss; targets travel
+down through learned inverses ``g_i ≈ f_i^{-1}``; the inverses are trained as noisy decoders. Per mini-batch:
+
+1. forward ``h_i = f_i(h_{i−1})``;
+2. first target ``ĥ_T = h_T − η̂ ∂L/∂h_T`` (see :meth:`TargetPropagation.first_target`);
+3. for ``i = T..2``: ``ĥ_{i−1}`` from ``ĥ_i`` (:meth:`TargetPropagation.propagate`: TP ``g_i(ĥ_i)``; DTP adds a correction);
+4. inverses: SGD on ``L_i^inv = ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²``, ``ε ~ N(0, σ²)``, ``i = T..2``;
+5. forward layers: SGD on ``L_i = ||ĥ_i − f_i(h_{i−1})||²`` with ``h_{i−1}`` held fixed, ``i = 1..T``.
+
+Losses are sums over units and means over the batch. All gradients are computed in closed form per layer
+(``δ = s'(a) ⊙ 2(h − ĥ)/B``, ``∂L_i/∂W_i = δᵀ u_{i−1}``), so no gradient can cross layers.
+
+Where the first target sits (``first_target``):
+
+- ``"last_hidden"`` (the DTP authors' code, "LeeDTP"): the output layer is trained directly on the cost, and
+  ``T = M − 1``: ``ĥ_{M−1} = h_{M−1} − η̂ ∂L/∂h_{M−1}``, a gradient through the output layer only;
+- ``"output"`` (the algorithm as written in the paper): ``T = M``, ``ĥ_M = h_M − η̂ ∂L/∂h_M`` on the output
+  ``h_M = s_M(a_M)``, and the output layer has an inverse and a layer-local loss too.
+
+``∂L/∂h`` is the gradient of the *batch-mean* cost (as in the authors' code), so η̂ absorbs the 1/B factor.
+With sign units the first target's gradient is taken with respect to the transmitted ``u_{M−1}``.
+
+Schedules (``schedule``): ``"alternating"`` (authors' code) trains the inverses on every mini-batch of the epoch,
+then the forward weights on every mini-batch; ``"parallel"`` does steps 1–5 on each mini-batch, reusing the one
+forward pass, with the targets computed before the inverses change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from targetprop.nets import Activity, Layer, Network, linear_grads
+from targetprop.optim import Optimizer, make_optimizer
+from targetprop.replicas import ReplicaRandom
+from targetprop.rules.base import Rule, RuleConfig, Scalar, as_tensor, batch_metrics, per_replica_view
+
+
+class TargetPropConfig(RuleConfig):
+    """Defaults: the DTP authors' settings for MNIST 784-240x7-10 tanh (``conti_dtp.py``)."""
+
+    lr: Scalar = 0.01489
+    """Learning rate of the forward weights."""
+    lr_feedback: Scalar = 0.00501
+    """Learning rate of the feedback (inverse) weights."""
+    eta_hat: Scalar = 0.3277
+    """η̂, the step of the first target along −∂L/∂h."""
+    noise: float = 0.36
+    """σ of the Gaussian corruption used to train the inverses."""
+    noise_decay: float | None = None
+    """If set, σ at epoch e is ``noise / (1 + e / noise_decay)`` (the authors' discrete and stochastic runs)."""
+    schedule: Literal["alternating", "parallel"] = "alternating"
+    first_target: Literal["last_hidden", "output"] = "last_hidden"
+    feedback_optimizer: str | None = None
+    """Optimizer of the feedback weights (default: the same as ``optimizer``)."""
+    feedback_optimizer_args: dict[str, float] | None = None
+
+
+class TargetPropagation(Rule):
+    """Shared machinery of TP and DTP; subclasses define :meth:`propagate`."""
+
+    Config = TargetPropConfig
+    config: TargetPropConfig
+
+    def __init__(self, net: Network, config: TargetPropConfig, noise: ReplicaRandom):
+        super().__init__(net, config, noise)
+        self.top = net.depth if config.first_target == "output" else net.depth - 1
+        if self.top < 1:
+            raise ValueError("target propagation needs at least one hidden layer")
+        missing = [i for i in range(2, self.top + 1) if not net.layer(i).has_feedback]
+        if missing:
+            raise ValueError(
+                f"layers {missing} have no feedback map; build the network with feedback={self.feedback_maps(config)!r}"
+            )
+        self.eta_hat = as_tensor(config.eta_hat, net)
+        fb_params = net.feedback_parameters()
+        self.feedback_optimizer: Optimizer | None = None
+        if fb_params:
+            self.feedback_optimizer = make_optimizer(
+                config.feedback_optimizer or config.optimizer,
+                fb_params,
+                config.lr_feedback,
+                config.feedback_optimizer_args if config.feedback_optimizer_args is not None else config.optimizer_args,
+            )
+
+    @classmethod
+    def feedback_maps(cls, config: RuleConfig) -> str:
+        return "all" if getattr(config, "first_target", "last_hidden") == "output" else "hidden"
+
+    def optimizers(self) -> dict[str, Optimizer]:
+        opts = {"forward": self.optimizer}
+        if self.feedback_optimizer is not None:
+            opts["feedback"] = self.feedback_optimizer
+        return opts
+
+    def schedule(self) -> list[tuple[str, ...]]:
+        if self.top < 2:  # no inverse to train
+            return [("forward",)]
+        if self.config.schedule == "alternating":
+            return [("feedback",), ("forward",)]
+        return [("feedback", "forward")]
+
+    @property
+    def sigma(self) -> float:
+        """The corruption σ of the current epoch."""
+        c = self.config
+        return c.noise if c.noise_decay is None else c.noise / (1.0 + self.epoch / c.noise_decay)
+
+    # ---- targets -------------------------------------------------------------------------------------------
+
+    def first_target(self, acts: Activity, y: Tensor) -> Tensor:
+        """``ĥ_T = h_T − η̂ ∂L/∂h_T`` with ``L`` the batch-mean cost."""
+        out = self.net.output_unit
+        a_m, h_m = acts.a[-1], acts.h[-1]
+        if self.top == self.net.depth:
+            grad = out.output_grad(a_m, h_m, y)
+        else:  # gradient through the output layer only: ∂L/∂u_{M−1} = (∂L/∂a_M) W_M
+            grad = torch.bmm(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
+        h = acts.h[self.top]
+        return h - per_replica_view(self.eta_hat, h) * grad
+
+    def propagate(self, layer: Layer, h_below: Tensor, h: Tensor, target: Tensor) -> Tensor:
+        """Target of layer i−1 from the target ``ĥ_i`` of layer i (``layer`` is layer i)."""
+        raise NotImplementedError
+
+    def targets(self, acts: Activity, y: Tensor) -> dict[int, Tensor]:
+        """``{i: ĥ_i}`` for the layers ``i = 1..T`` that train on a layer-local loss."""
+        targets = {self.top: self.first_target(acts, y)}
+        for i in range(self.top, 1, -1):
+            targets[i - 1] = self.propagate(self.net.layer(i), acts.h[i - 1], acts.h[i], targets[i])
+        return targets
+
+    # ---- forward weights -----------------------------------------------------------------------------------
+
+    def local_gradients(self, acts: Activity, y: Tensor, targets: dict[int, Tensor]) -> list[Tensor]:
+        """Gradients of each layer's own loss with respect to its own ``W_i, b_i`` only.
+
+        Layers ``i ≤ T``: ``L_i = (1/B) Σ_b ||ĥ_i − s_i(W_i u_{i−1} + b_i)||²``, ``u_{i−1}`` held fixed, so
+        ``δ_i = s_i'(a_i) ⊙ 2(h_i − ĥ_i)/B``, ``∂L_i/∂W_i = δ_iᵀ u_{i−1}``, ``∂L_i/∂b_i = Σ_b δ_i``.
+        The output layer when ``T = M − 1``: ``δ_M = ∂L/∂a_M`` of the cost itself.
+        """
+        grads: list[Tensor] = []
+        for i, layer in enumerate(self.net.layers, start=1):
+            a, h = acts.a[i], acts.h[i]
+            if i <= self.top:
+                delta = layer.unit.vjp(a, h, (h - targets[i]) * (2.0 / h.shape[1]))
+            else:
+                delta = self.net.output_unit.loss_grad(a, y)
+            grads.extend(linear_grads(delta, acts.u[i - 1]))
+        return grads
+
+    def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
+        with torch.no_grad():
+            acts = self.net.activity(x, self.sample)
+            targets = self.targets(acts, y)
+            grads = self.local_gradients(acts, y, targets)
+            loss = self.net.output_unit.loss(acts.logits, y)
+        return grads, batch_metrics(acts.logits, y, loss)
+
+    # ---- inverses ------------------------------------------------------------------------------------------
+
+    def inverse_gradients(self, acts: Activity) -> tuple[list[Tensor], Tensor]:
+        """Gradients of ``L_i^inv = (1/B) Σ_b ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²`` for ``V_i, c_i``,
+        ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica.
+
+        ``z = V_i t_i(f_i(h̃)) + c_i``, ``δ = s̄'(z) ⊙ 2(s̄(z) − h̃)/B``, ``∂/∂V_i = δᵀ t_i(f_i(h̃))``, ``∂/∂c_i = Σ_b δ``.
+        """
+        layers = [(i, self.net.layer(i)) for i in range(2, self.top + 1)]
+        widths = [layer.n_in for _, layer in layers]
+        batch = acts.h[0].shape[1]
+        eps = self.noise.normal((batch, sum(widths)), dtype=acts.h[0].dtype).mul_(self.sigma)
+        grads: list[Tensor] = []
+        total = torch.zeros(self.net.replicas, dtype=eps.dtype, device=eps.device)
+        for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
+            below = self.net.layer(i - 1)
+            h_tilde = acts.h[i - 1] + e
+            fh = layer(below.transmit(h_tilde, self.sample))
+            z = layer.feedback_preactivation(fh)
+            rec = layer.feedback_unit(z)
+            diff = rec - h_tilde
+            total += diff.pow(2).sum(-1).mean(-1)
+            delta = layer.feedback_unit.vjp(z, rec, diff * (2.0 / batch))
+            fb_in = layer.transmit(fh) if layer.unit.transmits == "sign" else fh
+            grads.extend(linear_grads(delta, fb_in))
+        return grads, total
+
+    # ---- one step ------------------------------------------------------------------------------------------
+
+    def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
+        with torch.no_grad():
+            acts = self.net.activity(x, self.sample)
+            metrics: dict[str, Tensor] = {}
+            grads = None
+            if "forward" in phases:  # targets first, with the inverses as they were before this batch
+                grads = self.local_gradients(acts, y, self.targets(acts, y))
+                metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
+            if "feedback" in phases and self.feedback_optimizer is not None:
+                fb_grads, metrics["inverse_loss"] = self.inverse_gradients(acts)
+                self.feedback_optimizer.step(fb_grads)
+            if grads is not None:
+                self.optimizer.step(grads)
+        return metrics
+
+
+class TP(TargetPropagation):
+    """Target propagation: ``ĥ_{i−1} = g_i(ĥ_i)``."""
+
+    name = "tp"
+
+    def propagate(self, layer: Layer, h_below: Tensor, h: Tensor, target: Tensor) -> Tensor:
+        """``ĥ_{i−1} = g_i(ĥ_i)``."""
+        return layer.inverse(target)

@@ -1,0 +1,335 @@
+"""The trainer: epochs of mini-batches for any rule, evaluation, run directory, checkpoints and resume.
+
+The whole dataset sits on the device; a mini-batch is an index gather ``X[order[:, k*B:(k+1)*B]]`` giving each
+replica its own samples. Metrics stay on the device during an epoch and are read once at its end.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from targetprop.config import RunConfig, make_config
+from targetprop.data import Dataset, Split, load_dataset
+from targetprop.errors import ConfigError, DivergedError
+from targetprop.nets import Network, parse_architecture
+from targetprop.replicas import ReplicaRandom
+from targetprop.rules import Rule, get_rule
+from targetprop.runs import RunDir
+
+EVAL_CHUNK = 10_000
+
+
+def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
+    """The network (one replica per seed) and the rule that trains it."""
+    rule_cls = get_rule(config.rule)
+    rule_config = config.rule_config()
+    sizes = parse_architecture(config.architecture)
+    if sizes[0] != dataset.n_inputs or sizes[-1] != dataset.n_classes:
+        raise ConfigError(
+            f"architecture {config.architecture} does not fit {dataset.name}: it needs {dataset.n_inputs} inputs "
+            f"and {dataset.n_classes} outputs, e.g. {dataset.n_inputs}-240x2-{dataset.n_classes}"
+        )
+    net = Network.from_spec(
+        sizes,
+        config.hidden_units,
+        config.output,
+        seeds=config.seeds,
+        init=config.init,
+        feedback=rule_cls.feedback_maps(rule_config),
+        device=config.device,
+        dtype=getattr(torch, config.dtype),
+    )
+    rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device))
+    return net, rule
+
+
+@torch.no_grad()
+def evaluate(net: Network, split: Split, noise: ReplicaRandom | None = None, samples: int = 1) -> dict[str, Tensor]:
+    """Per-replica error (%) and mean cost on a split; stochastic units average ``samples`` passes' outputs."""
+    out = net.output_unit
+    stochastic = any(not layer.unit.deterministic for layer in net.layers[:-1])
+    samples = samples if stochastic else 1
+    sample = noise.uniform_like if noise is not None else (lambda h: torch.rand_like(h))
+    errors = torch.zeros(net.replicas, device=split.x.device)
+    losses = torch.zeros(net.replicas, device=split.x.device)
+    dtype = net.layers[0].weight.dtype
+    for start in range(0, len(split.y), EVAL_CHUNK):
+        x = split.x[start : start + EVAL_CHUNK].to(dtype)
+        y = split.y[start : start + EVAL_CHUNK].expand(net.replicas, -1)
+        if samples == 1:
+            logits = net(x, sample)
+            losses += out.sample_loss(logits, y).sum(-1).float()
+            pred = logits.argmax(-1)
+        else:
+            probs = sum(out(net(x, sample)) for _ in range(samples)) / samples
+            losses += -torch.log(probs.gather(-1, y.unsqueeze(-1)).clamp_min(1e-30)).squeeze(-1).sum(-1).float()
+            pred = probs.argmax(-1)
+        errors += (pred != y).sum(-1).float()
+    n = len(split.y)
+    return {"error": 100.0 * errors / n, "loss": losses / n}
+
+
+@dataclass
+class TrainResult:
+    run_dir: RunDir
+    summary: dict[str, Any]
+    net: Network
+    rule: Rule
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Progress:
+    """A live bar in a terminal, one plain line per epoch otherwise (both on stderr)."""
+
+    def __init__(self, label: str, epochs: int, batches: int, enabled: bool = True):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled
+        self.live = enabled and self.console.is_terminal
+        self.label, self.epochs, self.batches = label, epochs, batches
+        self._bar = None
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=epochs * batches)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def start_at(self, epoch: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=epoch * self.batches)
+
+    def epoch_done(self, line: str) -> None:
+        if self.enabled:
+            self.console.print(line, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _fmt(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f}±{statistics.stdev(values):.2f}"
+
+
+def summarize(config: RunConfig, history: list[dict[str, Any]], diverged: set[int]) -> dict[str, Any]:
+    """Final and best-validation errors per replica; mean and standard deviation over replicas."""
+    last_epoch = max(r["epoch"] for r in history)
+    per_replica = []
+    for r, seed in enumerate(config.seeds):
+        rows = [h for h in history if h["replica"] == r]
+        final = rows[-1]
+        finite = [h for h in rows if math.isfinite(h["valid_error"])]
+        best = min(finite, key=lambda h: (h["valid_error"], h["epoch"])) if finite else final
+        per_replica.append(
+            {
+                "seed": seed,
+                "diverged": r in diverged,
+                "train_error": final["train_error"],
+                "valid_error": final["valid_error"],
+                "test_error": final["test_error"],
+                "best_epoch": best["epoch"],
+                "best_valid_error": best["valid_error"],
+                "test_error_at_best_valid": best["test_error"],
+            }
+        )
+
+    def stats(key: str) -> dict[str, float]:
+        vals = [p[key] for p in per_replica if not p["diverged"]] or [float("nan")]
+        return {
+            "mean": statistics.fmean(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            "min": min(vals),
+            "max": max(vals),
+        }
+
+    epoch_seconds = [h["seconds"] for h in history if h["replica"] == 0]
+    return {
+        "rule": config.rule,
+        "data": config.data,
+        "arch": config.architecture,
+        "epochs": last_epoch,
+        "replicas": len(config.seeds),
+        "seconds_per_epoch": statistics.median(epoch_seconds),
+        "diverged_seeds": [config.seeds[r] for r in sorted(diverged)],
+        **{k: stats(k) for k in ("train_error", "valid_error", "test_error", "test_error_at_best_valid")},
+        "per_replica": per_replica,
+    }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(
+    config: RunConfig,
+    *,
+    dataset: Dataset | None = None,
+    run_dir: RunDir | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``config``; writes a run directory and returns its summary, the network and the rule.
+
+    Everything that can fail on bad input (data, architecture, hyper-parameters) fails before the run
+    directory is created. With ``resume``, ``run_dir`` must hold a checkpoint, and training continues from it
+    to the same numbers an uninterrupted run gives (on the CPU).
+    """
+    device = torch.device(config.device)
+    if dataset is None:
+        dataset = load_dataset(
+            config.data, config.data_dir, device=device, download=config.download, n_valid=config.n_valid
+        )
+    else:
+        dataset = dataset.to(device)
+    net, rule = build(config, dataset)
+    train_rng = rule.noise
+    eval_rng = ReplicaRandom(config.seeds, "eval", device)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    diverged: set[int] = set()
+    if resume:
+        assert run_dir is not None
+        state = run_dir.load_checkpoint(device)
+        if state is not None:
+            net.load_state_dict(state["net"])
+            rule.load_state_dict(state["rule"])
+            train_rng.load_state_dict(state["train_rng"])
+            eval_rng.load_state_dict(state["eval_rng"])
+            start_epoch = state["epoch"]
+            diverged = set(state.get("diverged", []))
+        history = run_dir.truncate_metrics(start_epoch)
+    else:
+        run_dir = run_dir or RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
+        run_dir.write_config(config.to_dict())
+
+    x_train, y_train = dataset.train.x.to(net.layers[0].weight.dtype), dataset.train.y
+    n_train, batch = len(y_train), config.batch_size
+    n_batches = math.ceil(n_train / batch)
+    reps = net.replicas
+    schedule = rule.schedule()
+    label = f"{config.rule} {config.data} {config.architecture} ×{reps}"
+    bar = Progress(label, config.epochs, n_batches * len(schedule), enabled=progress)
+    bar.start_at(start_epoch)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            rule.on_epoch_start(epoch)
+            if config.shuffle:
+                order = train_rng.permutations(n_train)
+            else:
+                order = torch.arange(n_train, device=device).expand(reps, -1)
+            sums: dict[str, Tensor] = {}
+            counts: dict[str, int] = {}
+            _synchronize(device)
+            t0 = time.perf_counter()
+            for phases in schedule:
+                for k in range(n_batches):
+                    idx = order[:, k * batch : (k + 1) * batch]
+                    metrics = rule.step(x_train[idx], y_train[idx], phases)
+                    for key, value in metrics.items():
+                        sums[key] = sums[key] + value if key in sums else value.clone()
+                        counts[key] = counts.get(key, 0) + (idx.shape[1] if key == "errors" else 1)
+                    bar.advance()
+            _synchronize(device)
+            seconds = time.perf_counter() - t0
+            evals = {
+                name: evaluate(net, split, eval_rng, config.eval_samples)
+                for name, split in (
+                    ("train", dataset.train),
+                    ("valid", dataset.valid),
+                    ("test", dataset.test),
+                )
+            }
+            batch_loss = (sums["loss"] / counts["loss"]).tolist()
+            extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}
+            rows = []
+            for r in range(reps):
+                row = {
+                    "epoch": epoch + 1,
+                    "replica": r,
+                    "seed": config.seeds[r],
+                    "batch_loss": batch_loss[r],
+                    "train_error": evals["train"]["error"][r].item(),
+                    "valid_error": evals["valid"]["error"][r].item(),
+                    "test_error": evals["test"]["error"][r].item(),
+                    "train_loss": evals["train"]["loss"][r].item(),
+                    **{k: v[r] for k, v in extra.items()},
+                    "seconds": seconds,
+                }
+                rows.append(row)
+            bad = {
+                r for r in range(reps) if not math.isfinite(batch_loss[r]) or not math.isfinite(rows[r]["train_loss"])
+            }
+            newly = bad - diverged
+            if newly and len(bad) == reps:
+                good = run_dir.checkpoint_path if run_dir.checkpoint_path.exists() else None
+                where = f"last good checkpoint: {good} (epoch {epoch})" if good else "no checkpoint was written"
+                raise DivergedError(
+                    f"training diverged at epoch {epoch + 1} (loss is not finite for every replica); {where}; "
+                    "lower the learning rates or η̂"
+                )
+            if newly:
+                bar.epoch_done(
+                    f"warning: seed(s) {[config.seeds[r] for r in sorted(newly)]} diverged at epoch {epoch + 1}; "
+                    "the other replicas go on"
+                )
+            diverged |= bad
+            run_dir.append_metrics(rows)
+            history.extend(rows)
+            run_dir.save_checkpoint(
+                {
+                    "epoch": epoch + 1,
+                    "net": net.state_dict(),
+                    "rule": rule.state_dict(),
+                    "train_rng": train_rng.state_dict(),
+                    "eval_rng": eval_rng.state_dict(),
+                    "diverged": sorted(diverged),
+                }
+            )
+            ok = [row for r, row in enumerate(rows) if r not in diverged] or rows
+            bar.epoch_done(
+                f"{label} epoch {epoch + 1}/{config.epochs}: "
+                f"train {_fmt([r['train_error'] for r in ok])}% valid {_fmt([r['valid_error'] for r in ok])}% "
+                f"test {_fmt([r['test_error'] for r in ok])}%  ({seconds:.2f} s)"
+            )
+            if on_epoch is not None:
+                on_epoch(epoch + 1, {"rows": rows})
+    except BaseException:
+        bar.close()
+        if not run_dir.checkpoint_path.exists() and not resume:
+            run_dir.remove()  # nothing worth keeping: no half-written run is left behind
+        raise
+    bar.close()
+    summary = summarize(config, history, diverged)
+    run_dir.write_summary(summary)
+    return TrainResult(run_dir, summary, net, rule, history)
+
+
+def resume_config(run_dir: RunDir, **overrides: Any) -> RunConfig:
+    """The configuration a run directory was started with (``overrides`` may extend e.g. ``epochs``)."""
+    return make_config(run_dir.read_config(), **overrides)

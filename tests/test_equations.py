@@ -1,0 +1,217 @@
+"""The equations of BRIEF.md, checked on small networks: targets, locality, exact inverses, inverse training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from targetprop import Network, ReplicaRandom
+from targetprop.rules import get_rule
+from targetprop.rules.dtp import DTP
+from targetprop.rules.tp import TP
+
+torch.set_default_dtype(torch.float64)
+
+
+def make_rule(name: str, net: Network, seeds=(0,), **cfg):
+    cls = get_rule(name)
+    return cls(net, cls.Config(**cfg), ReplicaRandom(list(seeds), "train"))
+
+
+def tiny_net() -> Network:
+    """x (1) → h1 = tanh(w1 x + b1) → h2 = tanh(w2 h1 + b2) → softmax(W3 h2 + b3) (2 classes)."""
+    net = Network([1, 1, 1, 2], ["tanh", "tanh"], "softmax", replicas=1, feedback="hidden").double()
+    with torch.no_grad():
+        net.layer(1).weight.fill_(0.8)
+        net.layer(1).bias.fill_(0.1)
+        net.layer(2).weight.fill_(-1.3)
+        net.layer(2).bias.fill_(0.2)
+        net.layer(3).weight.copy_(torch.tensor([[[0.5], [-0.7]]]))
+        net.layer(3).bias.copy_(torch.tensor([[0.05, -0.05]]))
+        net.layer(2).fb_weight.fill_(-0.6)  # g2(h2) = tanh(v2 h2 + c2)
+        net.layer(2).fb_bias.fill_(0.3)
+    return net
+
+
+def test_dtp_targets_match_hand_computation():
+    net = tiny_net()
+    eta = 0.4
+    rule = make_rule("dtp", net, eta_hat=eta)
+    x, y = 0.9, 1
+    # by hand, in plain floats
+    h1 = math.tanh(0.8 * x + 0.1)
+    h2 = math.tanh(-1.3 * h1 + 0.2)
+    a3 = [0.5 * h2 + 0.05, -0.7 * h2 - 0.05]
+    z = [math.exp(v) for v in a3]
+    p = [v / sum(z) for v in z]
+    dl_dh2 = (p[0] - 0.0) * 0.5 + (p[1] - 1.0) * (-0.7)  # ∂(−log p_y)/∂h2 = Σ_k (p_k − t_k) W3[k]
+    h2_hat = h2 - eta * dl_dh2
+    g = lambda h: math.tanh(-0.6 * h + 0.3)  # noqa: E731
+    h1_hat = h1 - g(h2) + g(h2_hat)
+
+    acts = net.activity(torch.tensor([[[x]]]))
+    targets = rule.targets(acts, torch.tensor([[y]]))
+    assert set(targets) == {1, 2}
+    assert targets[2].item() == pytest.approx(h2_hat, abs=1e-12)
+    assert targets[1].item() == pytest.approx(h1_hat, abs=1e-12)
+
+    # layer-local gradient of layer 1: ∂/∂w1 ||ĥ1 − tanh(w1 x + b1)||² = 2 (h1 − ĥ1)(1 − h1²) x
+    grads = rule.local_gradients(acts, torch.tensor([[y]]), targets)
+    assert grads[0].item() == pytest.approx(2 * (h1 - h1_hat) * (1 - h1**2) * x, abs=1e-12)
+    assert grads[1].item() == pytest.approx(2 * (h1 - h1_hat) * (1 - h1**2), abs=1e-12)
+    # the output layer is trained on the cost itself: ∂L/∂W3[k] = (p_k − t_k) h2
+    assert grads[4].flatten().tolist() == pytest.approx([p[0] * h2, (p[1] - 1) * h2], abs=1e-12)
+
+
+@pytest.mark.parametrize("first_target", ["last_hidden", "output"])
+def test_dtp_target_equal_to_activity_propagates_as_activity(first_target):
+    """ĥ_i = h_i ⇒ ĥ_{i−1} = h_{i−1}, for inverses that are far from exact (random ones)."""
+    cls = DTP
+    cfg = cls.Config(eta_hat=0.0, first_target=first_target)
+    net = Network.from_spec("12-9-7-8-5", "tanh", seeds=[3, 4], feedback=cls.feedback_maps(cfg), dtype=torch.float64)
+    rule = cls(net, cfg, ReplicaRandom([3, 4], "train"))
+    x, y = torch.rand(2, 6, 12), torch.randint(0, 5, (2, 6))
+    acts = net.activity(x)
+    targets = rule.targets(acts, y)
+    assert len(targets) == (4 if first_target == "output" else 3)
+    for i, t in targets.items():
+        torch.testing.assert_close(t, acts.h[i], atol=1e-12, rtol=0)
+    # TP with the same inverses does not have this property: the check above can fail.
+    tp = TP(net, TP.Config(eta_hat=0.0, first_target=first_target), ReplicaRandom([3, 4], "train"))
+    tp_targets = tp.targets(acts, y)
+    assert (tp_targets[1] - acts.h[1]).abs().max() > 1e-2
+
+
+def exact_inverse_net(first_target: str) -> Network:
+    """Identity units and square invertible weights, with V_i = W_i^{-1}, c_i = −W_i^{-1} b_i: g_i = f_i^{-1}."""
+    n = 5
+    feedback = "all" if first_target == "output" else "hidden"
+    net = Network([n, n, n, n, n], ["identity"] * 3, "linear", replicas=2, feedback=feedback).double()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in net.layers:
+            w = torch.eye(n) + 0.3 * torch.randn(2, n, n, generator=gen)
+            layer.weight.copy_(w)
+            layer.bias.copy_(0.1 * torch.randn(2, n, generator=gen))
+            if layer.has_feedback:
+                inv = torch.linalg.inv(layer.weight)
+                layer.fb_weight.copy_(inv)
+                layer.fb_bias.copy_(-(inv @ layer.bias.unsqueeze(-1)).squeeze(-1))
+    return net
+
+
+@pytest.mark.parametrize("first_target", ["last_hidden", "output"])
+def test_dtp_equals_tp_with_exact_inverse(first_target):
+    net = exact_inverse_net(first_target)
+    dtp = make_rule("dtp", net, seeds=(0, 1), eta_hat=0.5, first_target=first_target)
+    tp = make_rule("tp", net, seeds=(0, 1), eta_hat=0.5, first_target=first_target)
+    x, y = torch.randn(2, 7, 5), torch.randint(0, 5, (2, 7))
+    acts = net.activity(x)
+    # the inverse is exact: g_i(h_i) = h_{i−1}
+    for i in range(2, dtp.top + 1):
+        torch.testing.assert_close(net.layer(i).inverse(acts.h[i]), acts.h[i - 1])
+    t_dtp, t_tp = dtp.targets(acts, y), tp.targets(acts, y)
+    assert t_dtp.keys() == t_tp.keys()
+    for i in t_dtp:
+        torch.testing.assert_close(t_dtp[i], t_tp[i], atol=1e-10, rtol=1e-10)
+        assert (t_dtp[i] - acts.h[i]).abs().max() > 1e-3  # the targets do move
+    g_dtp, _ = dtp.forward_updates(x, y)
+    g_tp, _ = tp.forward_updates(x, y)
+    for a, b in zip(g_dtp, g_tp, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("rule_name", ["dtp", "tp"])
+@pytest.mark.parametrize("first_target", ["last_hidden", "output"])
+def test_forward_update_is_layer_local(rule_name, first_target):
+    """Each layer's update is the gradient of its own loss ||ĥ_i − f_i(h_{i−1})||² w.r.t. its own parameters,
+    with h_{i−1} and ĥ_i held fixed: autograd on that loss puts no gradient on any other layer's parameters,
+    and agrees with the rule's closed form."""
+    cls = get_rule(rule_name)
+    cfg = cls.Config(first_target=first_target)
+    net = Network.from_spec("10-8-8-6-4", "tanh", seeds=[0, 1], feedback=cls.feedback_maps(cfg), dtype=torch.float64)
+    rule = cls(net, cfg, ReplicaRandom([0, 1], "train"))
+    x, y = torch.rand(2, 16, 10), torch.randint(0, 4, (2, 16))
+    grads, _ = rule.forward_updates(x, y)
+    acts = net.activity(x)
+    targets = rule.targets(acts, y)
+    params = net.forward_parameters() + net.feedback_parameters()
+    for i in range(1, net.depth + 1):
+        layer = net.layer(i)
+        h = layer.unit(layer.preactivation(acts.u[i - 1].detach()))
+        if i in targets:
+            loss = ((targets[i].detach() - h) ** 2).sum(-1).mean(-1).sum()
+        else:  # the output layer, trained on the cost
+            loss = net.output_unit.loss(layer.preactivation(acts.u[i - 1].detach()), y).sum()
+        auto = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        for j, (p, g) in enumerate(zip(params, auto, strict=True)):
+            own = p is layer.weight or p is layer.bias
+            if own:
+                torch.testing.assert_close(g, grads[j], atol=1e-12, rtol=1e-9)
+            else:
+                assert torch.count_nonzero(g) == 0, f"layer {i}'s loss reached another parameter"
+
+
+def test_dtp_step_changes_forward_layers_only_through_their_own_targets():
+    """Moving one layer's target changes that layer's update and no other."""
+    net = Network.from_spec("10-8-8-6-4", "tanh", seeds=[0], feedback="hidden", dtype=torch.float64)
+    rule = make_rule("dtp", net)
+    x, y = torch.rand(1, 16, 10), torch.randint(0, 4, (1, 16))
+    acts = net.activity(x)
+    targets = rule.targets(acts, y)
+    base = rule.local_gradients(acts, y, targets)
+    moved = dict(targets)
+    moved[2] = targets[2] + 0.1
+    changed = rule.local_gradients(acts, y, moved)
+    diff = [(a - b).abs().max().item() > 0 for a, b in zip(base, changed, strict=True)]
+    assert diff == [False, False, True, True, False, False, False, False]
+
+
+def test_inverse_loss_falls_while_inverses_train():
+    cfg = DTP.Config(lr_feedback=0.005)
+    net = Network.from_spec("20-30x3-5", "tanh", seeds=[0, 1], feedback="hidden", dtype=torch.float64)
+    rule = DTP(net, cfg, ReplicaRandom([0, 1], "train"))
+    gen = torch.Generator().manual_seed(1)
+    data = torch.rand(10, 2, 32, 20, generator=gen)
+    labels = torch.randint(0, 5, (10, 2, 32), generator=gen)
+    forward_before = [p.clone() for p in net.forward_parameters()]
+    losses = []
+    for _epoch in range(30):
+        total = 0
+        for x, y in zip(data, labels, strict=True):
+            total = total + rule.step(x, y, ("feedback",))["inverse_loss"]
+        losses.append(total / len(data))
+    assert torch.all(losses[-1] < 0.5 * losses[0]), (losses[0], losses[-1])
+    for before, after in zip(forward_before, net.forward_parameters(), strict=True):
+        torch.testing.assert_close(before, after, rtol=0, atol=0)  # the feedback phase leaves f alone
+
+
+def test_bp_matches_plain_pytorch_on_exported_replica():
+    """Our BP on replica r equals an ordinary nn.Sequential trained with torch.optim.SGD on the same batches."""
+    cls = get_rule("bp")
+    net = Network.from_spec("6-5-4-3", "relu", seeds=[0, 1], feedback="none", dtype=torch.float64)
+    plain = net.export(1)
+    rule = cls(net, cls.Config(lr=0.1, optimizer="sgd"), ReplicaRandom([0, 1], "train"))
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    for _ in range(5):
+        x, y = torch.rand(2, 8, 6), torch.randint(0, 3, (2, 8))
+        rule.step(x, y)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(plain(x[1]), y[1]).backward()
+        opt.step()
+    x = torch.rand(9, 6)
+    torch.testing.assert_close(net(x)[1], plain(x))
+    torch.testing.assert_close(net.select(1)(x)[0], plain(x))
+
+
+def test_sign_units_block_bp_unless_straight_through():
+    cls = get_rule("bp")
+    x, y = torch.rand(1, 8, 6), torch.randint(0, 3, (1, 8))
+    for st, expect_zero in [(False, True), (True, False)]:
+        net = Network.from_spec("6-5-4-3", "sign", seeds=[0], feedback="none", dtype=torch.float64)
+        rule = cls(net, cls.Config(straight_through=st), ReplicaRandom([0], "train"))
+        grads, _ = rule.forward_updates(x, y)
+        assert bool(torch.count_nonzero(grads[0]) == 0) is expect_zero
+        assert torch.count_nonzero(grads[-2]) > 0  # the output layer always learns
