@@ -7,7 +7,6 @@ written.
 from __future__ import annotations
 
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from targetprop.config import RunConfig, apply_assignments, load_toml, make_config
+from targetprop.config import RunConfig, apply_assignments, make_config
 from targetprop.errors import ConfigError, TargetpropError
+from targetprop.experiments import load_config_source, preset_names, preset_path
 from targetprop.rules import RULES, get_rule
 
 app = typer.Typer(
@@ -55,26 +55,6 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a key: KEY=VALUE (run) or RULE.KEY=VALUE, e.g. dtp.eta_hat=0.5."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-
-
-def _preset_path(name: str) -> Path | None:
-    candidate = resources.files("targetprop.experiments") / f"{name.replace('-', '_')}.toml"
-    return Path(str(candidate)) if candidate.is_file() else None
-
-
-def presets() -> list[str]:
-    folder = resources.files("targetprop.experiments")
-    return sorted(p.name[:-5].replace("_", "-") for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-def _load_base(config: str | None) -> dict[str, Any]:
-    if config is None:
-        return {}
-    if not Path(config).exists() and (preset := _preset_path(config)) is not None:
-        return load_toml(preset)
-    if not Path(config).exists() and not config.endswith(".toml"):
-        raise ConfigError(f"no config file or preset named {config!r}; presets: {', '.join(presets())}")
-    return load_toml(config)
 
 
 def _options(**kw: Any) -> dict[str, Any]:
@@ -123,7 +103,7 @@ def train(
         err.print(f"resuming {run_dir.path} after epoch {done}")
         result = _guarded(lambda: run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet), run_dir)
     else:
-        base = _load_base(config)
+        base = load_config_source(config)
         rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
         base = apply_assignments(base, set_ or [], [get_rule(rule_name).name])
         cfg = make_config(
@@ -185,7 +165,7 @@ def compare(
         raise ConfigError("--rules is empty; give e.g. --rules dtp,bp")
     for r in names:
         get_rule(r)
-    base = apply_assignments(_load_base(config), set_ or [], names)
+    base = apply_assignments(load_config_source(config), set_ or [], names)
     common = dict(
         data=data,
         data_dir=data_dir,
@@ -268,8 +248,8 @@ def list_rules() -> None:
 @app.command("presets")
 def list_presets() -> None:
     """List the bundled experiment configurations (use with --config NAME)."""
-    for p in presets():
-        path = _preset_path(p)
+    for p in preset_names():
+        path = preset_path(p)
         first = Path(str(path)).read_text().splitlines()[0].lstrip("# ") if path else ""
         out.print(f"{p}: {first}", highlight=False)
 

@@ -117,7 +117,7 @@ class OutputUnit:
         return a
 
     def _one_hot(self, a: Tensor, y: Tensor) -> Tensor:
-        return F.one_hot(y, a.shape[-1]).to(a.dtype)
+        return F.one_hot(y.expand(a.shape[:-1]), a.shape[-1]).to(a.dtype)
 
     def sample_loss(self, a: Tensor, y: Tensor) -> Tensor:
         """Per-sample cost, summed over output units: shape ``a.shape[:-1]``.
@@ -127,6 +127,7 @@ class OutputUnit:
         - linear: ``Σ_k (a_k − t_k)²``.
         """
         if self.name == "softmax":
+            y = y.expand(a.shape[:-1])
             return -torch.log_softmax(a, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         t = self._one_hot(a, y)
         if self.name == "sigmoid":

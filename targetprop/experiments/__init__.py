@@ -1,1 +1,35 @@
-"""Bundled experiment configurations (TOML), used as ``--config NAME``."""
+"""Bundled experiment configurations (TOML files beside this module), used as ``--config NAME``."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from targetprop.config import load_toml
+from targetprop.errors import ConfigError
+
+
+def preset_path(name: str) -> Path | None:
+    """The TOML file of preset ``name`` (``mnist-paper`` → ``mnist_paper.toml``), if it exists."""
+    candidate = resources.files(__name__) / f"{name.replace('-', '_')}.toml"
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def preset_names() -> list[str]:
+    folder = resources.files(__name__)
+    return sorted(p.name[:-5].replace("_", "-") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_config_source(source: str | None) -> dict[str, Any]:
+    """The raw settings of a TOML file or of a preset name; ``{}`` for ``None``."""
+    if source is None:
+        return {}
+    if Path(source).exists():
+        return load_toml(source)
+    preset = preset_path(source)
+    if preset is not None:
+        return load_toml(preset)
+    if source.endswith(".toml"):
+        return load_toml(source)  # reports the missing file
+    raise ConfigError(f"no config file or preset named {source!r}; presets: {', '.join(preset_names())}")

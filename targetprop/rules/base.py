@@ -18,12 +18,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from targetprop.nets import Network
-from targetprop.optim import Optimizer, make_optimizer
+from targetprop.optim import Optimizer, make_optimizer, per_replica
 from targetprop.replicas import ReplicaRandom
 
 Scalar = float | list[float]
@@ -107,6 +106,5 @@ def per_replica_view(value: Tensor, like: Tensor) -> Tensor:
 
 
 def as_tensor(value: Scalar, net: Network) -> Tensor:
-    ref = net.layers[0].weight
-    t = torch.as_tensor(value, dtype=ref.dtype, device=ref.device).flatten()
-    return t.expand(net.replicas).clone() if t.numel() == 1 else t
+    """A hyper-parameter as an ``(R,)`` tensor on the network's device (one value, or one per replica)."""
+    return per_replica(value, net.replicas, net.layers[0].weight)

@@ -1,0 +1,99 @@
+"""R replicas in one process follow exactly the paths of R single runs with the same seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from targetprop import Network, parse_seeds
+from targetprop.config import make_config
+from targetprop.data import load_dataset
+from targetprop.errors import ConfigError
+from targetprop.train import train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize(
+    ("rule", "activation", "params"),
+    [
+        ("bp", "tanh", {}),
+        ("dtp", "tanh", {}),  # corruption noise and shuffling, per replica
+        ("dtp", "bernoulli", {"schedule": "parallel"}),  # stochastic units sample per replica
+        ("tp", "relu", {"optimizer": "adam", "lr": 1e-3}),
+    ],
+)
+def test_replicas_equal_single_runs(tmp_path, digits, rule, activation, params):
+    seeds = [0, 5, 7]
+    common = dict(
+        rule=rule,
+        arch="64-24-24-10",
+        activation=activation,
+        epochs=2,
+        batch_size=50,
+        dtype="float64",
+        out=str(tmp_path),
+        **{rule: params},
+    )
+    together = train(make_config(seeds=seeds, name="together", **common), dataset=digits, progress=False)
+    for r, seed in enumerate(seeds):
+        single = train(make_config(seeds=[seed], name=f"single{seed}", **common), dataset=digits, progress=False)
+        for name, p in single.net.named_parameters():
+            torch.testing.assert_close(together.net.get_parameter(name)[r], p[0], rtol=1e-9, atol=1e-11)
+        rows_together = [h for h in together.history if h["replica"] == r]
+        for a, b in zip(rows_together, single.history, strict=True):
+            assert a["seed"] == b["seed"] == seed
+            for key in ("train_error", "valid_error", "test_error"):
+                assert a[key] == b[key], (key, a, b)
+            assert a["batch_loss"] == pytest.approx(b["batch_loss"], rel=1e-9)
+    # the replicas are not copies of each other
+    w = together.net.layers[0].weight
+    assert (w[0] - w[1]).abs().max() > 1e-3
+
+
+def test_replica_export_is_a_plain_network(digits):
+    net = Network.from_spec("64-32-32-10", "tanh", seeds=[0, 1, 2])
+    for r in range(3):
+        plain = net.export(r)
+        assert isinstance(plain, torch.nn.Sequential)
+        assert all(not p.shape or p.shape[0] != 3 or p.dim() == 1 for p in plain.parameters())
+        torch.testing.assert_close(plain(digits.test.x), net(digits.test.x)[r])
+        torch.testing.assert_close(net.select(r)(digits.test.x)[0], net(digits.test.x)[r])
+
+
+def test_same_seed_same_initialisation_across_rules():
+    """A seed gives the same forward weights whether or not the rule needs feedback weights (fair comparisons)."""
+    a = Network.from_spec("64-32-32-10", "tanh", seeds=[4], feedback="none")
+    b = Network.from_spec("64-32-32-10", "tanh", seeds=[4], feedback="hidden")
+    for pa, pb in zip(a.forward_parameters(), b.forward_parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_per_replica_hyper_parameters(tmp_path, digits):
+    """A list of learning rates gives each replica its own; replica r equals a single run with lr[r]."""
+    common = dict(rule="dtp", arch="64-24-24-10", epochs=1, dtype="float64", out=str(tmp_path))
+    both = train(
+        make_config(seeds=[1, 2], name="both", **common, dtp={"lr": [0.01, 0.001], "eta_hat": [0.3, 0.1]}),
+        dataset=digits,
+        progress=False,
+    )
+    single = train(
+        make_config(seeds=[2], name="one", **common, dtp={"lr": 0.001, "eta_hat": 0.1}), dataset=digits, progress=False
+    )
+    for name, p in single.net.named_parameters():
+        torch.testing.assert_close(both.net.get_parameter(name)[1], p[0], rtol=1e-9, atol=1e-11)
+    with pytest.raises(ConfigError, match="per replica"):
+        train(
+            make_config(seeds=[1, 2, 3], name="bad", **common, dtp={"lr": [0.1, 0.2]}), dataset=digits, progress=False
+        )
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_seeds("5") == [5]
+    for bad in ("a-b", "", "1,1", "3-"):
+        with pytest.raises(ConfigError):
+            parse_seeds(bad)
