@@ -69,6 +69,8 @@ class RunConfig(BaseModel):
     """Draw a new mini-batch order every epoch (per replica); false walks the data in a fixed order."""
     eval_samples: int = Field(1, ge=1)
     """Forward passes averaged at evaluation for stochastic units."""
+    diagnostics: bool = False
+    """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
     out: str = "runs"

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, Split, load_dataset
+from targetprop.diagnostics import inverse_errors, update_angles
 from targetprop.errors import ConfigError, DivergedError
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
@@ -265,6 +266,12 @@ def train(
                     ("test", dataset.test),
                 )
             }
+            if config.diagnostics:
+                probe = min(1000, n_train)
+                x_probe, y_probe = x_train[:probe], y_train[:probe].expand(reps, -1)
+                sums["angle_deg"] = update_angles(rule, x_probe, y_probe)
+                sums["inverse_error"] = inverse_errors(net, x_probe)
+                counts["angle_deg"] = counts["inverse_error"] = 1
             batch_loss = (sums["loss"] / counts["loss"]).tolist()
             extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}
             rows = []
