@@ -97,10 +97,12 @@ def train(
         summary_before = run_dir.load_checkpoint("cpu")
         done = summary_before["epoch"] if summary_before else 0
         if done >= cfg.epochs:
-            err.print(f"{run_dir.path}: all {cfg.epochs} epochs already done")
+            err.print(
+                f"{run_dir.path}: all {cfg.epochs} epochs already done", highlight=False, markup=False, soft_wrap=True
+            )
             _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
             return
-        err.print(f"resuming {run_dir.path} after epoch {done}")
+        err.print(f"resuming {run_dir.path} after epoch {done}", highlight=False, markup=False, soft_wrap=True)
         result = _guarded(lambda: run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet), run_dir)
     else:
         base = load_config_source(config)
@@ -125,7 +127,7 @@ def train(
         )
         result = _guarded(lambda: run_training(cfg, progress=not quiet), None)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
-    err.print(f"run directory: {result.run_dir.path}")
+    err.print(f"run directory: {result.run_dir.path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _guarded(fn, run_dir):
@@ -199,7 +201,7 @@ def compare(
         rows,
         title=f"{first.data} {first.architecture}, seeds {_seed_text(first.seeds)}, {first.epochs} epochs",
     )
-    err.print(f"run directories: {parent.path}")
+    err.print(f"run directories: {parent.path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _seed_text(seeds: list[int]) -> str:

@@ -100,7 +100,9 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().split("\n")
+        lines.pop()  # "" after the final newline, else the tail of an append a kill cut short (no checkpoint has it)
+        return [json.loads(line) for line in lines if line.strip()]
 
     def truncate_metrics(self, epochs: int) -> list[dict[str, Any]]:
         """Keep the rows of the first ``epochs`` epochs (those a checkpoint covers); returns them."""

@@ -273,6 +273,7 @@ def train(
                 sums["inverse_error"] = inverse_errors(net, x_probe)
                 counts["angle_deg"] = counts["inverse_error"] = 1
             batch_loss = (sums["loss"] / counts["loss"]).tolist()
+            batch_error = (100.0 * sums["errors"] / counts["errors"]).tolist()
             extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}
             rows = []
             for r in range(reps):
@@ -281,6 +282,7 @@ def train(
                     "replica": r,
                     "seed": config.seeds[r],
                     "batch_loss": batch_loss[r],
+                    "batch_error": batch_error[r],
                     "train_error": evals["train"]["error"][r].item(),
                     "valid_error": evals["valid"]["error"][r].item(),
                     "test_error": evals["test"]["error"][r].item(),

@@ -33,8 +33,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from pydantic import model_validator
 from torch import Tensor
 
+from targetprop.errors import ConfigError
 from targetprop.nets import Activity, Layer, Network, linear_grads
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
@@ -59,6 +61,15 @@ class TargetPropConfig(RuleConfig):
     feedback_optimizer: str | None = None
     """Optimizer of the feedback weights (default: the same as ``optimizer``)."""
     feedback_optimizer_args: dict[str, float] | None = None
+    """Options of the feedback optimizer (default: the same as ``optimizer_args``)."""
+
+    @model_validator(mode="after")
+    def _feedback_defaults(self) -> TargetPropConfig:
+        if self.feedback_optimizer is None:
+            self.feedback_optimizer = self.optimizer
+        if self.feedback_optimizer_args is None:
+            self.feedback_optimizer_args = dict(self.optimizer_args)
+        return self
 
 
 class TargetPropagation(Rule):
@@ -71,7 +82,7 @@ class TargetPropagation(Rule):
         super().__init__(net, config, noise)
         self.top = net.depth if config.first_target == "output" else net.depth - 1
         if self.top < 1:
-            raise ValueError("target propagation needs at least one hidden layer")
+            raise ConfigError(f"{self.name} needs at least one hidden layer; give an architecture such as 64-100-10")
         missing = [i for i in range(2, self.top + 1) if not net.layer(i).has_feedback]
         if missing:
             raise ValueError(

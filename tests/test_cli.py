@@ -1,0 +1,452 @@
+"""The `targetprop` command, run for real in a subprocess: what it prints, its exit status, what it leaves on disk.
+
+Every command runs with its working directory in tmp_path, its runs under tmp_path/"runs", the shared datasets
+through $TARGETPROP_DATA, stdin from /dev/null and stdout/stderr captured (no terminal). Each process pays for
+importing torch (a few seconds here), so the cases are few and the trainings tiny (digits, 64-32-10).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from targetprop.rules import RULES
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+TINY = ["--arch", "64-32-10", "--epochs", "2"]
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS", "LINES", "TARGETPROP_MIRROR")}
+    env["TARGETPROP_DATA"] = str(DATA_DIR)
+    env["PYTHONIOENCODING"] = "utf-8"
+    # One thread per process: the machine is shared, and over-subscribed threads make tiny runs crawl.
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    return env
+
+
+def command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "targetprop.cli", *map(str, args)]
+
+
+def run_cli(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(*args),
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stdout + proc.stderr, show(proc)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one `error: ...` line, which must be the last line on stderr."""
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], show(proc)
+    return errors[0]
+
+
+def assert_empty_or_absent(folder: Path) -> None:
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    assert left == [], f"{folder} holds {left}"
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The body rows of rich tables: first cell → all cells."""
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete rows only (a writer may be half-way through a line)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines(keepends=True):
+        if line.endswith("\n"):
+            rows.append(json.loads(line))
+    return rows
+
+
+def only_child(folder: Path) -> Path:
+    children = list(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
+
+
+# ---- train, compare, rules, help ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`train --rule dtp` on digits, two seeds: the process and its run directory."""
+    cwd = tmp_path_factory.mktemp("train")
+    proc = run_cli("train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--out", cwd / "runs", cwd=cwd)
+    assert proc.returncode == 0, show(proc)
+    return proc, only_child(cwd / "runs")
+
+
+def test_train_prints_a_table_and_writes_a_complete_run_directory(trained):
+    proc, run_dir = trained
+    assert_no_traceback(proc)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoint.pt",
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+    ]
+    assert f"run directory: {run_dir}" in proc.stderr, show(proc)
+
+    # config.toml: the resolved configuration, the rule's hyper-parameters filled in
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    assert config["rule"] == "dtp"
+    assert config["data"] == "digits"
+    assert config["arch"] == "64-32-10"
+    assert config["epochs"] == 2
+    assert config["seeds"] == [0, 1]
+    for key in ("batch_size", "activation", "output", "init", "device", "dtype", "shuffle"):
+        assert key in config, key
+    dtp_fields = RULES["dtp"].Config.model_fields
+    assert isinstance(config.get("dtp"), dict), config
+    for key, field in dtp_fields.items():
+        if field.default is not None:  # TOML has no null: keys left unset mean "as the rule decides"
+            assert config["dtp"].get(key) == field.default, key
+    assert set(config["dtp"]) <= set(dtp_fields)
+    assert not set(config) & {"bp", "tp"}
+
+    # metrics.jsonl: epochs × replicas rows
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert sorted((r["epoch"], r["replica"], r["seed"]) for r in rows) == [(1, 0, 0), (1, 1, 1), (2, 0, 0), (2, 1, 1)]
+    for r in rows:
+        for key in ("train_error", "valid_error", "test_error"):
+            assert 0 <= r[key] <= 100 and math.isfinite(r[key]), r
+    last = {r["replica"]: r for r in rows if r["epoch"] == 2}
+    assert last[0]["test_error"] != last[1]["test_error"] or last[0]["train_error"] != last[1]["train_error"]
+
+    # summary.json agrees with the last epoch's rows, and the table with the summary
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rule"] == "dtp" and summary["epochs"] == 2 and summary["replicas"] == 2
+    assert [p["seed"] for p in summary["per_replica"]] == [0, 1]
+    for r, p in enumerate(summary["per_replica"]):
+        for key in ("train_error", "valid_error", "test_error"):
+            assert p[key] == last[r][key], key
+    rows_shown = table_rows(proc.stdout)
+    assert "test error %" in proc.stdout
+    assert "dtp" in rows_shown, proc.stdout
+    test = summary["test_error"]
+    assert f"{test['mean']:.2f} ± {test['std']:.2f}" in rows_shown["dtp"], proc.stdout
+
+    # checkpoint.pt: after the last epoch
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 2
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(trained):
+    _, run_dir = trained
+    before = run_files(run_dir)
+    proc = run_cli("train", "--resume", run_dir, cwd=run_dir.parent.parent)
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    assert "all 2 epochs already done" in proc.stderr, show(proc)
+    assert "dtp" in table_rows(proc.stdout), proc.stdout
+    assert run_files(run_dir) == before
+
+
+def test_compare_prints_one_table_with_every_rule(tmp_path):
+    proc = run_cli(
+        "compare", "--rules", "dtp,bp,tp", *TINY, "--seeds", "0", "--out", tmp_path / "runs", "-q", cwd=tmp_path
+    )
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    assert proc.stdout.count("test error %") == 1, proc.stdout
+    assert "digits 64-32-10" in proc.stdout
+    rows = table_rows(proc.stdout)
+    assert set(rows) == {"dtp", "bp", "tp"}, proc.stdout
+    parent = only_child(tmp_path / "runs")
+    assert sorted(p.name for p in parent.iterdir()) == ["bp", "dtp", "tp"]
+    for rule in ("dtp", "bp", "tp"):
+        summary = json.loads((parent / rule / "summary.json").read_text())
+        assert summary["rule"] == rule
+        test = summary["test_error"]
+        assert f"{test['mean']:.2f} ± {test['std']:.2f}" in rows[rule]
+
+
+def test_rules_lists_every_rule_with_its_hyper_parameters(tmp_path):
+    proc = run_cli("rules", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in proc.stdout.splitlines():
+        head = line.split(":", 1)[0]
+        if not line.startswith(" ") and head in RULES:
+            current = head
+            sections[current] = []
+        elif current and line.startswith("    ") and " = " in line:
+            sections[current].append(line.strip().split(" = ")[0])
+    assert list(sections) == ["bp", "tp", "dtp"], proc.stdout
+    for name, keys in sections.items():
+        assert keys == list(RULES[name].Config.model_fields), name
+    assert "eta_hat = 0.3277" in proc.stdout
+
+
+def test_help(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    for name in ("train", "compare", "rules"):
+        assert f"  {name} " in proc.stdout, proc.stdout
+    assert proc.stderr == ""
+
+
+# ---- bad input: exit 2, one line on stderr, nothing written ------------------------------------------------
+
+
+def _bad_toml(tmp: Path) -> list[str]:
+    (tmp / "bad.toml").write_text("learning_rate = 0.1\n")
+    return ["train", "--config", "bad.toml", *TINY]
+
+
+def _empty_data_dir(tmp: Path) -> list[str]:
+    (tmp / "empty").mkdir()
+    return ["train", "--data", "mnist", "--data-dir", str(tmp / "empty"), "--arch", "784-32-10", "--epochs", "1"]
+
+
+def _corrupt_mnist(tmp: Path) -> list[str]:
+    if not all((DATA_DIR / "mnist" / name).is_file() for name in MNIST_FILES):
+        pytest.skip(f"MNIST is not in {DATA_DIR / 'mnist'}")
+    folder = tmp / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shutil.copyfile(DATA_DIR / "mnist" / name, folder / name)
+    # a valid gzip file whose content is not the one the checksum expects
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + bytes(100)))
+    return ["train", "--data", "mnist", "--data-dir", str(tmp / "data"), "--arch", "784-32-10", "--epochs", "1"]
+
+
+def _not_a_run_dir(tmp: Path) -> list[str]:
+    (tmp / "some-folder").mkdir()
+    (tmp / "some-folder" / "notes.txt").write_text("not a run\n")
+    return ["train", "--resume", "some-folder"]
+
+
+BAD_INPUTS = {
+    "unknown rule": (lambda tmp: ["train", "--rule", "foo", *TINY], ["unknown rule 'foo'", "dtp"]),
+    "malformed architecture": (
+        lambda tmp: ["train", "--arch", "64-x-10", "--epochs", "1"],
+        ["malformed architecture", "64-x-10"],
+    ),
+    "architecture does not fit the data": (
+        lambda tmp: ["train", "--arch", "100-10", "--epochs", "1"],
+        ["100-10 does not fit digits", "64 inputs"],
+    ),
+    "rule that cannot train the architecture": (
+        lambda tmp: ["train", "--rule", "tp", "--arch", "64-10", "--epochs", "1"],
+        ["tp needs at least one hidden layer"],
+    ),
+    "unknown key in a config file": (_bad_toml, ["'learning_rate' does not exist"]),
+    "unknown rule hyper-parameter": (
+        lambda tmp: ["train", "--set", "dtp.etahat=1", *TINY],
+        ["'etahat' does not exist", "eta_hat"],
+    ),
+    "missing dataset files": (_empty_data_dir, ["not found", "train-images-idx3-ubyte.gz", "--download"]),
+    "corrupt dataset file": (_corrupt_mnist, ["checksum", "md5", "train-labels-idx1-ubyte.gz"]),
+    "bad seeds": (lambda tmp: ["train", "--seeds", "a-b", *TINY], ["seeds", "'a-b'"]),
+    "missing config file": (lambda tmp: ["train", "--config", "missing.toml", *TINY], ["missing.toml", "not found"]),
+    "cuda without cuda": (lambda tmp: ["train", "--device", "cuda", *TINY], ["'cuda'", "CUDA is not available"]),
+    "resume a folder that is no run": (_not_a_run_dir, ["some-folder", "not a run directory"]),
+    "compare with an architecture that does not fit": (
+        lambda tmp: ["compare", "--rules", "dtp,bp", "--arch", "100-10", "--epochs", "1"],
+        ["100-10 does not fit digits"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
+    if case == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    make_args, fragments = BAD_INPUTS[case]
+    args = make_args(tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = run_cli(*args, "--out", tmp_path / "runs", cwd=tmp_path)
+
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    assert proc.stdout == "", show(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), show(proc)
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert_empty_or_absent(tmp_path / "runs")
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if not p.is_relative_to(tmp_path / "runs"))
+    assert after == before  # nothing written anywhere else either
+
+
+# ---- divergence ------------------------------------------------------------------------------------------------
+
+# bp with a linear output (squared error) and plain SGD: lr 1e8 overflows in the first epoch; lr 0.3 survives
+# epoch 1 and blows up in epoch 2 (checked over seeds 0-5).
+DIVERGING = {
+    "epoch 1": ("1e8", 1),
+    "epoch 2": ("0.3", 2),
+}
+
+
+@pytest.mark.parametrize("case", list(DIVERGING))
+def test_divergence_is_one_line_exit_2_naming_epoch_and_checkpoint(case, tmp_path):
+    lr, epoch = DIVERGING[case]
+    proc = run_cli(
+        "train",
+        "--rule",
+        "bp",
+        "--output",
+        "linear",
+        "--arch",
+        "64-32-10",
+        "--epochs",
+        "4",
+        "--seeds",
+        "0",
+        "--set",
+        f"bp.lr={lr}",
+        "--set",
+        "bp.optimizer=sgd",
+        "--out",
+        tmp_path / "runs",
+        "--name",
+        "run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    assert proc.stdout == "", show(proc)
+    line = error_line(proc)
+    assert f"diverged at epoch {epoch} " in line, line
+    run_dir = tmp_path / "runs" / "run"
+    if epoch == 1:
+        assert "no checkpoint was written" in line, line
+        assert_empty_or_absent(tmp_path / "runs")
+    else:
+        assert f"last good checkpoint: {run_dir / 'checkpoint.pt'} (epoch {epoch - 1})" in line, line
+        assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert state["epoch"] == epoch - 1
+        assert {r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")} == set(range(1, epoch))
+
+
+# ---- resume after a kill ---------------------------------------------------------------------------------------
+
+RESUME_EPOCHS = 12
+RESUME_RUN = ["train", "--rule", "dtp", "--arch", "64-64-64-10", "--epochs", str(RESUME_EPOCHS), "--seeds", "0-1"]
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def _without_timing_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "seconds_per_epoch"}
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    victim = subprocess.Popen(
+        command(*RESUME_RUN, "--out", tmp_path / "runs", "--name", "run"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while victim.poll() is None and time.monotonic() < deadline:
+            if len({r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")}) >= 2:
+                break
+            time.sleep(0.02)
+        still_running = victim.poll() is None
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert still_running, f"the run ended (exit {victim.returncode}) before it was killed; make it longer"
+    assert victim.returncode == -signal.SIGKILL
+    rows_at_kill = read_jsonl(run_dir / "metrics.jsonl")
+    assert 2 * 2 <= len(rows_at_kill) < RESUME_EPOCHS * 2, "the kill must land mid-run"
+    assert not (run_dir / "summary.json").exists()
+    # A kill in the middle of appending an epoch's rows (with many replicas they take several writes) leaves a
+    # torn last line: simulate one.
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3, "replica": 0, "seed": 0, "batch_lo')
+
+    resumed = run_cli("train", "--resume", run_dir, "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, show(resumed)
+    assert_no_traceback(resumed)
+    assert "resuming" in resumed.stderr, show(resumed)
+
+    reference = run_cli(*RESUME_RUN, "--out", tmp_path / "reference", "--name", "run", "-q", cwd=tmp_path)
+    assert reference.returncode == 0, show(reference)
+    ref_dir = tmp_path / "reference" / "run"
+
+    ref_rows = read_jsonl(ref_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    assert len(rows) == len(ref_rows) == RESUME_EPOCHS * 2
+    assert [(r["epoch"], r["replica"]) for r in rows] == [(r["epoch"], r["replica"]) for r in ref_rows]
+    assert _without_timing(rows) == _without_timing(ref_rows)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ref_summary = json.loads((ref_dir / "summary.json").read_text())
+    assert summary["epochs"] == RESUME_EPOCHS
+    for mine, ref in zip(summary["per_replica"], ref_summary["per_replica"], strict=True):
+        for key in ("train_error", "valid_error", "test_error"):
+            assert mine[key] == ref[key], (key, mine, ref)
+    assert _without_timing_summary(summary) == _without_timing_summary(ref_summary)
+
+    # the network itself, not only its errors
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ref_state = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == ref_state["epoch"] == RESUME_EPOCHS
+    for key, tensor in ref_state["net"].items():
+        torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)

@@ -1,0 +1,187 @@
+"""The replica-batched optimisers of targetprop.optim against references, one learning rate per replica.
+
+Replica r of a batched optimiser must follow, step for step, the reference optimiser (torch.optim, or the DTP
+authors' centered RMSprop written out in numpy) run on replica r alone with learning rate lr[r].
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from targetprop.errors import ConfigError
+from targetprop.optim import OPTIMIZERS, make_optimizer
+
+LRS = [0.1, 0.01, 0.001]
+R = len(LRS)
+# (R, R) and (R,) catch a learning rate broadcast along the wrong dimension.
+SHAPES = [(R, 4, 5), (R, 5), (R, R), (R,)]
+STEPS = 6
+
+
+def make_params(seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64) for shape in SHAPES]
+
+
+def make_grads(steps: int = STEPS, seed: int = 1) -> list[list[torch.Tensor]]:
+    """Random update directions, of varying scale so that the adaptive optimisers' statistics matter."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        [
+            torch.randn(shape, generator=g, dtype=torch.float64) * (1 + 2 * torch.rand((), generator=g))
+            for shape in SHAPES
+        ]
+        for _ in range(steps)
+    ]
+
+
+# name, options given to make_optimizer, the matching torch.optim for one replica
+TORCH_REFERENCES = {
+    "sgd": ("sgd", {}, lambda ps, lr: torch.optim.SGD(ps, lr=lr)),
+    "momentum": ("momentum", {}, lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, dampening=0)),
+    "momentum-0.5": ("momentum", {"momentum": 0.5}, lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.5)),
+    "rmsprop": ("rmsprop", {}, lambda ps, lr: torch.optim.RMSprop(ps, lr=lr, alpha=0.99, eps=1e-8)),
+    "rmsprop-alpha": (
+        "rmsprop",
+        {"alpha": 0.9, "eps": 1e-6},
+        lambda ps, lr: torch.optim.RMSprop(ps, lr=lr, alpha=0.9, eps=1e-6),
+    ),
+    "adam": ("adam", {}, lambda ps, lr: torch.optim.Adam(ps, lr=lr)),
+    "adam-betas": (
+        "adam",
+        {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
+        lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=(0.8, 0.99), eps=1e-6),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TORCH_REFERENCES))
+def test_each_replica_matches_torch_optim_with_its_own_lr(case):
+    name, options, reference = TORCH_REFERENCES[case]
+    params = make_params()
+    grads = make_grads()
+
+    refs = []
+    for r in range(R):
+        ps = [p[r].clone().requires_grad_(True) for p in params]
+        refs.append((ps, reference(ps, LRS[r])))
+
+    opt = make_optimizer(name, params, LRS, options)
+    for step, gs in enumerate(grads):
+        opt.step(gs)
+        for r, (ps, ref) in enumerate(refs):
+            for p, g in zip(ps, gs, strict=True):
+                p.grad = g[r].clone()
+            ref.step()
+            for k, (mine, theirs) in enumerate(zip(params, ps, strict=True)):
+                torch.testing.assert_close(
+                    mine[r], theirs.detach(), rtol=1e-10, atol=1e-12, msg=f"step {step + 1}, replica {r}, param {k}"
+                )
+    # the replicas really moved, and apart: the learning rates made a difference
+    start = make_params()
+    moved = [(params[0][r] - start[0][r]).abs().max().item() for r in range(R)]
+    assert moved[0] > moved[1] > moved[2] > 0
+
+
+def centered_rmsprop_reference(theta, grads, lr, momentum=0.9, decay=0.95, eps=1e-3):
+    """The DTP authors' update (their util.rms_prop), on one replica's parameters, in plain numpy."""
+    theta = [t.copy() for t in theta]
+    mean = [np.zeros_like(t) for t in theta]
+    sq = [np.zeros_like(t) for t in theta]
+    v = [np.zeros_like(t) for t in theta]
+    trajectory = []
+    for gs in grads:
+        for k, g in enumerate(gs):
+            mean[k] = decay * mean[k] + (1 - decay) * g
+            sq[k] = decay * sq[k] + (1 - decay) * g**2
+            v[k] = momentum * v[k] - lr * g / np.sqrt(sq[k] - mean[k] ** 2 + eps)
+            theta[k] = theta[k] + v[k]
+        trajectory.append([t.copy() for t in theta])
+    return trajectory
+
+
+def test_centered_rmsprop_matches_the_dtp_authors_update():
+    params = make_params()
+    grads = make_grads()
+    expected = [
+        centered_rmsprop_reference([p[r].numpy() for p in params], [[g[r].numpy() for g in gs] for gs in grads], LRS[r])
+        for r in range(R)
+    ]
+    opt = make_optimizer("centered_rmsprop", params, LRS)
+    for step, gs in enumerate(grads):
+        opt.step(gs)
+        for r in range(R):
+            for k, p in enumerate(params):
+                np.testing.assert_allclose(
+                    p[r].numpy(),
+                    expected[r][step][k],
+                    rtol=1e-10,
+                    atol=1e-12,
+                    err_msg=f"step {step + 1}, replica {r}, param {k}",
+                )
+
+
+def test_scalar_lr_is_shared_by_all_replicas():
+    params = make_params()
+    opt = make_optimizer("sgd", params, 0.5)
+    assert opt.lr.tolist() == [0.5] * R
+    before = [p.clone() for p in params]
+    gs = make_grads(1)[0]
+    opt.step(gs)
+    for p, b, g in zip(params, before, gs, strict=True):
+        torch.testing.assert_close(p, b - 0.5 * g, rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_optimizer_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"unknown optimizer 'adagrad'.*sgd"):
+        make_optimizer("adagrad", make_params(), 0.1)
+
+
+@pytest.mark.parametrize(("name", "option"), [("adam", "momentum"), ("sgd", "momentum"), ("rmsprop", "beta1")])
+def test_unknown_option_is_a_config_error(name, option):
+    with pytest.raises(ConfigError, match=rf"{name}.*no option '{option}'"):
+        make_optimizer(name, make_params(), 0.1, {option: 0.9})
+
+
+@pytest.mark.parametrize("lrs", [[0.1, 0.2], [0.1, 0.2, 0.3, 0.4]])
+def test_wrong_number_of_per_replica_lrs_is_a_config_error(lrs):
+    with pytest.raises(ConfigError, match=rf"{len(lrs)} values given for {R} replicas"):
+        make_optimizer("momentum", make_params(), lrs)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_dict_round_trip_continues_identically(name):
+    """Save after a few steps (through torch.save, as a checkpoint does), load into a fresh optimiser over a copy
+    of the parameters, and go on: both must follow the uninterrupted trajectory exactly."""
+    grads = make_grads(steps=8)
+    params = make_params()
+    opt = make_optimizer(name, params, LRS)
+    for gs in grads[:4]:
+        opt.step(gs)
+
+    buffer = io.BytesIO()
+    torch.save({"params": params, "opt": opt.state_dict()}, buffer)
+    saved_params = copy.deepcopy(params)
+
+    for gs in grads[4:]:  # the original goes on, after the save
+        opt.step(gs)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+    restored_params = [p.clone() for p in saved["params"]]
+    for a, b in zip(restored_params, saved_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # a fresh optimiser with a different lr: everything must come from the state dict
+    restored = make_optimizer(name, restored_params, 1.0)
+    restored.load_state_dict(saved["opt"])
+    assert restored.lr.tolist() == pytest.approx(LRS)
+    for gs in grads[4:]:
+        restored.step(gs)
+
+    for a, b in zip(restored_params, params, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
