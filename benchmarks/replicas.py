@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 from targetprop import Network, ReplicaRandom, get_rule, load_dataset
+from targetprop.train import train_epoch
 
 
 def time_training(
@@ -27,16 +27,9 @@ def time_training(
     config = cls.Config()
     net = Network.from_spec("784-240x7-10", "tanh", seeds=seeds, feedback=cls.feedback_maps(config), device=x.device)
     rule = cls(net, config, ReplicaRandom(seeds, "train", x.device))
-    order = ReplicaRandom(seeds, "train", x.device).permutations(len(y))
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for phases in rule.schedule():
-        for k in range(batches):
-            idx = order[:, k * batch : (k + 1) * batch]
-            rule.step(x[idx], y[idx], phases)
-    sync()
-    return time.perf_counter() - start
+    order = ReplicaRandom(seeds, "train", x.device).permutations(len(y))[:, : batches * batch]
+    _, _, seconds = train_epoch(rule, x, y, order, batch)
+    return seconds
 
 
 def main() -> None:

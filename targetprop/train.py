@@ -185,6 +185,30 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def train_epoch(
+    rule: Rule, x: Tensor, y: Tensor, order: Tensor, batch: int, advance: Callable[[], None] = lambda: None
+) -> tuple[dict[str, Tensor], dict[str, int], float]:
+    """One epoch: every pass of ``rule.schedule()`` over the mini-batches ``order[:, k*B:(k+1)*B]``.
+
+    Returns the per-replica sums of the rule's metrics (still on the device), how many terms each sum has
+    (samples for ``errors``, batches otherwise), and the wall time of the epoch.
+    """
+    n_batches = math.ceil(order.shape[1] / batch)
+    sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    _synchronize(x.device)
+    start = time.perf_counter()
+    for phases in rule.schedule():
+        for k in range(n_batches):
+            idx = order[:, k * batch : (k + 1) * batch]
+            for key, value in rule.step(x[idx], y[idx], phases).items():
+                sums[key] = sums[key] + value if key in sums else value.clone()
+                counts[key] = counts.get(key, 0) + (idx.shape[1] if key == "errors" else 1)
+            advance()
+    _synchronize(x.device)
+    return sums, counts, time.perf_counter() - start
+
+
 def train(
     config: RunConfig,
     *,
@@ -231,11 +255,9 @@ def train(
 
     x_train, y_train = dataset.train.x.to(net.layers[0].weight.dtype), dataset.train.y
     n_train, batch = len(y_train), config.batch_size
-    n_batches = math.ceil(n_train / batch)
     reps = net.replicas
-    schedule = rule.schedule()
     label = f"{config.rule} {config.data} {config.architecture} ×{reps}"
-    bar = Progress(label, config.epochs, n_batches * len(schedule), enabled=progress)
+    bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -244,27 +266,10 @@ def train(
                 order = train_rng.permutations(n_train)
             else:
                 order = torch.arange(n_train, device=device).expand(reps, -1)
-            sums: dict[str, Tensor] = {}
-            counts: dict[str, int] = {}
-            _synchronize(device)
-            t0 = time.perf_counter()
-            for phases in schedule:
-                for k in range(n_batches):
-                    idx = order[:, k * batch : (k + 1) * batch]
-                    metrics = rule.step(x_train[idx], y_train[idx], phases)
-                    for key, value in metrics.items():
-                        sums[key] = sums[key] + value if key in sums else value.clone()
-                        counts[key] = counts.get(key, 0) + (idx.shape[1] if key == "errors" else 1)
-                    bar.advance()
-            _synchronize(device)
-            seconds = time.perf_counter() - t0
+            sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, bar.advance)
             evals = {
                 name: evaluate(net, split, eval_rng, config.eval_samples)
-                for name, split in (
-                    ("train", dataset.train),
-                    ("valid", dataset.valid),
-                    ("test", dataset.test),
-                )
+                for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
             }
             if config.diagnostics:
                 probe = min(1000, n_train)
