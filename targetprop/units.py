@@ -117,7 +117,8 @@ class OutputUnit:
         return a
 
     def _one_hot(self, a: Tensor, y: Tensor) -> Tensor:
-        return F.one_hot(y.expand(a.shape[:-1]), a.shape[-1]).to(a.dtype)
+        # scatter rather than F.one_hot, which checks the labels' range on the host (a sync per batch)
+        return torch.zeros_like(a).scatter_(-1, y.expand(a.shape[:-1]).unsqueeze(-1), 1.0)
 
     def sample_loss(self, a: Tensor, y: Tensor) -> Tensor:
         """Per-sample cost, summed over output units: shape ``a.shape[:-1]``.
