@@ -90,20 +90,38 @@ def train(
 
     if resume is not None:
         run_dir = RunDir.open(resume)
+        ignored = _options(
+            rule=rule,
+            config=config,
+            data=data,
+            download=download,
+            arch=arch,
+            activation=activation,
+            output=output,
+            init=init,
+            batch_size=batch_size,
+            seeds=seeds,
+            out=out_dir,
+            name=name,
+            set=set_ or None,
+        )
+        if ignored:
+            raise ConfigError(
+                f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
+                "(only --epochs, --device and --data-dir may change)"
+            )
         overrides = _options(epochs=epochs, device=device, data_dir=data_dir)
         cfg = make_config(run_dir.read_config(), **overrides)
         if overrides:
             run_dir.write_config(cfg.to_dict())
-        summary_before = run_dir.load_checkpoint("cpu")
-        done = summary_before["epoch"] if summary_before else 0
+        state = run_dir.load_checkpoint("cpu")
+        done = state["epoch"] if state else 0
         if done >= cfg.epochs:
-            err.print(
-                f"{run_dir.path}: all {cfg.epochs} epochs already done", highlight=False, markup=False, soft_wrap=True
-            )
+            _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")
             _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
             return
-        err.print(f"resuming {run_dir.path} after epoch {done}", highlight=False, markup=False, soft_wrap=True)
-        result = _guarded(lambda: run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet), run_dir)
+        _note(f"resuming {run_dir.path} after epoch {done}")
+        result = run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet)
     else:
         base = load_config_source(config)
         rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
@@ -125,16 +143,14 @@ def train(
             out=out_dir,
             name=name,
         )
-        result = _guarded(lambda: run_training(cfg, progress=not quiet), None)
+        result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
-    err.print(f"run directory: {result.run_dir.path}", highlight=False, markup=False, soft_wrap=True)
+    _note(f"run directory: {result.run_dir.path}")
 
 
-def _guarded(fn, run_dir):
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        raise TargetpropError("interrupted; continue with `targetprop train --resume <run directory>`") from None
+def _note(message: str) -> None:
+    """A plain line on stderr (no markup, no wrapping: paths stay whole)."""
+    err.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -191,7 +207,7 @@ def compare(
     try:
         for cfg in configs:
             cfg = cfg.model_copy(update={"out": str(parent.path), "name": cfg.rule})
-            result = _guarded(lambda cfg=cfg: run_training(cfg, dataset=dataset, progress=not quiet), None)
+            result = run_training(cfg, dataset=dataset, progress=not quiet)
             rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
     except BaseException:
         if not rows:
@@ -201,7 +217,7 @@ def compare(
         rows,
         title=f"{first.data} {first.architecture}, seeds {_seed_text(first.seeds)}, {first.epochs} epochs",
     )
-    err.print(f"run directories: {parent.path}", highlight=False, markup=False, soft_wrap=True)
+    _note(f"run directories: {parent.path}")
 
 
 def _seed_text(seeds: list[int]) -> str:
@@ -260,7 +276,7 @@ def main() -> None:
     try:
         app()
     except TargetpropError as e:
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        _note(f"error: {e}")
         sys.exit(2)
 
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, Split, load_dataset
 from targetprop.diagnostics import inverse_errors, update_angles
-from targetprop.errors import ConfigError, DivergedError
+from targetprop.errors import ConfigError, DivergedError, TargetpropError
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
@@ -333,10 +333,17 @@ def train(
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"rows": rows})
-    except BaseException:
+    except BaseException as e:
         bar.close()
-        if not run_dir.checkpoint_path.exists() and not resume:
+        kept = run_dir.checkpoint_path.exists()
+        if not kept and not resume:
             run_dir.remove()  # nothing worth keeping: no half-written run is left behind
+        if isinstance(e, KeyboardInterrupt):
+            if kept:
+                raise TargetpropError(
+                    f"interrupted; continue with `targetprop train --resume {run_dir.path}`"
+                ) from None
+            raise TargetpropError("interrupted before the first epoch ended; nothing was kept") from None
         raise
     bar.close()
     summary = summarize(config, history, diverged)

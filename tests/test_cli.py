@@ -450,3 +450,43 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert state["epoch"] == ref_state["epoch"] == RESUME_EPOCHS
     for key, tensor in ref_state["net"].items():
         torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    proc = subprocess.Popen(
+        command(*RESUME_RUN, "--out", tmp_path / "runs", "--name", "run"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (run_dir / "checkpoint.pt").exists():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == f"error: interrupted; continue with `targetprop train --resume {run_dir}`", stderr
+    resumed = run_cli("train", "--resume", run_dir, "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, show(resumed)
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == RESUME_EPOCHS * 2
+
+
+def test_resume_refuses_options_it_would_ignore(trained):
+    _, run_dir = trained
+    proc = run_cli("train", "--resume", run_dir, "--rule", "bp", cwd=run_dir.parent)
+    assert proc.returncode == 2
+    assert "drop --rule" in error_line(proc)
