@@ -126,26 +126,28 @@ def train(
         base = load_config_source(config)
         rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
         base = apply_assignments(base, set_ or [], [get_rule(rule_name).name])
-        cfg = make_config(
-            base,
-            rule=rule,
-            data=data,
-            data_dir=data_dir,
-            download=download,
-            arch=arch,
-            activation=activation,
-            output=output,
-            init=init,
-            epochs=epochs,
-            batch_size=batch_size,
-            seeds=seeds,
-            device=device,
-            out=out_dir,
-            name=name,
-        )
+        common = _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device)
+        cfg = make_config(base, rule=rule, out=out_dir, name=name, **common)
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
+
+
+def _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device):
+    """The run options ``train`` and ``compare`` share, as ``make_config`` overrides."""
+    return dict(
+        data=data,
+        data_dir=data_dir,
+        download=download,
+        arch=arch,
+        activation=activation,
+        output=output,
+        init=init,
+        epochs=epochs,
+        batch_size=batch_size,
+        seeds=seeds,
+        device=device,
+    )
 
 
 def _note(message: str) -> None:
@@ -184,19 +186,7 @@ def compare(
     for r in names:
         get_rule(r)
     base = apply_assignments(load_config_source(config), set_ or [], names)
-    common = dict(
-        data=data,
-        data_dir=data_dir,
-        download=download,
-        arch=arch,
-        activation=activation,
-        output=output,
-        init=init,
-        epochs=epochs,
-        batch_size=batch_size,
-        seeds=seeds,
-        device=device,
-    )
+    common = _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device)
     configs = [make_config(base, rule=r, **common) for r in names]  # every config checked before any run
     first = configs[0]
     dataset = load_dataset(

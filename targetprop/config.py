@@ -23,7 +23,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from targetprop.errors import ConfigError
 from targetprop.nets import INITS, parse_architecture
@@ -89,18 +97,12 @@ class RunConfig(BaseModel):
         get_rule(v)
         return v.lower()
 
-    @field_validator("init")
+    @field_validator("init", "data")
     @classmethod
-    def _init(cls, v: str) -> str:
-        if v not in INITS:
-            raise ConfigError(f"unknown initialisation {v!r}; choose one of: {', '.join(INITS)}")
-        return v
-
-    @field_validator("data")
-    @classmethod
-    def _data(cls, v: str) -> str:
-        if v not in DEFAULT_ARCH:
-            raise ConfigError(f"unknown dataset {v!r}; choose one of: {', '.join(DEFAULT_ARCH)}")
+    def _choice(cls, v: str, info: ValidationInfo) -> str:
+        what, allowed = {"init": ("initialisation", INITS), "data": ("dataset", tuple(DEFAULT_ARCH))}[info.field_name]
+        if v not in allowed:
+            raise ConfigError(f"unknown {what} {v!r}; choose one of: {', '.join(allowed)}")
         return v
 
     @field_validator("device")
