@@ -79,7 +79,7 @@ class ReplicaRandom:
         if len(states) != len(self.generators):
             raise ValueError(f"expected {len(self.generators)} generator states, got {len(states)}")
         for g, s in zip(self.generators, states, strict=True):
-            g.set_state(s)
+            g.set_state(s.cpu())  # a checkpoint loaded onto a GPU brings the states with it
 
     def select(self, index: Sequence[int]) -> ReplicaRandom:
         """The streams of a subset of replicas (sharing their generators)."""

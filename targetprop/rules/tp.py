@@ -96,7 +96,7 @@ class TargetPropagation(Rule):
                 config.feedback_optimizer or config.optimizer,
                 fb_params,
                 config.lr_feedback,
-                config.feedback_optimizer_args if config.feedback_optimizer_args is not None else config.optimizer_args,
+                config.feedback_optimizer_args,
             )
 
     @classmethod
