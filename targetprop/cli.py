@@ -246,11 +246,15 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
 
 @app.command("rules")
 def list_rules() -> None:
-    """List the rules and their hyper-parameters with defaults."""
+    """List the rules and their hyper-parameters (defaults: the DTP authors' MNIST settings)."""
     for name, cls in RULES.items():
-        out.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        out.print(
+            f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}", highlight=False, soft_wrap=True
+        )
         for key, f in cls.Config.model_fields.items():
-            out.print(f"    {key} = {f.default!r}", highlight=False)
+            out.print(f"    {key} = {f.default!r}", highlight=False, markup=False, soft_wrap=True)
+            if f.description:
+                out.print(f"        {f.description}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("presets")

@@ -49,7 +49,7 @@ DEFAULT_ARCH = {
 class RunConfig(BaseModel):
     """Everything that defines a run. Rule hyper-parameters live in tables named after the rules."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    model_config = ConfigDict(extra="allow", validate_assignment=True, use_attribute_docstrings=True)
 
     rule: str = "dtp"
     """Credit-assignment rule (see ``targetprop rules``)."""

@@ -222,7 +222,7 @@ def test_rules_lists_every_rule_with_its_hyper_parameters(tmp_path):
         if not line.startswith(" ") and head in RULES:
             current = head
             sections[current] = []
-        elif current and line.startswith("    ") and " = " in line:
+        elif current and line.startswith("    ") and not line.startswith("     ") and " = " in line:
             sections[current].append(line.strip().split(" = ")[0])
     assert list(sections) == ["bp", "tp", "dtp"], proc.stdout
     for name, keys in sections.items():

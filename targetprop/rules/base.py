@@ -32,7 +32,7 @@ Scalar = float | list[float]
 class RuleConfig(BaseModel):
     """Hyper-parameters shared by every rule. Subclasses add their own fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     lr: Scalar = 1e-3
     """Learning rate of the forward weights (one value, or one per replica)."""
