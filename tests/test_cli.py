@@ -388,22 +388,29 @@ def _without_timing_summary(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "seconds_per_epoch"}
 
 
-def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
-    run_dir = tmp_path / "runs" / "run"
-    victim = subprocess.Popen(
+def _start_resume_run(tmp_path: Path, **pipes) -> subprocess.Popen:
+    """Start RESUME_RUN in the background (run directory tmp_path/runs/run)."""
+    return subprocess.Popen(
         command(*RESUME_RUN, "--out", tmp_path / "runs", "--name", "run"),
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        **pipes,
     )
+
+
+def _wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
+    """Poll until ``ready()`` holds or the process ends."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.02)
+
+
+def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    victim = _start_resume_run(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while victim.poll() is None and time.monotonic() < deadline:
-            if len({r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")}) >= 2:
-                break
-            time.sleep(0.02)
+        _wait_until(victim, lambda: len({r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")}) >= 2)
         still_running = victim.poll() is None
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=60)
@@ -454,21 +461,9 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     run_dir = tmp_path / "runs" / "run"
-    proc = subprocess.Popen(
-        command(*RESUME_RUN, "--out", tmp_path / "runs", "--name", "run"),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_resume_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 240
-        while proc.poll() is None and time.monotonic() < deadline:
-            if (run_dir / "checkpoint.pt").exists():
-                break
-            time.sleep(0.02)
+        _wait_until(proc, (run_dir / "checkpoint.pt").exists)
         assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
