@@ -78,9 +78,14 @@ def linear(u: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), u, weight.transpose(1, 2))
 
 
-def linear_grads(grad_a: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-    """Closed-form gradients of ``a = W u + b``: ``∂/∂W = δᵀ u`` (summed over the batch), ``∂/∂b = Σ_b δ``."""
-    return torch.bmm(grad_a.transpose(1, 2), u), grad_a.sum(1)
+def linear_grads(grad_a: Tensor, u: Tensor, out: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Closed-form gradients of ``a = W u + b``: ``∂/∂W = δᵀ u`` (summed over the batch), ``∂/∂b = Σ_b δ``.
+
+    With ``out`` (e.g. an optimiser's :meth:`~targetprop.optim.Optimizer.grad_buffers`) they are written there.
+    """
+    if out is None:
+        return torch.bmm(grad_a.transpose(1, 2), u), grad_a.sum(1)
+    return torch.bmm(grad_a.transpose(1, 2), u, out=out[0]), torch.sum(grad_a, 1, out=out[1])
 
 
 class Layer(nn.Module):
@@ -204,6 +209,41 @@ class Network(nn.Module):
                     fb = hidden_unit("tanh" if fb.transmits == "sign" else "sigmoid")
             self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb))
         self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Re-home the parameters as views of two contiguous ``(R, P)`` buffers, one for the forward parameters
+        and one for the feedback parameters, in the order of :meth:`forward_parameters` and
+        :meth:`feedback_parameters`. Each is still an ordinary ``nn.Parameter`` of its layer; an optimiser given a
+        whole group updates it with one element-wise kernel per operation, however many layers there are."""
+        with torch.no_grad():
+            for names in (self._forward_names(), self._feedback_names()):
+                if not names:
+                    continue
+                old = [getattr(layer, name) for layer, name in names]
+                sizes = [p[0].numel() for p in old]
+                flat = torch.empty(old[0].shape[0], sum(sizes), dtype=old[0].dtype, device=old[0].device)
+                for (layer, name), p, view in zip(names, old, flat.split(sizes, dim=1), strict=True):
+                    view = view.view(p.shape)
+                    view.copy_(p)
+                    setattr(layer, name, nn.Parameter(view, requires_grad=p.requires_grad))
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # .to(), .double(), .cuda() ... give every parameter new storage; gather them into flat buffers again.
+        super()._apply(fn, recurse)
+        self._flatten()
+        return self
+
+    def _forward_names(self) -> list[tuple[Layer, str]]:
+        return [(layer, name) for layer in self.layers for name in ("weight", "bias")]  # type: ignore[misc]
+
+    def _feedback_names(self) -> list[tuple[Layer, str]]:
+        return [
+            (layer, name)
+            for layer in self.layers
+            if layer.has_feedback  # type: ignore[union-attr]
+            for name in ("fb_weight", "fb_bias")
+        ]
 
     @classmethod
     def from_spec(
@@ -264,11 +304,14 @@ class Network(nn.Module):
             raise ValueError(f"input must be (B, n_in) or ({self.replicas}, B, n_in), got {tuple(x.shape)}")
         return x
 
-    def activity(self, x: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Activity:
-        """The forward pass, keeping every layer's pre-activation, state and transmitted value."""
+    def activity(
+        self, x: Tensor, noise: Noise | None = None, straight_through: bool = False, depth: int | None = None
+    ) -> Activity:
+        """The forward pass, keeping every layer's pre-activation, state and transmitted value; with ``depth``,
+        only through layer ``depth``."""
         u = self._batched(x)
         acts = Activity(a=[u], h=[u], u=[u])
-        for layer in self.layers:
+        for layer in self.layers[:depth]:
             a = layer.preactivation(u)
             h = layer.unit(a)
             u = layer.transmit(h, noise, straight_through)
@@ -284,10 +327,12 @@ class Network(nn.Module):
         return self.layers[-1].preactivation(u)
 
     def forward_parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers for p in (layer.weight, layer.bias)]
+        """``W_1, b_1, …, W_M, b_M``: views, in this order, of one contiguous ``(R, P)`` buffer."""
+        return [getattr(layer, name) for layer, name in self._forward_names()]
 
     def feedback_parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers if layer.has_feedback for p in (layer.fb_weight, layer.fb_bias)]
+        """``V_i, c_i`` of the layers with a feedback map: views, in this order, of one contiguous buffer."""
+        return [getattr(layer, name) for layer, name in self._feedback_names()]
 
     def select(self, index: int | Sequence[int]) -> Network:
         """A network holding only the given replicas (copies of their parameters)."""

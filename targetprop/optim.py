@@ -31,22 +31,81 @@ def _lr_view(lr: Tensor, p: Tensor) -> Tensor:
     return lr.view(-1, *([1] * (p.dim() - 1)))
 
 
+def flat_buffer(params: Sequence[Tensor]) -> Tensor | None:
+    """The ``(R, P)`` tensor the parameters tile, in order and without gaps, if they do (a :class:`Network`'s
+    forward and feedback parameters do); else ``None``."""
+    first = params[0]
+    replicas, total = first.shape[0], sum(p[0].numel() for p in params)
+    offset = first.storage_offset()
+    for p in params:
+        if (
+            p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()
+            or p.storage_offset() != offset
+            or (replicas > 1 and p.stride(0) != total)
+            or not p[0].is_contiguous()
+        ):
+            return None
+        offset += p[0].numel()
+    return first.detach().as_strided((replicas, total), (total, 1), first.storage_offset())
+
+
 class Optimizer:
-    """Base class: holds the parameters, the per-replica learning rate and the state tensors."""
+    """Base class: holds the parameters, the per-replica learning rate and the state tensors.
+
+    When the parameters tile one contiguous ``(R, P)`` buffer (see :func:`flat_buffer`), the update runs on that
+    buffer: a fixed number of element-wise kernels per step, whatever the number of layers, with no temporaries.
+    Otherwise it runs parameter by parameter. The state is kept per *slot* (the flat buffer, or each parameter).
+    """
 
     def __init__(self, params: Sequence[Tensor], lr: Tensor):
         self.params = list(params)
         self.lr = lr
         self.state: dict[str, list[Tensor]] = {}
+        flat = flat_buffer(self.params) if len(self.params) > 1 else None
+        self.slots: list[Tensor] = [flat] if flat is not None else [p.detach() for p in self.params]
+        self._flat = flat is not None
+        self._work: list[Tensor] = []
+        self._grad: Tensor | None = None
+        self._grad_views: list[Tensor] = []
+
+    def grad_buffers(self) -> list[Tensor]:
+        """Tensors shaped like the parameters that a rule may write its update directions into (e.g. with
+        ``torch.bmm(..., out=...)``) and then hand to :meth:`step`: with flat parameters they are views of one
+        ``(R, P)`` gradient buffer, so no copy is needed. Their content is overwritten by every step."""
+        if self._grad is None:
+            if self._flat:
+                self._grad = torch.empty_like(self.slots[0])
+                sizes = [p[0].numel() for p in self.params]
+                self._grad_views = [
+                    v.view(p.shape) for v, p in zip(self._grad.split(sizes, dim=1), self.params, strict=True)
+                ]
+            else:
+                self._grad_views = [torch.empty_like(p) for p in self.slots]
+        return self._grad_views
 
     def _buffer(self, name: str) -> list[Tensor]:
         if name not in self.state:
-            self.state[name] = [torch.zeros_like(p) for p in self.params]
+            self.state[name] = [torch.zeros_like(p) for p in self.slots]
         return self.state[name]
+
+    def _scratch(self, i: int) -> Tensor:
+        """A reusable work tensor shaped like slot ``i`` (not part of the state)."""
+        if not self._work:
+            self._work = [torch.empty_like(p) for p in self.slots]
+        return self._work[i]
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor]) -> None:
-        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+        if len(grads) != len(self.params):
+            raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
+        if self._flat:
+            for view, g in zip(self.grad_buffers(), grads, strict=True):
+                if g.data_ptr() != view.data_ptr() or g.stride() != view.stride():
+                    view.copy_(g)
+            flat = self.slots[0]
+            self._update(0, flat, self._grad, _lr_view(self.lr, flat))
+            return
+        for i, (p, g) in enumerate(zip(self.slots, grads, strict=True)):
             self._update(i, p, g, _lr_view(self.lr, p))
 
     def _update(self, i: int, p: Tensor, g: Tensor, lr: Tensor) -> None:
@@ -60,7 +119,11 @@ class Optimizer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lr = state["lr"].to(self.lr.device)
-        self.state = {k: [t.to(self.params[0].device) for t in v] for k, v in state["state"].items()}
+        device = self.slots[0].device
+        self.state = {k: [t.to(device) for t in v] for k, v in state["state"].items()}
+        for k, v in self.state.items():
+            if [t.shape for t in v] != [p.shape for p in self.slots]:
+                raise ValueError(f"optimizer state {k!r} does not fit these parameters")
         for k, v in state.items():
             if k not in ("lr", "state"):
                 setattr(self, k, v)
@@ -70,7 +133,7 @@ class SGD(Optimizer):
     """``θ ← θ − lr · g``."""
 
     def _update(self, i, p, g, lr):
-        p.sub_(lr * g)
+        p.sub_(torch.mul(g, lr, out=self._scratch(i)))
 
 
 class Momentum(Optimizer):
@@ -83,7 +146,7 @@ class Momentum(Optimizer):
     def _update(self, i, p, g, lr):
         v = self._buffer("velocity")[i]
         v.mul_(self.momentum).add_(g)
-        p.sub_(lr * v)
+        p.sub_(torch.mul(v, lr, out=self._scratch(i)))
 
 
 class RMSprop(Optimizer):
@@ -96,7 +159,8 @@ class RMSprop(Optimizer):
     def _update(self, i, p, g, lr):
         sq = self._buffer("square_avg")[i]
         sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-        p.sub_(lr * g / (sq.sqrt() + self.eps))
+        step = torch.sqrt(sq, out=self._scratch(i)).add_(self.eps)
+        p.sub_(torch.div(g, step, out=step).mul_(lr))
 
 
 class CenteredRMSpropMomentum(Optimizer):
@@ -116,10 +180,11 @@ class CenteredRMSpropMomentum(Optimizer):
 
     def _update(self, i, p, g, lr):
         mean, sq, v = self._buffer("grad_avg")[i], self._buffer("square_avg")[i], self._buffer("velocity")[i]
-        mean.mul_(self.decay).add_(g, alpha=1 - self.decay)
+        mean.lerp_(g, 1 - self.decay)
         sq.mul_(self.decay).addcmul_(g, g, value=1 - self.decay)
-        denom = (sq - mean * mean).add_(self.eps).sqrt_()
-        v.mul_(self.momentum).sub_(lr * g / denom)
+        step = torch.addcmul(sq, mean, mean, value=-1.0, out=self._scratch(i))
+        step.add_(self.eps).rsqrt_().mul_(g).mul_(lr)  # lr · g / sqrt(E[g²] − E[g]² + ε)
+        v.mul_(self.momentum).sub_(step)
         p.add_(v)
 
 
@@ -141,11 +206,12 @@ class Adam(Optimizer):
 
     def _update(self, i, p, g, lr):
         m, s = self._buffer("exp_avg")[i], self._buffer("exp_avg_sq")[i]
-        m.mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        m.lerp_(g, 1 - self.beta1)
         s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        m_hat = m / (1 - self.beta1**self.steps)
-        s_hat = s / (1 - self.beta2**self.steps)
-        p.sub_(lr * m_hat / (s_hat.sqrt() + self.eps))
+        # lr · m̂ / (sqrt(ŝ) + ε) with m̂ = m / (1 − β1ᵗ), ŝ = s / (1 − β2ᵗ)
+        step = torch.div(s, 1 - self.beta2**self.steps, out=self._scratch(i)).sqrt_().add_(self.eps)
+        step = torch.div(m, step, out=step).mul_(lr / (1 - self.beta1**self.steps))
+        p.sub_(step)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -148,21 +148,24 @@ class TargetPropagation(Rule):
 
     # ---- forward weights -----------------------------------------------------------------------------------
 
-    def local_gradients(self, acts: Activity, y: Tensor, targets: dict[int, Tensor]) -> list[Tensor]:
+    def local_gradients(
+        self, acts: Activity, y: Tensor, targets: dict[int, Tensor], out: Sequence[Tensor] | None = None
+    ) -> list[Tensor]:
         """Gradients of each layer's own loss with respect to its own ``W_i, b_i`` only.
 
         Layers ``i ≤ T``: ``L_i = (1/B) Σ_b ||ĥ_i − s_i(W_i u_{i−1} + b_i)||²``, ``u_{i−1}`` held fixed, so
         ``δ_i = s_i'(a_i) ⊙ 2(h_i − ĥ_i)/B``, ``∂L_i/∂W_i = δ_iᵀ u_{i−1}``, ``∂L_i/∂b_i = Σ_b δ_i``.
         The output layer when ``T = M − 1``: ``δ_M = ∂L/∂a_M`` of the cost itself.
+        With ``out`` (the optimiser's gradient buffers) the gradients are written there.
         """
         grads: list[Tensor] = []
         for i, layer in enumerate(self.net.layers, start=1):
             a, h = acts.a[i], acts.h[i]
             if i <= self.top:
-                delta = layer.unit.vjp(a, h, (h - targets[i]) * (2.0 / h.shape[1]))
+                delta = layer.unit.vjp(a, h, torch.sub(h, targets[i]).mul_(2.0 / h.shape[1]))
             else:
                 delta = self.net.output_unit.loss_grad(a, y)
-            grads.extend(linear_grads(delta, acts.u[i - 1]))
+            grads.extend(linear_grads(delta, acts.u[i - 1], out=out[2 * i - 2 : 2 * i] if out is not None else None))
         return grads
 
     def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
@@ -175,7 +178,7 @@ class TargetPropagation(Rule):
 
     # ---- inverses ------------------------------------------------------------------------------------------
 
-    def inverse_gradients(self, acts: Activity) -> tuple[list[Tensor], Tensor]:
+    def inverse_gradients(self, acts: Activity, out: Sequence[Tensor] | None = None) -> tuple[list[Tensor], Tensor]:
         """Gradients of ``L_i^inv = (1/B) Σ_b ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²`` for ``V_i, c_i``,
         ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica.
 
@@ -187,7 +190,7 @@ class TargetPropagation(Rule):
         eps = self.noise.normal((batch, sum(widths)), dtype=acts.h[0].dtype).mul_(self.sigma)
         grads: list[Tensor] = []
         total = torch.zeros(self.net.replicas, dtype=eps.dtype, device=eps.device)
-        for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
+        for k, ((i, layer), e) in enumerate(zip(layers, eps.split(widths, dim=-1), strict=True)):
             below = self.net.layer(i - 1)
             h_tilde = acts.h[i - 1] + e
             fh = layer(below.transmit(h_tilde, self.sample))
@@ -197,21 +200,25 @@ class TargetPropagation(Rule):
             total += diff.pow(2).sum(-1).mean(-1)
             delta = layer.feedback_unit.vjp(z, rec, diff * (2.0 / batch))
             fb_in = layer.transmit(fh) if layer.unit.transmits == "sign" else fh
-            grads.extend(linear_grads(delta, fb_in))
+            grads.extend(linear_grads(delta, fb_in, out=out[2 * k : 2 * k + 2] if out is not None else None))
         return grads, total
 
     # ---- one step ------------------------------------------------------------------------------------------
 
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
         with torch.no_grad():
-            acts = self.net.activity(x, self.sample)
+            # the inverses alone need activity only up to layer T − 1
+            depth = None if "forward" in phases else self.top - 1
+            acts = self.net.activity(x, self.sample, depth=depth)
             metrics: dict[str, Tensor] = {}
             grads = None
             if "forward" in phases:  # targets first, with the inverses as they were before this batch
-                grads = self.local_gradients(acts, y, self.targets(acts, y))
+                targets = self.targets(acts, y)
+                grads = self.local_gradients(acts, y, targets, out=self.optimizer.grad_buffers())
                 metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
             if "feedback" in phases and self.feedback_optimizer is not None:
-                fb_grads, metrics["inverse_loss"] = self.inverse_gradients(acts)
+                fb_out = self.feedback_optimizer.grad_buffers()
+                fb_grads, metrics["inverse_loss"] = self.inverse_gradients(acts, out=fb_out)
                 self.feedback_optimizer.step(fb_grads)
             if grads is not None:
                 self.optimizer.step(grads)
