@@ -81,10 +81,18 @@ class RunConfig(BaseModel):
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    """Compile the rule's training step with torch.compile in this mode ("reduce-overhead" adds CUDA graphs on a
+    GPU). Fuses the element-wise work; the first steps of each phase take tens of seconds to compile."""
     out: str = "runs"
     """Parent folder of the run directories."""
     name: str | None = None
     """Run directory name (default: <rule>-<data>-<time>)."""
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile(cls, v: Any) -> Any:
+        return {True: "default", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -49,6 +49,8 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         dtype=getattr(torch, config.dtype),
     )
     rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device))
+    if config.compile != "off":
+        rule.compile(config.compile)
     return net, rule
 
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
@@ -81,6 +82,12 @@ class Rule(ABC):
         grads, metrics = self.forward_updates(x, y)
         self.optimizer.step(grads)
         return metrics
+
+    def compile(self, mode: str = "default") -> None:
+        """Replace :meth:`step` by its ``torch.compile`` d version (inductor): the element-wise work of a step
+        fuses into a few kernels. ``mode="reduce-overhead"`` also captures CUDA graphs on a GPU. Compilation
+        happens on the first step of each phase; the numbers agree with the eager step to rounding."""
+        self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:
         return {"forward": self.optimizer}
