@@ -2,8 +2,10 @@
 
 Each replica owns its seed and, from it, its own random streams: one for the initialisation (on the CPU, so a
 seed gives the same starting weights on every device), one for training (data order, corruption noise,
-stochastic units) and one for evaluation (stochastic units at test time). Replica ``r`` of a run with seeds
-``[s_0, ..., s_{R-1}]`` therefore follows exactly the path of a single run with seed ``s_r``.
+stochastic units), one for evaluation (stochastic units at test time) and one for the fixed random feedback
+matrices of the feedback-alignment rules (on the CPU, apart from ``init`` so that the forward weights of a seed
+are the same under every rule). Replica ``r`` of a run with seeds ``[s_0, ..., s_{R-1}]`` therefore follows
+exactly the path of a single run with seed ``s_r``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import Tensor
 
 from targetprop.errors import ConfigError
 
-_STREAMS = {"init": 0, "train": 1, "eval": 2}
+_STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3}
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:

@@ -15,10 +15,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # TP without the difference correction is unstable in deeper nets (the reason DTP exists): it gets a wider,
 # shallower net, Adam and a small corruption noise. BP and DTP run with their defaults (the DTP authors'
-# MNIST settings) on the default digits architecture 64-100x3-10.
+# MNIST settings) on the default digits architecture 64-100x3-10; FA and DFA with their default Adam at lr 2e-3.
 DIGITS_SETTINGS = {
     "bp": dict(epochs=30),
     "dtp": dict(epochs=30),
+    "fa": dict(epochs=30, fa=dict(lr=2e-3)),
+    "dfa": dict(epochs=30, dfa=dict(lr=2e-3)),
     "tp": dict(
         epochs=40,
         arch="64-256x2-10",

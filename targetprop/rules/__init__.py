@@ -5,13 +5,17 @@ from __future__ import annotations
 from targetprop.errors import ConfigError
 from targetprop.rules.base import Rule, RuleConfig
 from targetprop.rules.bp import BP
+from targetprop.rules.dfa import DFA
 from targetprop.rules.dtp import DTP
+from targetprop.rules.fa import FA
 from targetprop.rules.tp import TP
 
 RULES: dict[str, type[Rule]] = {
     "bp": BP,
     "tp": TP,
     "dtp": DTP,
+    "fa": FA,
+    "dfa": DFA,
 }
 
 
