@@ -47,6 +47,10 @@ class Unit:
         """``g ⊙ s'(a)``: the gradient with respect to ``a`` of a loss whose gradient at ``h`` is ``g``."""
         if self.name == "identity":
             return g
+        if self.name in ("tanh", "sign"):  # g ⊙ (1 − h²) in one fused kernel
+            return torch.ops.aten.tanh_backward(g, h)
+        if self.name in ("sigmoid", "bernoulli"):  # g ⊙ h (1 − h)
+            return torch.ops.aten.sigmoid_backward(g, h)
         return g * self.derivative(a, h)
 
     @property
