@@ -1,4 +1,4 @@
-"""The ``targetprop`` command line: ``train``, ``compare``, ``rules``.
+"""The ``targetprop`` command line: ``train``, ``compare``, ``sweep``, ``rules``, ``presets``.
 
 Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
 written.
@@ -242,6 +242,70 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
             f"{n}" + (f" ({len(div)} diverged)" if div else ""),
         )
     out.print(table)
+
+
+@app.command()
+def sweep(
+    space: Annotated[
+        str | None,
+        typer.Argument(help="Space file (TOML): [sweep], the base run, [space]; or a bundled one, e.g. dtp-digits."),
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the sweep in this directory.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Total number of trials (default: [sweep] trials); raise it to extend.")
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes, or groups in flight on Ray (default: [sweep] processes)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch threads per group (default: cores // processes).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Run the groups on the Ray cluster at HOST:PORT.")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", help="Parent folder of the sweep directory (default: runs/sweeps).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Sweep directory name (default: [sweep] name, else the space file's).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Search hyper-parameters with Optuna (random or TPE); trials share a process as replicas; one table."""
+    from targetprop.sweep import Sweep, check_sweep_dir, load_space, read_sweep_dir, sweep_dir_for
+
+    if space is None and resume is None:
+        raise ConfigError("give a space file (e.g. `targetprop sweep dtp-digits`) or --resume DIR")
+    if resume is not None:
+        if out_dir is not None or name is not None:
+            raise ConfigError("--resume names the sweep directory; drop --out and --name")
+        folder = Path(resume)
+        kept = read_sweep_dir(folder)
+        spec = load_space(space) if space is not None else kept
+    else:
+        spec = load_space(space)
+        folder = sweep_dir_for(spec, out_dir, name)
+    check_sweep_dir(spec, folder)
+    overrides = _options(data_dir=data_dir, device=device)
+    if ray_address is None:
+        spec.check_runs(**overrides)  # the data is here: every run can start
+    runner = Sweep(
+        spec,
+        folder,
+        trials=trials,
+        processes=processes,
+        threads=threads,
+        ray_address=ray_address,
+        overrides=overrides,
+        note=(lambda line: None) if quiet else _note,
+    )
+    runner.open()
+    runner.run()
+    out.print(runner.table(), width=None if out.is_terminal else 1000)  # a file or pipe gets whole rows
+    _note(f"sweep directory: {runner.folder}")
 
 
 @app.command("rules")

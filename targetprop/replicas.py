@@ -62,13 +62,17 @@ class ReplicaRandom:
 
     def normal(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
         """``(R, *shape)`` standard normal draws, replica r from its own generator."""
-        return torch.stack([torch.randn(*shape, generator=g, device=self.device, dtype=dtype) for g in self.generators])
+        out = torch.empty((len(self.generators), *shape), device=self.device, dtype=dtype)
+        for row, g in zip(out, self.generators, strict=True):
+            row.normal_(generator=g)  # the numbers torch.randn(shape, generator=g) gives, without a copy
+        return out
 
     def uniform_like(self, x: Tensor) -> Tensor:
         """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own generator."""
-        return torch.stack(
-            [torch.rand(x.shape[1:], generator=g, device=self.device, dtype=x.dtype) for g in self.generators]
-        )
+        out = torch.empty_like(x)
+        for row, g in zip(out, self.generators, strict=True):
+            row.uniform_(generator=g)  # the numbers torch.rand(shape, generator=g) gives, without a copy
+        return out
 
     def permutations(self, n: int) -> Tensor:
         """``(R, n)``: a permutation of ``range(n)`` per replica."""
