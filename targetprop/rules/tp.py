@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 from torch import Tensor
+from torch.profiler import record_function
 
 from targetprop.errors import ConfigError
 from targetprop.nets import Activity, Layer, Network, linear_grads
@@ -206,22 +207,29 @@ class TargetPropagation(Rule):
     # ---- one step ------------------------------------------------------------------------------------------
 
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
+        # record_function labels name the parts of a step in a profile (benchmarks/profile_dtp.py)
         with torch.no_grad():
-            # the inverses alone need activity only up to layer T − 1
-            depth = None if "forward" in phases else self.top - 1
-            acts = self.net.activity(x, self.sample, depth=depth)
+            with record_function("tp:forward pass"):
+                # the inverses alone need activity only up to layer T − 1
+                depth = None if "forward" in phases else self.top - 1
+                acts = self.net.activity(x, self.sample, depth=depth)
             metrics: dict[str, Tensor] = {}
             grads = None
             if "forward" in phases:  # targets first, with the inverses as they were before this batch
-                targets = self.targets(acts, y)
-                grads = self.local_gradients(acts, y, targets, out=self.optimizer.grad_buffers())
-                metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
+                with record_function("tp:targets"):
+                    targets = self.targets(acts, y)
+                with record_function("tp:layer-local gradients"):
+                    grads = self.local_gradients(acts, y, targets, out=self.optimizer.grad_buffers())
+                    metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
             if "feedback" in phases and self.feedback_optimizer is not None:
-                fb_out = self.feedback_optimizer.grad_buffers()
-                fb_grads, metrics["inverse_loss"] = self.inverse_gradients(acts, out=fb_out)
-                self.feedback_optimizer.step(fb_grads)
+                with record_function("tp:inverse gradients"):
+                    fb_out = self.feedback_optimizer.grad_buffers()
+                    fb_grads, metrics["inverse_loss"] = self.inverse_gradients(acts, out=fb_out)
+                with record_function("tp:inverse optimizer step"):
+                    self.feedback_optimizer.step(fb_grads)
             if grads is not None:
-                self.optimizer.step(grads)
+                with record_function("tp:forward optimizer step"):
+                    self.optimizer.step(grads)
         return metrics
 
 
