@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from targetprop.config import RunConfig, apply_assignments, make_config
@@ -248,7 +249,10 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
 def sweep(
     space: Annotated[
         str | None,
-        typer.Argument(help="Space file (TOML): [sweep], the base run, [space]; or a bundled one, e.g. dtp-digits."),
+        typer.Argument(
+            metavar="SPACE",
+            help="Space file (TOML): the base run, [sweep], [space]; or a bundled one, e.g. dtp-digits.",
+        ),
     ] = None,
     resume: Annotated[str | None, typer.Option(help="Continue the sweep in this directory.")] = None,
     trials: Annotated[
@@ -303,8 +307,14 @@ def sweep(
         note=(lambda line: None) if quiet else _note,
     )
     runner.open()
-    runner.run()
-    out.print(runner.table(), width=None if out.is_terminal else 1000)  # a file or pipe gets whole rows
+    try:
+        runner.run()
+        table = runner.table()
+    finally:
+        runner.close()
+    if not out.is_terminal:  # a file or a pipe gets whole rows, however wide
+        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
+    out.print(table)
     _note(f"sweep directory: {runner.folder}")
 
 

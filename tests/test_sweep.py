@@ -1,0 +1,419 @@
+"""`targetprop sweep`: Optuna trials grouped as replicas, worker processes, a Ray cluster, resume, bad space files.
+
+Sweeps on digits with a tiny network and few epochs. The commands that need their own process (worker processes,
+a kill, Ray) run as subprocesses like tests/test_cli.py's; the others call the command's entry point in this
+process, which saves each one the seconds of importing torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import assert_no_traceback, cli_env, command, read_jsonl, run_cli, show, table_rows
+
+from targetprop import cli, make_config, train
+from targetprop.sweep import Group, GroupResult, Sweep, load_space, run_group
+
+BASE = """\
+rule = "dtp"
+data = "digits"
+arch = "64-32-10"
+epochs = 3
+seeds = 0
+dtype = "float64"
+"""
+
+
+def space_file(folder: Path, sweep: str, space: str, base: str = BASE, name: str = "space.toml") -> Path:
+    path = folder / name
+    path.write_text(f"{base}\n[sweep]\n{sweep}\n\n[space]\n{space}\n")
+    return path
+
+
+LR_ETA = """\
+"dtp.lr" = {low = 1e-3, high = 3e-2, log = true}
+"dtp.eta_hat" = {low = 0.1, high = 10, log = true}
+"""
+
+
+def read_trials(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def check_trials_match_their_runs(folder: Path, params: list[str]) -> list[dict[str, str]]:
+    """Each trial's value is its replica's best validation error in its run directory, and the run trained it with
+    the trial's values; returns trials.csv's rows."""
+    rows = read_trials(folder)
+    for row in rows:
+        run_dir, replica = folder / row["run_dir"], int(row["replica"])
+        rep = summary(run_dir)["per_replica"][replica]
+        assert float(row["best_valid_error"]) == rep["best_valid_error"], row
+        assert float(row["test_error_at_best_valid"]) == rep["test_error_at_best_valid"], row
+        config = tomllib.loads((run_dir / "config.toml").read_text())
+        assert config["seeds"] == [0] * summary(run_dir)["replicas"]  # every trial starts from the base seed
+        for name in params:
+            rule, key = name.split(".")
+            value = config[rule][key]
+            value = value[replica] if isinstance(value, list) else value
+            assert (str(value) if isinstance(value, str) else pytest.approx(float(row[name]), rel=1e-12)) == (
+                row[name] if isinstance(value, str) else value
+            ), (name, row)
+    return rows
+
+
+THREADS = torch.get_num_threads()
+
+
+def run_main(*args: str | Path, capsys) -> tuple[int, str, str]:
+    """The `targetprop` entry point in this process: exit status, stdout, stderr."""
+    argv = sys.argv
+    sys.argv = ["targetprop", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(THREADS)  # a sweep in this process sets its own
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ---- replicas are trials ---------------------------------------------------------------------------------------
+
+
+def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
+    space = space_file(tmp_path, 'sampler = "random"\ntrials = 4\nreplicas = 2\nprocesses = 2\nseed = 3', LR_ETA)
+    proc = run_cli("sweep", space, "--out", tmp_path / "runs", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    folder = tmp_path / "runs" / "space"
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001", "t0002-0003"]
+    progress = [line for line in proc.stderr.splitlines() if " done in " in line]
+    assert len(progress) == 2 and "trials 0-1" in proc.stderr and "trials 2-3" in proc.stderr, show(proc)
+
+    rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.eta_hat"])
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
+    values = [float(r["best_valid_error"]) for r in rows]
+    assert values == sorted(values)  # best first
+    assert len({r["dtp.lr"] for r in rows}) == 4
+    shown = table_rows(proc.stdout)
+    for r in rows:
+        cells = shown[r["trial"]]
+        assert f"{float(r['best_valid_error']):.2f}" in cells, cells
+        assert f"{r['run_dir']} [{r['replica']}]" in cells, cells
+
+    # a trial is an independent run: trained alone with its values (as `targetprop train --config` would), it
+    # gives the same errors epoch by epoch
+    row = next(r for r in rows if r["replica"] == "1")
+    values = {"lr": float(row["dtp.lr"]), "eta_hat": float(row["dtp.eta_hat"])}
+    single = train(make_config(tomllib.loads(BASE), out=str(tmp_path / "alone"), dtp=values), progress=False).history
+    together = [r for r in read_jsonl(folder / row["run_dir"] / "metrics.jsonl") if r["replica"] == 1]
+    for key in ("train_error", "valid_error", "test_error"):
+        assert [r[key] for r in together] == [r[key] for r in single], key
+
+
+# ---- resume --------------------------------------------------------------------------------------------------------
+
+NOISE_SPACE = """\
+"dtp.lr" = {low = 1e-3, high = 3e-2, log = true}
+"dtp.noise" = {low = 0.1, high = 0.5}
+"epochs" = {low = 1, high = 2}
+"dtp.schedule" = {choices = ["alternating", "parallel"]}
+"""
+
+
+def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path, capsys):
+    """TPE; a key that is not per-replica (noise) makes every trial run alone; `--trials` raises the total."""
+    sweep = 'sampler = "tpe"\nstartup_trials = 2\ntrials = 2\nreplicas = 4\nprocesses = 1\nthreads = 1'
+    space = space_file(tmp_path, sweep, NOISE_SPACE)
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", capsys=capsys)
+    assert code == 0, err
+    assert "each trial runs alone: dtp.noise" in err
+    folder = tmp_path / "runs" / "space"
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000", "t0001"]
+    first = {p.name: (p / "summary.json").read_bytes() for p in (folder / "runs").iterdir()}
+
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", "--trials", "4", capsys=capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000", "t0001", "t0002", "t0003"]
+    assert {name: (folder / "runs" / name / "summary.json").read_bytes() for name in first} == first  # not rerun
+    assert "trial 0 done" not in err and "trial 2 done" in err and "trial 3 done" in err
+    rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.noise", "dtp.schedule"])
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
+    assert all(r["state"] == "done" and r["replica"] == "0" for r in rows)
+    assert all(r["epochs"] in ("1", "2") and r["dtp.schedule"] in ("alternating", "parallel") for r in rows)
+    assert len({r["dtp.lr"] for r in rows}) == 4  # the resumed sampler does not replay its first draws
+    for r in rows:
+        assert summary(folder / r["run_dir"])["epochs"] == int(r["epochs"])
+
+    # the same space again: nothing runs; the table lists the four trials
+    code, out, err = run_main("sweep", "--resume", folder, capsys=capsys)
+    assert code == 0, err
+    assert "4 trials done; nothing to run" in err
+    assert sorted(table_rows(out)) == ["0", "1", "2", "3"], out
+
+    # a space that searches differently is refused, and nothing changes
+    before = sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    changed = space_file(tmp_path, sweep, NOISE_SPACE.replace("high = 0.5", "high = 0.6"), name="changed.toml")
+    code, out, err = run_main("sweep", changed, "--out", tmp_path / "runs", "--name", "space", capsys=capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and "different space" in err and "dtp.noise" in err, err
+    assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
+
+
+def test_killed_sweep_resumes_its_interrupted_group_from_its_checkpoint(tmp_path):
+    epochs = 25
+    base = BASE.replace('arch = "64-32-10"', 'arch = "64-64-64-10"').replace("epochs = 3", f"epochs = {epochs}")
+    space = space_file(tmp_path, 'sampler = "random"\ntrials = 4\nreplicas = 2\nprocesses = 1', LR_ETA, base=base)
+    folder = tmp_path / "runs" / "space"
+    first = folder / "runs" / "t0000-0001"
+    victim = subprocess.Popen(
+        command("sweep", space, "--out", tmp_path / "runs"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while victim.poll() is None and time.monotonic() < deadline:
+            if len({r["epoch"] for r in read_jsonl(first / "metrics.jsonl")}) >= 2:
+                break
+            time.sleep(0.02)
+        still_running = victim.poll() is None
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=60)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert still_running, "the sweep ended before it was killed; make it longer"
+    assert not (first / "summary.json").exists()
+    epochs_at_kill = {r["epoch"] for r in read_jsonl(first / "metrics.jsonl")}
+    assert 2 <= len(epochs_at_kill) < epochs
+
+    resumed = run_cli("sweep", "--resume", folder, cwd=tmp_path)
+    assert resumed.returncode == 0, show(resumed)
+    assert_no_traceback(resumed)
+    assert "continuing 2 interrupted trial(s)" in resumed.stderr, show(resumed)
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001", "t0002-0003"]
+    rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.eta_hat"])
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3] and all(r["state"] == "done" for r in rows)
+    metrics = read_jsonl(first / "metrics.jsonl")
+    assert sorted((r["epoch"], r["replica"]) for r in metrics) == [(e, r) for e in range(1, epochs + 1) for r in (0, 1)]
+
+
+def test_a_group_killed_while_its_results_were_told_is_finished_without_a_new_run(tmp_path, capsys):
+    """The sweep died after telling trial 0 and before trial 1: resuming tells trial 1 from the same run."""
+    space = load_space(space_file(tmp_path, 'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1', LR_ETA))
+    folder = tmp_path / "runs" / "space"
+    sweep = Sweep(space, folder)
+    sweep.open()
+    group = sweep._ask(2)
+    result = run_group(sweep._job(group))
+    sweep._tell(Group(group.trials[:1], group.values[:1], group.run_dir), GroupResult(result.per_replica[:1]))
+    sweep.close()
+    torch.set_num_threads(THREADS)
+
+    code, _out, err = run_main("sweep", "--resume", folder, capsys=capsys)
+    assert code == 0, err
+    assert "continuing 1 interrupted trial(s)" in err
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001"]
+    rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.eta_hat"])
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1] and all(r["state"] == "done" for r in rows)
+
+
+def test_diverged_replicas_are_trials_with_value_inf(tmp_path, capsys):
+    """bp with squared error and SGD: lr 1e8 overflows in the first epoch, 0.01 trains."""
+    base = BASE.replace('rule = "dtp"', 'rule = "bp"') + 'output = "linear"\n[bp]\noptimizer = "sgd"\n'
+    sweep = 'sampler = "random"\ntrials = 8\nreplicas = 8\nthreads = 1'
+    mixed = space_file(tmp_path, sweep, '"bp.lr" = {choices = [0.01, 1e8]}', base=base, name="mixed.toml")
+    code, _out, err = run_main("sweep", mixed, "--out", tmp_path / "runs", capsys=capsys)
+    assert code == 0, err
+    rows = read_trials(tmp_path / "runs" / "mixed")
+    for r in rows:
+        diverged = float(r["bp.lr"]) == 1e8
+        assert (r["state"], r["best_valid_error"]) == (
+            ("diverged", "inf") if diverged else ("done", r["best_valid_error"])
+        )
+        assert diverged or float(r["best_valid_error"]) < 100
+    assert {r["state"] for r in rows} == {"diverged", "done"}, rows  # 8 draws of 2 choices: both (p = 0.992)
+    assert rows[-1]["state"] == "diverged" and rows[0]["state"] == "done"  # best first
+
+    # every replica diverges: the trainer raises, and the trials still end with inf
+    sweep = 'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1'
+    lost = space_file(tmp_path, sweep, '"bp.lr" = {choices = [1e8, 1e9]}', base=base, name="lost.toml")
+    code, _out, err = run_main("sweep", lost, "--out", tmp_path / "runs", capsys=capsys)
+    assert code == 0, err
+    rows = read_trials(tmp_path / "runs" / "lost")
+    assert [(r["state"], r["best_valid_error"]) for r in rows] == [("diverged", "inf")] * 2
+
+
+# ---- Ray -----------------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on 127.0.0.1 with 2 CPUs, in its own process group (stopped by that group, not `ray stop`, which
+    would stop every Ray instance on the machine); yields its address and the environment that reaches it."""
+    pytest.importorskip("ray")
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    # every Ray address on the loopback; no usage report (it would ask cloud metadata servers who hosts us)
+    env = {**cli_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+            "--block",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while head.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert head.poll() is None, f"ray start exited with {head.returncode}"
+        yield f"127.0.0.1:{port}", env
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # Ray's processes ignore SIGTERM for seconds
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_sweep_on_a_local_ray_cluster(tmp_path, ray_head):
+    address, env = ray_head
+    space = space_file(tmp_path, 'sampler = "random"\ntrials = 4\nreplicas = 2\nprocesses = 2', LR_ETA)
+    proc = subprocess.run(
+        command("sweep", space, "--out", tmp_path / "runs", "--ray-address", address),
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    folder = tmp_path / "runs" / "space"
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001", "t0002-0003"]
+    rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.eta_hat"])
+    assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3] and all(r["state"] == "done" for r in rows)
+    assert sorted(table_rows(proc.stdout)) == ["0", "1", "2", "3"], proc.stdout
+
+
+# ---- bad space files -----------------------------------------------------------------------------------------------
+
+OK_SWEEP = 'sampler = "random"\ntrials = 2'
+BAD_SPACES = {
+    "no [space]": (BASE + "\n[sweep]\ntrials = 2\n", ["no [space] table", '"dtp.lr"']),
+    "unknown [sweep] key": (space_file, ("tirals = 2", LR_ETA), ["'tirals' does not exist", "trials"]),
+    "base key after [sweep]": (
+        BASE.replace("seeds = 0\n", "") + "\n[sweep]\nseeds = 0\n[space]\n" + LR_ETA,
+        ["'seeds'", "before the first [table]"],
+    ),
+    "unknown searched key": (space_file, (OK_SWEEP, '"dtp.eta" = {low = 1, high = 2}'), ["dtp.eta", "eta_hat"]),
+    "key of another rule": (space_file, (OK_SWEEP, '"bp.lr" = {low = 1e-3, high = 1e-2}'), ["rule 'dtp'"]),
+    "unsearchable key": (space_file, (OK_SWEEP, '"seeds" = {low = 0, high = 9}'), ["seeds cannot be searched"]),
+    "low above high": (space_file, (OK_SWEEP, '"dtp.lr" = {low = 1e-2, high = 1e-3}'), ["low must be below high"]),
+    "log of zero": (space_file, (OK_SWEEP, '"dtp.lr" = {low = 0, high = 1e-3, log = true}'), ["low > 0"]),
+    "a value, not a range": (space_file, (OK_SWEEP, '"dtp.lr" = 0.01'), ["must be a table", "base run"]),
+    "range of a string key": (space_file, (OK_SWEEP, '"arch" = {low = 1, high = 2}'), ["choices"]),
+    "float range of an int key": (space_file, (OK_SWEEP, '"epochs" = {low = 1.5, high = 3}'), ["integer"]),
+    "bad choice": (space_file, (OK_SWEEP, '"dtp.schedule" = {choices = ["alternating", "sideways"]}'), ["sideways"]),
+    "architecture that does not fit": (
+        space_file,
+        (OK_SWEEP, '"arch" = {choices = ["64-32-10", "100-10"]}'),
+        ["100-10 does not fit digits"],
+    ),
+    "several seeds": (space_file, (OK_SWEEP, LR_ETA, BASE.replace("seeds = 0", 'seeds = "0-3"')), ["one seed"]),
+    "unknown sampler": (space_file, ('sampler = "grid"', LR_ETA), ["sampler", "grid"]),
+    "missing file": (None, ["missing.toml", "not found"]),
+}
+
+
+def _make_bad(tmp: Path, case: str) -> list[str]:
+    spec = BAD_SPACES[case]
+    if spec[0] is None:
+        return ["sweep", "missing.toml"]
+    if callable(spec[0]):
+        path = spec[0](tmp, *spec[1])
+    else:
+        path = tmp / "space.toml"
+        path.write_text(spec[0])
+    return ["sweep", str(path)]
+
+
+@pytest.mark.parametrize("case", list(BAD_SPACES))
+def test_bad_space_file_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+    args = _make_bad(tmp_path, case)
+    fragments = BAD_SPACES[case][-1]
+    before = sorted(tmp_path.rglob("*"))
+    code, out, err = run_main(*args, "--out", tmp_path / "runs", capsys=capsys)
+    assert code == 2 and out == "", (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_bad_command_lines(tmp_path, capsys):
+    space = space_file(tmp_path, OK_SWEEP, LR_ETA)
+    cases = {
+        ("sweep",): "give a space file",
+        ("sweep", "--resume", tmp_path): "is not a sweep directory",
+        ("sweep", space, "--ray-address", f"127.0.0.1:{free_port()}"): "no Ray cluster answers at 127.0.0.1:",
+        ("sweep", space, "--ray-address", "nowhere"): "HOST:PORT",
+    }
+    before = sorted(tmp_path.rglob("*"))
+    for args, fragment in cases.items():
+        code, out, err = run_main(*args, capsys=capsys)
+        assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(tmp_path.rglob("*")) == before
