@@ -68,7 +68,9 @@ NETWORKS = {
 }
 """The DTP paper's networks and the size of their training split (an epoch)."""
 
-RULE_OPTIONS = {"bp": {"straight_through": True}}
+RULE_OPTIONS = {"fa": {"optimizer": "sgd", "lr": 0.05}, "dfa": {"optimizer": "sgd", "lr": 0.05}}
+"""FA and DFA train with plain SGD, as biotorch's are timed (the rest: their defaults, centered RMSprop)."""
+DISCRETE_OPTIONS = {"bp": {"straight_through": True}}
 """BP through sign / Bernoulli units uses the straight-through estimator (the paper's baseline)."""
 
 CONTINUOUS = {"sign": nn.Tanh, "bernoulli": nn.Sigmoid, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
@@ -160,7 +162,9 @@ def our_rule(
     name: str, net: Net, x: torch.Tensor, y: torch.Tensor, batches: int, seeds: list[int], compile_mode: str = "off"
 ) -> Runner:
     base = name.split("+")[0]
-    options = dict(RULE_OPTIONS.get(base, {})) if net.activation in ("sign", "bernoulli") else {}
+    options = dict(RULE_OPTIONS.get(base, {}))
+    if net.activation in ("sign", "bernoulli"):
+        options.update(DISCRETE_OPTIONS.get(base, {}))
     if base == "dtp-parallel":
         base, options = "dtp", {"schedule": "parallel"}
     cls = get_rule(base)
@@ -212,6 +216,15 @@ def time_runners(
     return seconds
 
 
+def optimizer_of(name: str) -> str:
+    base = name.split("+")[0]
+    if base.startswith("biotorch"):
+        return "sgd"
+    if base == "plain":
+        return "torch centered rmsprop"
+    return RULE_OPTIONS.get(base, {}).get("optimizer", "centered_rmsprop")
+
+
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -259,6 +272,7 @@ def bench_network(
             "activation": net.activation,
             "device": device.type,
             "rule": name,
+            "optimizer": optimizer_of(name),
             "replicas": 1,
             "samples_per_s": spread(samples),
             "seconds_per_epoch": spread([s * net.n_train / n for s in secs]),
@@ -325,6 +339,7 @@ def print_tables(results: dict) -> None:
         for col in (
             "network",
             "rule",
+            "optimizer",
             "samples/s",
             "s/epoch",
             "vs plain",
@@ -338,12 +353,13 @@ def print_tables(results: dict) -> None:
             if row["device"] != dev:
                 continue
             if "note" in row:
-                table.add_row(row["network"], row["rule"], row["note"], *[""] * 6)
+                table.add_row(row["network"], row["rule"], "", row["note"], *[""] * 6)
                 continue
             sp, se, vp, vb = row["samples_per_s"], row["seconds_per_epoch"], row["vs_plain"], row["time_vs_bp"]
             table.add_row(
                 row["network"],
                 row["rule"],
+                row["optimizer"],
                 f"{sp['median']:,.0f} [{sp['min']:,.0f}-{sp['max']:,.0f}]",
                 f"{se['median']:.2f}",
                 f"{vp['median']:.2f}x [{vp['min']:.2f}-{vp['max']:.2f}]",

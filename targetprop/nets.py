@@ -74,7 +74,11 @@ def init_bias(n_out: int, n_in: int, scheme: str, gen: torch.Generator) -> Tenso
 
 
 def linear(u: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``a = W u + b`` for every replica: ``u`` ``(R, B, n_in)``, ``W`` ``(R, n_out, n_in)``, ``b`` ``(R, n_out)``."""
+    """``a = W u + b`` for every replica: ``u`` ``(R, B, n_in)``, ``W`` ``(R, n_out, n_in)``, ``b`` ``(R, n_out)``.
+
+    One replica takes ``addmm`` (measured faster than a batched product of one on the CPU)."""
+    if weight.shape[0] == 1:
+        return torch.addmm(bias[0], u[0], weight[0].t()).unsqueeze(0)
     return torch.baddbmm(bias.unsqueeze(1), u, weight.transpose(1, 2))
 
 
@@ -83,6 +87,10 @@ def linear_grads(grad_a: Tensor, u: Tensor, out: Sequence[Tensor] | None = None)
 
     With ``out`` (e.g. an optimiser's :meth:`~targetprop.optim.Optimizer.grad_buffers`) they are written there.
     """
+    if grad_a.shape[0] == 1 and out is not None:
+        torch.mm(grad_a[0].t(), u[0], out=out[0][0])
+        torch.sum(grad_a[0], 0, out=out[1][0])
+        return out[0], out[1]
     if out is None:
         return torch.bmm(grad_a.transpose(1, 2), u), grad_a.sum(1)
     return torch.bmm(grad_a.transpose(1, 2), u, out=out[0]), torch.sum(grad_a, 1, out=out[1])

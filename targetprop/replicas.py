@@ -22,7 +22,10 @@ _STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3}
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
-    """``"0-9"`` → 0..9, ``"1,3,5"`` → [1, 3, 5], ``"0-3,7"`` → [0, 1, 2, 3, 7]; ints and lists pass through."""
+    """``"0-9"`` → 0..9, ``"1,3,5"`` → [1, 3, 5], ``"0-3,7"`` → [0, 1, 2, 3, 7]; ints and lists pass through.
+
+    A seed may repeat: ``"0,0,0"`` with a list of learning rates trains three settings from one initialisation
+    (what a sweep's replicas do)."""
     if isinstance(text, int):
         return [text]
     if not isinstance(text, str):
@@ -37,8 +40,6 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
             seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise ConfigError(f"no seeds in {text!r}; write e.g. 0-9 or 1,3,5")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds {text!r} repeat a seed; every replica needs its own")
     return seeds
 
 

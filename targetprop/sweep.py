@@ -205,12 +205,8 @@ class Space:
                 target = target.setdefault(key, {})
             target[p.path[-1]] = column if len(column) > 1 else column[0]
         seed = self.seed
-        cfg = make_config(data, out=str(run_dir.parent), name=run_dir.name, seeds=[seed], **overrides)
-        if len(values) > 1:
-            # RunConfig refuses repeated seeds (replicas of a training run need their own); here the replicas are
-            # different trials that must start alike, so the list is set without validation.
-            cfg = cfg.model_copy(update={"seeds": [seed] * len(values)})
-        return cfg
+        # the replicas are different trials that must start alike: one seed, repeated
+        return make_config(data, out=str(run_dir.parent), name=run_dir.name, seeds=[seed] * len(values), **overrides)
 
     def probe_configs(self, **overrides: Any) -> Iterator[RunConfig]:
         """A run config for each value at the edges of the space (the others at their first); ConfigError names

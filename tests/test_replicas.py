@@ -94,6 +94,7 @@ def test_per_replica_hyper_parameters(tmp_path, digits):
 def test_parse_seeds():
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
     assert parse_seeds("5") == [5]
-    for bad in ("a-b", "", "1,1", "3-"):
+    assert parse_seeds("0,0,0") == [0, 0, 0]  # one initialisation, several settings (sweeps)
+    for bad in ("a-b", "", "3-"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
