@@ -46,7 +46,11 @@ def flat_buffer(params: Sequence[Tensor]) -> Tensor | None:
         ):
             return None
         offset += p[0].numel()
-    return first.detach().as_strided((replicas, total), (total, 1), first.storage_offset())
+    # a tensor on the same storage without a view relation (._base), which torch.compile requires of aliases
+    flat = torch.empty(0, dtype=first.dtype, device=first.device)
+    with torch.no_grad():
+        flat.set_(first.untyped_storage(), first.storage_offset(), (replicas, total), (total, 1))
+    return flat
 
 
 class Optimizer:
