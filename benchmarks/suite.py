@@ -18,7 +18,9 @@ that already sit on the device, it times in the same process and interleaved, ``
 - peers: biotorch 0.0.16's FA and DFA (``pip install --no-deps biotorch==0.0.16``), SGD, when it imports;
 - ``R replicas``: R seeds trained as replicas of one process against R single runs one after another.
 
-Samples per second count training samples (times replicas); seconds per epoch scale the time of ``--batches``
+``throughput vs plain`` is the plain loop's time over the row's, ``epoch time vs bp`` the row's time over our BP's,
+``vs biotorch`` biotorch's time over ours for FA and DFA (above 1: ours is faster); each ratio is taken within
+one repeat and summarised by its median and range. Samples per second count training samples (times replicas); seconds per epoch scale the time of ``--batches``
 mini-batches to an epoch of the dataset's training split. ``matmul GFLOP/s`` is the rule's matrix-multiply work
 per sample (counted from the layer sizes, see :func:`matmul_flops`) times its throughput, and ``of peak`` divides
 it by the machine's best measured ``torch.mm`` rate (square float32 products of 256 to 2048).
@@ -263,6 +265,12 @@ def bench_network(
     rows = []
     ref = seconds["plain"]
     bp_ref = seconds.get("bp")
+
+    def vs_peer(name: str, secs: list[float]) -> dict[str, float] | None:
+        """Our FA / DFA against biotorch's, time ratio run by run (above 1: ours is faster)."""
+        peer = seconds.get(f"biotorch-{name}")
+        return spread([p / s for p, s in zip(peer, secs, strict=True)]) if peer and name in ("fa", "dfa") else None
+
     for name, secs in seconds.items():
         samples = [n / s for s in secs]
         flops = matmul_flops(name, sizes)
@@ -278,6 +286,7 @@ def bench_network(
             "seconds_per_epoch": spread([s * net.n_train / n for s in secs]),
             "vs_plain": spread([p / s for p, s in zip(ref, secs, strict=True)]),
             "time_vs_bp": spread([s / b for s, b in zip(secs, bp_ref, strict=True)]) if bp_ref else None,
+            "vs_biotorch": vs_peer(name, secs),
             "matmul_mflop_per_sample": flops / 1e6,
             "matmul_gflops": statistics.median(samples) * flops / 1e9,
             "of_peak": statistics.median(samples) * flops / 1e9 / peak,
@@ -326,6 +335,10 @@ def bench_replicas(device: torch.device, args: argparse.Namespace, log: Callable
     return rows
 
 
+def _ratio(r: dict[str, float] | None) -> str:
+    return f"{r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]" if r else ""
+
+
 def print_tables(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -342,8 +355,9 @@ def print_tables(results: dict) -> None:
             "optimizer",
             "samples/s",
             "s/epoch",
-            "vs plain",
-            "time vs bp",
+            "throughput vs plain",
+            "epoch time vs bp",
+            "vs biotorch",
             "MFLOP/sample",
             "GFLOP/s",
             "of peak",
@@ -353,7 +367,7 @@ def print_tables(results: dict) -> None:
             if row["device"] != dev:
                 continue
             if "note" in row:
-                table.add_row(row["network"], row["rule"], "", row["note"], *[""] * 6)
+                table.add_row(row["network"], row["rule"], "", row["note"], *[""] * 7)
                 continue
             sp, se, vp, vb = row["samples_per_s"], row["seconds_per_epoch"], row["vs_plain"], row["time_vs_bp"]
             table.add_row(
@@ -364,6 +378,7 @@ def print_tables(results: dict) -> None:
                 f"{se['median']:.2f}",
                 f"{vp['median']:.2f}x [{vp['min']:.2f}-{vp['max']:.2f}]",
                 f"{vb['median']:.2f}x [{vb['min']:.2f}-{vb['max']:.2f}]" if vb else "",
+                _ratio(row.get("vs_biotorch")),
                 f"{row['matmul_mflop_per_sample']:.2f}",
                 f"{row['matmul_gflops']:.1f}",
                 f"{100 * row['of_peak']:.0f}%",
@@ -386,6 +401,52 @@ def print_tables(results: dict) -> None:
             console.print(t)
 
 
+def markdown_tables(results: dict) -> str:
+    """The tables as Markdown (for PERFORMANCE.md)."""
+    lines = []
+    for dev, info in results["devices"].items():
+        lines += [
+            f"Training throughput on {dev} ({info['name']}), batch {BATCH}, median of {results['repeats']} runs "
+            f"[min–max]; matmul peak {info['matmul_gflops']['peak']:.0f} GFLOP/s.",
+            "",
+            "| network | rule | optimizer | samples/s | s/epoch | throughput vs plain | epoch time vs bp "
+            "| vs biotorch | MFLOP/sample | GFLOP/s | of peak |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in results["rows"]:
+            if row["device"] != dev:
+                continue
+            if "note" in row:
+                lines.append(f"| {row['network']} | {row['rule']} | | {row['note']} | | | | | | | |")
+                continue
+            sp, se, vp, vb = row["samples_per_s"], row["seconds_per_epoch"], row["vs_plain"], row["time_vs_bp"]
+            vb_text = f"{vb['median']:.2f}x [{vb['min']:.2f}–{vb['max']:.2f}]" if vb else ""
+            lines.append(
+                f"| {row['network']} | {row['rule']} | {row['optimizer']} | {sp['median']:,.0f} "
+                f"[{sp['min']:,.0f}–{sp['max']:,.0f}] | {se['median']:.2f} | {vp['median']:.2f}x "
+                f"[{vp['min']:.2f}–{vp['max']:.2f}] | {vb_text} | {_ratio(row.get('vs_biotorch'))} "
+                f"| {row['matmul_mflop_per_sample']:.2f} "
+                f"| {row['matmul_gflops']:.1f} | {100 * row['of_peak']:.0f}% |"
+            )
+        reps = [r for r in results["replicas"] if r["device"] == dev]
+        if reps:
+            lines += [
+                "",
+                f"Replicas in one process against single runs one after another (mnist, {dev}):",
+                "",
+                "| rule | replicas | together samples/s | separate samples/s | speed-up |",
+                "|---|---|---|---|---|",
+            ]
+            for r in reps:
+                s = r["speedup"]
+                lines.append(
+                    f"| {r['rule']} | {r['replicas']} | {r['samples_per_s_together']['median']:,.0f} | "
+                    f"{r['samples_per_s_separate']['median']:,.0f} | {s['median']:.2f}x [{s['min']:.2f}–{s['max']:.2f}] |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from targetprop.rules import RULES
 
@@ -402,7 +463,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="MNIST network only, 3 repeats, no replicas")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--json", default="benchmarks/results.json", help="where to write every figure")
+    p.add_argument("--markdown", default=None, help="also write the tables as Markdown to this file")
+    p.add_argument("--from-json", default=None, help="print the tables of an earlier run's JSON and exit")
     args = p.parse_args()
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print_tables(results)
+        if args.markdown:
+            Path(args.markdown).write_text(markdown_tables(results))
+        return
     if args.quick:
         args.networks, args.repeats, args.replicas = "mnist", 3, 0
     if args.threads:
@@ -447,6 +516,9 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
     log(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_tables(results))
+        log(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":
