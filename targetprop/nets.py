@@ -96,6 +96,13 @@ def linear_grads(grad_a: Tensor, u: Tensor, out: Sequence[Tensor] | None = None)
     return torch.bmm(grad_a.transpose(1, 2), u, out=out[0]), torch.sum(grad_a, 1, out=out[1])
 
 
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for every replica (``(R, n, k) @ (R, k, m)``); one replica takes ``mm``."""
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        return torch.mm(a[0], b[0]).unsqueeze(0)
+    return torch.bmm(a, b)
+
+
 class Layer(nn.Module):
     """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i t_i(h) + c_i)``."""
 

@@ -137,7 +137,7 @@ class SGD(Optimizer):
     """``θ ← θ − lr · g``."""
 
     def _update(self, i, p, g, lr):
-        p.sub_(torch.mul(g, lr, out=self._scratch(i)))
+        p.addcmul_(g, lr, value=-1.0)  # one pass; lr (R, 1) broadcasts over each replica's row
 
 
 class Momentum(Optimizer):
@@ -150,7 +150,7 @@ class Momentum(Optimizer):
     def _update(self, i, p, g, lr):
         v = self._buffer("velocity")[i]
         v.mul_(self.momentum).add_(g)
-        p.sub_(torch.mul(v, lr, out=self._scratch(i)))
+        p.addcmul_(v, lr, value=-1.0)
 
 
 class RMSprop(Optimizer):
@@ -164,7 +164,7 @@ class RMSprop(Optimizer):
         sq = self._buffer("square_avg")[i]
         sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
         step = torch.sqrt(sq, out=self._scratch(i)).add_(self.eps)
-        p.sub_(torch.div(g, step, out=step).mul_(lr))
+        p.addcmul_(torch.div(g, step, out=step), lr, value=-1.0)
 
 
 class CenteredRMSpropMomentum(Optimizer):
@@ -187,8 +187,8 @@ class CenteredRMSpropMomentum(Optimizer):
         mean.lerp_(g, 1 - self.decay)
         sq.mul_(self.decay).addcmul_(g, g, value=1 - self.decay)
         step = torch.addcmul(sq, mean, mean, value=-1.0, out=self._scratch(i))
-        step.add_(self.eps).rsqrt_().mul_(g).mul_(lr)  # lr · g / sqrt(E[g²] − E[g]² + ε)
-        v.mul_(self.momentum).sub_(step)
+        step.add_(self.eps).rsqrt_().mul_(g)  # g / sqrt(E[g²] − E[g]² + ε)
+        v.mul_(self.momentum).addcmul_(step, lr, value=-1.0)
         p.add_(v)
 
 
@@ -214,8 +214,7 @@ class Adam(Optimizer):
         s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         # lr · m̂ / (sqrt(ŝ) + ε) with m̂ = m / (1 − β1ᵗ), ŝ = s / (1 − β2ᵗ)
         step = torch.div(s, 1 - self.beta2**self.steps, out=self._scratch(i)).sqrt_().add_(self.eps)
-        step = torch.div(m, step, out=step).mul_(lr / (1 - self.beta1**self.steps))
-        p.sub_(step)
+        p.addcmul_(torch.div(m, step, out=step), lr, value=-1.0 / (1 - self.beta1**self.steps))
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, linear_grads
+from targetprop.nets import Activity, linear_grads, matmul
 from targetprop.rules.base import Rule, RuleConfig, Scalar, batch_metrics
 
 
@@ -58,7 +58,7 @@ class BP(Rule):
                 for k in range(2 * i - 2):
                     grads[k] = out[k].zero_() if out is not None else torch.zeros_like(params[k])
                 break
-            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], torch.bmm(delta, net.layer(i).weight))
+            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], matmul(delta, net.layer(i).weight))
         return grads  # type: ignore[return-value]
 
     def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:

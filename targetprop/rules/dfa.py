@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, Network
+from targetprop.nets import Activity, Network, matmul
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.fa import RandomFeedbackConfig, RandomFeedbackRule
 
@@ -54,7 +54,7 @@ class DFA(RandomFeedbackRule):
         e = net.output_unit.loss_grad(acts.a[-1], y)
         if not self.feedback:
             return [e]
-        projected = torch.bmm(e, self.feedback[0]).split(self.widths, dim=-1)
+        projected = matmul(e, self.feedback[0]).split(self.widths, dim=-1)
         deltas = [
             layer.unit.vjp(acts.a[i], acts.h[i], g)
             for i, (layer, g) in enumerate(zip(net.layers[:-1], projected, strict=True), start=1)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, Network, init_weight, linear_grads
+from targetprop.nets import Activity, Network, init_weight, linear_grads, matmul
 from targetprop.optim import per_replica
 from targetprop.replicas import ReplicaRandom, generator
 from targetprop.rules.base import Rule, RuleConfig, Scalar, batch_metrics
@@ -141,7 +141,7 @@ class FA(RandomFeedbackRule):
         deltas = [delta]
         for i in range(net.depth, 1, -1):
             below = net.layer(i - 1)
-            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], torch.bmm(delta, self.matrix(i)))
+            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], matmul(delta, self.matrix(i)))
             deltas.append(delta)
         return deltas[::-1]
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Activity, Layer, Network, linear_grads
+from targetprop.nets import Activity, Layer, Network, linear_grads, matmul
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import Rule, RuleConfig, Scalar, as_tensor, batch_metrics, per_replica_view
@@ -132,7 +132,7 @@ class TargetPropagation(Rule):
         if self.top == self.net.depth:
             grad = out.output_grad(a_m, h_m, y)
         else:  # gradient through the output layer only: ∂L/∂u_{M−1} = (∂L/∂a_M) W_M
-            grad = torch.bmm(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
+            grad = matmul(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
         h = acts.h[self.top]
         return h - per_replica_view(self.eta_hat, h) * grad
 
