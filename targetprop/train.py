@@ -61,8 +61,9 @@ def evaluate(net: Network, split: Split, noise: ReplicaRandom | None = None, sam
     stochastic = any(not layer.unit.deterministic for layer in net.layers[:-1])
     samples = samples if stochastic else 1
     sample = noise.uniform_like if noise is not None else (lambda h: torch.rand_like(h))
-    errors = torch.zeros(net.replicas, device=split.x.device)
-    losses = torch.zeros(net.replicas, device=split.x.device)
+    # explicit dtypes: the figures must not depend on torch's default dtype
+    errors = torch.zeros(net.replicas, dtype=torch.float32, device=split.x.device)
+    losses = torch.zeros(net.replicas, dtype=torch.float32, device=split.x.device)
     dtype = net.layers[0].weight.dtype
     for start in range(0, len(split.y), EVAL_CHUNK):
         x = split.x[start : start + EVAL_CHUNK].to(dtype)

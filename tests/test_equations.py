@@ -13,7 +13,15 @@ from targetprop.rules.bp import BP
 from targetprop.rules.dtp import DTP
 from targetprop.rules.tp import TP
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """These tests compare equations to tight tolerances: float64 by default, restored afterwards so that no
+    other test module runs with it."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def make_rule(name: str, net: Network, seeds=(0,), **cfg):
