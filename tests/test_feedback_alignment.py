@@ -197,43 +197,7 @@ def test_feedback_scale_and_init():
 # ---- replicas equal single runs; checkpoints continue exactly ------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("rule", "activation", "params"),
-    [
-        ("fa", "tanh", {}),
-        ("dfa", "tanh", {"optimizer": "sgd", "lr": 0.05}),
-        ("fa", "bernoulli", {}),  # stochastic units sample per replica
-        ("dfa", "sign", {"feedback_init": "orthogonal"}),
-    ],
-)
-def test_replicas_equal_single_runs(tmp_path, digits, rule, activation, params):
-    seeds = [0, 5, 7]
-    common = dict(
-        rule=rule,
-        arch="64-24-24-10",
-        activation=activation,
-        epochs=2,
-        batch_size=50,
-        dtype="float64",
-        out=str(tmp_path),
-        **{rule: params},
-    )
-    together = train(make_config(seeds=seeds, name="together", **common), dataset=digits, progress=False)
-    for r, seed in enumerate(seeds):
-        single = train(make_config(seeds=[seed], name=f"single{seed}", **common), dataset=digits, progress=False)
-        for name, p in single.net.named_parameters():
-            torch.testing.assert_close(together.net.get_parameter(name)[r], p[0], rtol=1e-9, atol=1e-11)
-        for a, b in zip(together.rule.feedback, single.rule.feedback, strict=True):
-            torch.testing.assert_close(a[r], b[0], rtol=0, atol=0)
-        rows = [h for h in together.history if h["replica"] == r]
-        for a, b in zip(rows, single.history, strict=True):
-            for key in ("train_error", "valid_error", "test_error"):
-                assert a[key] == b[key], (key, a, b)
-            assert a["batch_loss"] == pytest.approx(b["batch_loss"], rel=1e-9)
-        if activation != "bernoulli":  # the selected replica is the single run's network
-            torch.testing.assert_close(
-                together.net.select(r)(digits.test.x.double()), single.net(digits.test.x.double())
-            )
+# R replicas equal R single runs: tests/test_replicas.py covers fa and dfa with the other rules.
 
 
 @pytest.mark.parametrize("name", ["fa", "dfa"])

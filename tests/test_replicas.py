@@ -24,6 +24,10 @@ def digits():
         ("dtp", "tanh", {}),  # corruption noise and shuffling, per replica
         ("dtp", "bernoulli", {"schedule": "parallel"}),  # stochastic units sample per replica
         ("tp", "relu", {"optimizer": "adam", "lr": 1e-3}),
+        ("fa", "tanh", {}),
+        ("dfa", "tanh", {"optimizer": "sgd", "lr": 0.05}),
+        ("fa", "bernoulli", {}),  # stochastic units sample per replica
+        ("dfa", "sign", {"feedback_init": "orthogonal"}),
     ],
 )
 def test_replicas_equal_single_runs(tmp_path, digits, rule, activation, params):
@@ -43,6 +47,8 @@ def test_replicas_equal_single_runs(tmp_path, digits, rule, activation, params):
         single = train(make_config(seeds=[seed], name=f"single{seed}", **common), dataset=digits, progress=False)
         for name, p in single.net.named_parameters():
             torch.testing.assert_close(together.net.get_parameter(name)[r], p[0], rtol=1e-9, atol=1e-11)
+        for a, b in zip(getattr(together.rule, "feedback", []), getattr(single.rule, "feedback", []), strict=True):
+            torch.testing.assert_close(a[r], b[0], rtol=0, atol=0)  # FA / DFA: each replica's own matrices
         rows_together = [h for h in together.history if h["replica"] == r]
         for a, b in zip(rows_together, single.history, strict=True):
             assert a["seed"] == b["seed"] == seed
