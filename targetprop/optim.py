@@ -72,6 +72,18 @@ class Optimizer:
         self._grad: Tensor | None = None
         self._grad_views: list[Tensor] = []
 
+    @property
+    def is_flat(self) -> bool:
+        """Whether the parameters tile one ``(R, P)`` buffer, ``slots[0]``."""
+        return self._flat
+
+    @property
+    def grad_buffer(self) -> Tensor:
+        """The whole ``(R, P)`` gradient buffer behind :meth:`grad_buffers` (flat parameters only)."""
+        self.grad_buffers()
+        assert self._grad is not None and self._flat, "only flat parameters have one gradient buffer"
+        return self._grad
+
     def grad_buffers(self) -> list[Tensor]:
         """Tensors shaped like the parameters that a rule may write its update directions into (e.g. with
         ``torch.bmm(..., out=...)``) and then hand to :meth:`step`: with flat parameters they are views of one

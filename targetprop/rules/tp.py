@@ -90,6 +90,8 @@ class TargetPropagation(Rule):
                 f"layers {missing} have no feedback map; build the network with feedback={self.feedback_maps(config)!r}"
             )
         self.eta_hat = as_tensor(config.eta_hat, net)
+        self.stack_inverses = True
+        """Train the inverses of equal-width layers as one batched product (same numbers to rounding)."""
         fb_params = net.feedback_parameters()
         self.feedback_optimizer: Optimizer | None = None
         if fb_params:
@@ -189,6 +191,8 @@ class TargetPropagation(Rule):
         widths = [layer.n_in for _, layer in layers]
         batch = acts.h[0].shape[1]
         eps = self.noise.normal((batch, sum(widths)), dtype=acts.h[0].dtype).mul_(self.sigma)
+        if out is not None and self._stackable():
+            return self._stacked_inverse_gradients(acts, eps)
         grads: list[Tensor] = []
         total = torch.zeros(self.net.replicas, dtype=eps.dtype, device=eps.device)
         for k, ((i, layer), e) in enumerate(zip(layers, eps.split(widths, dim=-1), strict=True)):
@@ -203,6 +207,69 @@ class TargetPropagation(Rule):
             fb_in = layer.transmit(fh) if layer.unit.transmits == "sign" else fh
             grads.extend(linear_grads(delta, fb_in, out=out[2 * k : 2 * k + 2] if out is not None else None))
         return grads, total
+
+    def _stackable(self) -> bool:
+        """Whether the inverses of layers 2..T can train as one batched product over layers: equal square widths,
+        one deterministic unit throughout, and the feedback parameters in one flat buffer holding just them."""
+        if not self.stack_inverses or self.feedback_optimizer is None or not self.feedback_optimizer.is_flat:
+            return False
+        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
+        n = layers[0].n_in
+        return (
+            len(layers) >= 2
+            and all(layer.n_in == n and layer.n_out == n for layer in layers)
+            and len({layer.unit.name for layer in self.net.layers[: self.top]}) == 1
+            and len({layer.feedback_unit.name for layer in layers}) == 1  # type: ignore[union-attr]
+            and self.net.layers[0].unit.deterministic
+            and len(self.feedback_optimizer.params) == 2 * len(layers)
+        )
+
+    def _stacked_forward_weights(self) -> tuple[Tensor, Tensor]:
+        """``W_i, b_i`` of layers 2..T stacked as ``(R·L, n, n)`` and ``(R·L, 1, n)``; cached while they do not
+        change (the whole inverse pass of the alternating schedule)."""
+        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
+        key = tuple(p._version for layer in layers for p in (layer.weight, layer.bias))
+        key += (self.optimizer.slots[0]._version,)
+        if getattr(self, "_stack_key", None) != key:
+            n = layers[0].n_in
+            weight = torch.stack([layer.weight.detach() for layer in layers], 1).view(-1, n, n)
+            bias = torch.stack([layer.bias.detach() for layer in layers], 1).view(-1, 1, n)
+            self._stack_key, self._stack = key, (weight, bias)
+        return self._stack
+
+    def _stacked_inverse_gradients(self, acts: Activity, eps: Tensor) -> tuple[list[Tensor], Tensor]:
+        """:meth:`inverse_gradients` for all layers 2..T at once (same equations), as products over the stacked
+        layers. The feedback parameters ``[V_2, c_2, …, V_T, c_T]`` of each replica are one flat row, so
+        ``V`` is a strided ``(R·L, n, n)`` view of it and the gradients land in the optimiser's buffer in place."""
+        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
+        first = layers[0]
+        replicas, batch, n, n_layers = self.net.replicas, eps.shape[1], first.n_in, len(layers)
+        stride = n * n + n  # one layer's V and c in the flat row
+
+        def views(flat: Tensor) -> tuple[Tensor, Tensor]:
+            start = flat.storage_offset()
+            matrices = flat.as_strided((replicas * n_layers, n, n), (stride, n, 1), start)
+            biases = flat.as_strided((replicas * n_layers, 1, n), (stride, n, 1), start + n * n)
+            return matrices, biases
+
+        assert self.feedback_optimizer is not None
+        fb_weight, fb_bias = views(self.feedback_optimizer.slots[0])
+        buffers = self.feedback_optimizer.grad_buffers()
+        grad_weight, grad_bias = views(self.feedback_optimizer.grad_buffer)
+        weight, bias = self._stacked_forward_weights()
+
+        h_below = torch.stack([acts.h[i - 1] for i in range(2, self.top + 1)], 1)  # (R, L, B, n)
+        h_tilde = h_below.add_(eps.view(replicas, batch, n_layers, n).transpose(1, 2)).view(-1, batch, n)
+        fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
+        fb_in = first.transmit(fh) if first.unit.transmits == "sign" else fh
+        z = torch.baddbmm(fb_bias, fb_in, fb_weight.transpose(1, 2))
+        rec = first.feedback_unit(z)  # type: ignore[misc]
+        diff = rec - h_tilde
+        total = diff.square().view(replicas, -1).sum(1).div_(batch)
+        delta = first.feedback_unit.vjp(z, rec, diff.mul_(2.0 / batch))  # type: ignore[union-attr]
+        grad_weight.copy_(torch.bmm(delta.transpose(1, 2), fb_in))
+        grad_bias.copy_(delta.sum(1, keepdim=True))
+        return buffers, total
 
     # ---- one step ------------------------------------------------------------------------------------------
 
