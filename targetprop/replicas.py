@@ -68,6 +68,15 @@ class ReplicaRandom:
             row.normal_(generator=g)  # the numbers torch.randn(shape, generator=g) gives, without a copy
         return out
 
+    def normal_rows(self, rows: Sequence[int], width: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """``(R, Σ rows, width)`` standard normal draws: for each replica, the numbers of the successive draws
+        ``normal((rows[0], width))``, ``normal((rows[1], width))``, … stacked along the rows."""
+        out = torch.empty((len(self.generators), sum(rows), width), device=self.device, dtype=dtype)
+        for row, g in zip(out, self.generators, strict=True):
+            for block in row.split(list(rows)):
+                block.normal_(generator=g)
+        return out
+
     def uniform_like(self, x: Tensor) -> Tensor:
         """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own generator."""
         out = torch.empty_like(x)

@@ -201,12 +201,13 @@ def train_epoch(
     counts: dict[str, int] = {}
     _synchronize(x.device)
     start = time.perf_counter()
+    sizes = [min(batch, order.shape[1] - k * batch) for k in range(n_batches)]
     for phases in rule.schedule():
-        for k in range(n_batches):
-            idx = order[:, k * batch : (k + 1) * batch]
-            for key, value in rule.step(x[idx], y[idx], phases).items():
+        batches = ((x[idx], y[idx]) for idx in order.split(batch, dim=1))
+        for size, metrics in zip(sizes, rule.train_pass(batches, phases), strict=True):
+            for key, value in metrics.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
-                counts[key] = counts.get(key, 0) + (idx.shape[1] if key == "errors" else 1)
+                counts[key] = counts.get(key, 0) + (size if key == "errors" else 1)
             advance()
     _synchronize(x.device)
     return sums, counts, time.perf_counter() - start

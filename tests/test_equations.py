@@ -275,3 +275,46 @@ def test_stacked_inverse_training_equals_layer_by_layer(activation, replicas):
     # the inverses did train: the check compares moving parameters
     fresh = Network.from_spec("20-8x4-5", activation, seeds=seeds, dtype=torch.float64)
     assert (stacked_rule.net.feedback_parameters()[0] - fresh.feedback_parameters()[0]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("architecture", "activation", "replicas"),
+    [("20-8x4-5", "tanh", 1), ("20-8x4-5", "tanh", 3), ("20-8x4-5", "sign", 2), ("20-9-7-6-5", "tanh", 2)],
+)
+def test_chunked_inverse_pass_equals_step_by_step(architecture, activation, replicas):
+    """DTP's inverse pass shares the forward-weight work between mini-batches (the forward weights are frozen
+    through it): each mini-batch still gets the update of its own step, with its own ε, in order; the last
+    mini-batch is short and the chunks do not divide the pass."""
+    seeds = list(range(replicas))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(replicas, 70, 20, generator=gen)
+    y = torch.randint(0, 5, (replicas, 70), generator=gen)
+    batches = [(x[:, k : k + 16], y[:, k : k + 16]) for k in range(0, 70, 16)]  # 16, 16, 16, 16, 6
+    results = []
+    for chunk_rows in (0, 40):
+        net = Network.from_spec(architecture, activation, seeds=seeds, dtype=torch.float64)
+        rule = make_rule("dtp", net, seeds=seeds)
+        rule.chunk_rows = chunk_rows
+        assert rule._chunkable(("feedback",)) is (chunk_rows > 0)
+        losses = [m["inverse_loss"] for m in rule.train_pass(iter(batches), ("feedback",))]
+        results.append((rule, losses))
+    (chunked, chunked_losses), (plain, plain_losses) = results
+    assert len(chunked_losses) == len(batches)
+    torch.testing.assert_close(torch.stack(chunked_losses), torch.stack(plain_losses))
+    for a, b in zip(chunked.net.feedback_parameters(), plain.net.feedback_parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    # the random streams are left where step by step leaves them
+    assert torch.equal(chunked.noise.normal((3,)), plain.noise.normal((3,)))
+    for a, b in zip(chunked.net.forward_parameters(), plain.net.forward_parameters(), strict=True):
+        assert torch.equal(a, b)  # frozen in an inverse pass
+    fresh = Network.from_spec(architecture, activation, seeds=seeds, dtype=torch.float64)
+    assert (chunked.net.feedback_parameters()[0] - fresh.feedback_parameters()[0]).abs().max() > 1e-4
+
+
+def test_inverse_pass_with_stochastic_units_runs_step_by_step():
+    """Bernoulli units draw samples in the forward pass: drawing ε ahead would reorder the random stream, so the
+    inverse pass of a stochastic network is not chunked."""
+    net = Network.from_spec("20-8-8-5", "bernoulli", dtype=torch.float64)
+    rule = make_rule("dtp", net)
+    assert not rule._chunkable(("feedback",))
+    assert not rule._chunkable(("feedback", "forward"))

@@ -6,16 +6,19 @@ drives every rule the same way::
 
     rule = RULES["dtp"](net, DTP.Config(...), noise=ReplicaRandom(seeds, "train"))
     for phases in rule.schedule():           # e.g. [("feedback",), ("forward",)] for alternating DTP
-        for x, y in batches:
-            metrics = rule.step(x, y, phases)  # updates parameters, returns (R,) tensors
+        for metrics in rule.train_pass(batches, phases):  # one rule.step(x, y, phases) per mini-batch
+            ...                                # (R,) tensors per mini-batch; parameters are updated
 
 ``step`` never synchronises with the host: metrics stay on the device until the trainer reads them.
+``train_pass`` is ``step`` on each mini-batch in turn; a rule may override it to share work between the
+mini-batches of a pass when the pass leaves that work's inputs unchanged (DTP's inverse pass, whose forward
+weights are frozen), as long as every mini-batch gets the update ``step`` would give it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -82,6 +85,13 @@ class Rule(ABC):
         grads, metrics = self.forward_updates(x, y)
         self.optimizer.step(grads)
         return metrics
+
+    def train_pass(
+        self, batches: Iterable[tuple[Tensor, Tensor]], phases: Sequence[str]
+    ) -> Iterator[dict[str, Tensor]]:
+        """One pass of ``phases`` over ``batches``, in order: yields each mini-batch's metrics after its update."""
+        for x, y in batches:
+            yield self.step(x, y, phases)
 
     def compile(self, mode: str = "default") -> None:
         """Replace :meth:`step` by its ``torch.compile`` d version (inductor): the element-wise work of a step

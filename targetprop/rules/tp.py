@@ -29,7 +29,8 @@ forward pass, with the targets computed before the inverses change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -38,7 +39,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Activity, Layer, Network, linear_grads, matmul
+from targetprop.nets import Activity, Layer, Network, linear, linear_grads, matmul
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import Rule, RuleConfig, Scalar, as_tensor, batch_metrics, per_replica_view
@@ -92,6 +93,9 @@ class TargetPropagation(Rule):
         self.eta_hat = as_tensor(config.eta_hat, net)
         self.stack_inverses = True
         """Train the inverses of equal-width layers as one batched product (same numbers to rounding)."""
+        self.chunk_rows = 1000
+        """A pass of the inverses alone shares its forward-weight work across about this many samples (0: off)."""
+        self._batches_per_chunk = 1
         fb_params = net.feedback_parameters()
         self.feedback_optimizer: Optimizer | None = None
         if fb_params:
@@ -180,40 +184,77 @@ class TargetPropagation(Rule):
         return grads, batch_metrics(acts.logits, y, loss)
 
     # ---- inverses ------------------------------------------------------------------------------------------
+    #
+    # L_i^inv splits in two: the corrupted input h̃_{i−1} = h_{i−1} + ε and the code t_i(f_i(h̃_{i−1})) depend on
+    # the forward weights only (:meth:`corrupt`); the reconstruction and the gradients depend on V_i, c_i
+    # (:meth:`inverse_gradients_at`). The alternating schedule freezes the forward weights for its whole inverse
+    # pass, so :meth:`train_pass` computes the first part for many mini-batches at once.
 
-    def inverse_gradients(self, acts: Activity, out: Sequence[Tensor] | None = None) -> tuple[list[Tensor], Tensor]:
+    def _inverse_layers(self) -> list[tuple[int, Layer]]:
+        return [(i, self.net.layer(i)) for i in range(2, self.top + 1)]
+
+    def corruption(self, rows: Sequence[int], dtype: torch.dtype) -> Tensor:
+        """``ε ~ N(0, σ²)`` of shape ``(R, Σ rows, Σ_i n_{i−1})``, drawn mini-batch by mini-batch (``rows`` are
+        their sizes) from each replica's training stream: the numbers one draw per mini-batch gives."""
+        width = sum(layer.n_in for _, layer in self._inverse_layers())
+        return self.noise.normal_rows(rows, width, dtype=dtype).mul_(self.sigma)
+
+    def corrupt(self, acts: Activity, eps: Tensor, stacked: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+        """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``t_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
+        the forward weights only. One tensor per layer, or with ``stacked`` one ``(R·L, rows, n)`` tensor each
+        (see :meth:`_stackable`)."""
+        layers = self._inverse_layers()
+        widths = [layer.n_in for _, layer in layers]
+        if stacked:
+            first, n = layers[0][1], widths[0]
+            replicas, rows = self.net.replicas, eps.shape[1]
+            weight, bias = self._stacked_forward_weights()
+            h_below = torch.stack([acts.h[i - 1] for i, _ in layers], 1)  # (R, L, rows, n)
+            h_tilde = h_below.add_(eps.view(replicas, rows, len(layers), n).transpose(1, 2)).view(-1, rows, n)
+            fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
+            return [h_tilde], [first.transmit(fh) if first.unit.transmits == "sign" else fh]
+        h_tildes, fb_ins = [], []
+        for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
+            h_tilde = acts.h[i - 1] + e
+            fh = layer(self.net.layer(i - 1).transmit(h_tilde, self.sample))
+            h_tildes.append(h_tilde)
+            fb_ins.append(layer.transmit(fh) if layer.unit.transmits == "sign" else fh)
+        return h_tildes, fb_ins
+
+    def inverse_gradients_at(
+        self, h_tilde: list[Tensor], fb_in: list[Tensor], out: Sequence[Tensor] | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """Gradients of ``L_i^inv = (1/B) Σ_b ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²`` for ``V_i, c_i``,
-        ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica.
+        ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica. Takes what
+        :meth:`corrupt` gives (the rows of one mini-batch).
 
         ``z = V_i t_i(f_i(h̃)) + c_i``, ``δ = s̄'(z) ⊙ 2(s̄(z) − h̃)/B``, ``∂/∂V_i = δᵀ t_i(f_i(h̃))``, ``∂/∂c_i = Σ_b δ``.
         """
-        layers = [(i, self.net.layer(i)) for i in range(2, self.top + 1)]
-        widths = [layer.n_in for _, layer in layers]
-        batch = acts.h[0].shape[1]
-        eps = self.noise.normal((batch, sum(widths)), dtype=acts.h[0].dtype).mul_(self.sigma)
-        if out is not None and self._stackable():
-            return self._stacked_inverse_gradients(acts, eps)
+        batch = fb_in[0].shape[1]
+        if len(fb_in) != self.top - 1:  # stacked by corrupt()
+            return self._stacked_inverse_gradients(h_tilde[0], fb_in[0])
         grads: list[Tensor] = []
-        total = torch.zeros(self.net.replicas, dtype=eps.dtype, device=eps.device)
-        for k, ((i, layer), e) in enumerate(zip(layers, eps.split(widths, dim=-1), strict=True)):
-            below = self.net.layer(i - 1)
-            h_tilde = acts.h[i - 1] + e
-            fh = layer(below.transmit(h_tilde, self.sample))
-            z = layer.feedback_preactivation(fh)
-            rec = layer.feedback_unit(z)
-            diff = rec - h_tilde
+        total = torch.zeros(self.net.replicas, dtype=fb_in[0].dtype, device=fb_in[0].device)
+        for k, ((_, layer), h_t, code) in enumerate(zip(self._inverse_layers(), h_tilde, fb_in, strict=True)):
+            z = linear(code, layer.fb_weight, layer.fb_bias)
+            rec = layer.feedback_unit(z)  # type: ignore[misc]
+            diff = rec - h_t
             total += diff.pow(2).sum(-1).mean(-1)
-            delta = layer.feedback_unit.vjp(z, rec, diff * (2.0 / batch))
-            fb_in = layer.transmit(fh) if layer.unit.transmits == "sign" else fh
-            grads.extend(linear_grads(delta, fb_in, out=out[2 * k : 2 * k + 2] if out is not None else None))
+            delta = layer.feedback_unit.vjp(z, rec, diff * (2.0 / batch))  # type: ignore[union-attr]
+            grads.extend(linear_grads(delta, code, out=out[2 * k : 2 * k + 2] if out is not None else None))
         return grads, total
+
+    def inverse_gradients(self, acts: Activity, out: Sequence[Tensor] | None = None) -> tuple[list[Tensor], Tensor]:
+        """:meth:`inverse_gradients_at` on a fresh corruption of the mini-batch ``acts``."""
+        eps = self.corruption([acts.h[0].shape[1]], acts.h[0].dtype)
+        return self.inverse_gradients_at(*self.corrupt(acts, eps, out is not None and self._stackable()), out=out)
 
     def _stackable(self) -> bool:
         """Whether the inverses of layers 2..T can train as one batched product over layers: equal square widths,
         one deterministic unit throughout, and the feedback parameters in one flat buffer holding just them."""
         if not self.stack_inverses or self.feedback_optimizer is None or not self.feedback_optimizer.is_flat:
             return False
-        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
+        layers = [layer for _, layer in self._inverse_layers()]
         n = layers[0].n_in
         return (
             len(layers) >= 2
@@ -227,7 +268,7 @@ class TargetPropagation(Rule):
     def _stacked_forward_weights(self) -> tuple[Tensor, Tensor]:
         """``W_i, b_i`` of layers 2..T stacked as ``(R·L, n, n)`` and ``(R·L, 1, n)``; cached while they do not
         change (the whole inverse pass of the alternating schedule)."""
-        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
+        layers = [layer for _, layer in self._inverse_layers()]
         key = tuple(p._version for layer in layers for p in (layer.weight, layer.bias))
         key += (self.optimizer.slots[0]._version,)
         if getattr(self, "_stack_key", None) != key:
@@ -237,13 +278,13 @@ class TargetPropagation(Rule):
             self._stack_key, self._stack = key, (weight, bias)
         return self._stack
 
-    def _stacked_inverse_gradients(self, acts: Activity, eps: Tensor) -> tuple[list[Tensor], Tensor]:
-        """:meth:`inverse_gradients` for all layers 2..T at once (same equations), as products over the stacked
-        layers. The feedback parameters ``[V_2, c_2, …, V_T, c_T]`` of each replica are one flat row, so
+    def _stacked_inverse_gradients(self, h_tilde: Tensor, fb_in: Tensor) -> tuple[list[Tensor], Tensor]:
+        """:meth:`inverse_gradients_at` for all layers 2..T at once (same equations), as products over the
+        stacked layers. The feedback parameters ``[V_2, c_2, …, V_T, c_T]`` of each replica are one flat row, so
         ``V`` is a strided ``(R·L, n, n)`` view of it and the gradients land in the optimiser's buffer in place."""
-        layers = [self.net.layer(i) for i in range(2, self.top + 1)]
-        first = layers[0]
-        replicas, batch, n, n_layers = self.net.replicas, eps.shape[1], first.n_in, len(layers)
+        first = self._inverse_layers()[0][1]
+        replicas, batch, n = self.net.replicas, fb_in.shape[1], first.n_in
+        n_layers = self.top - 1
         stride = n * n + n  # one layer's V and c in the flat row
 
         def views(flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -256,12 +297,6 @@ class TargetPropagation(Rule):
         fb_weight, fb_bias = views(self.feedback_optimizer.slots[0])
         buffers = self.feedback_optimizer.grad_buffers()
         grad_weight, grad_bias = views(self.feedback_optimizer.grad_buffer)
-        weight, bias = self._stacked_forward_weights()
-
-        h_below = torch.stack([acts.h[i - 1] for i in range(2, self.top + 1)], 1)  # (R, L, B, n)
-        h_tilde = h_below.add_(eps.view(replicas, batch, n_layers, n).transpose(1, 2)).view(-1, batch, n)
-        fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
-        fb_in = first.transmit(fh) if first.unit.transmits == "sign" else fh
         z = torch.baddbmm(fb_bias, fb_in, fb_weight.transpose(1, 2))
         rec = first.feedback_unit(z)  # type: ignore[misc]
         diff = rec - h_tilde
@@ -270,6 +305,62 @@ class TargetPropagation(Rule):
         grad_weight.copy_(torch.bmm(delta.transpose(1, 2), fb_in))
         grad_bias.copy_(delta.sum(1, keepdim=True))
         return buffers, total
+
+    def _chunkable(self, phases: Sequence[str]) -> bool:
+        """Whether a pass can share the inverses' forward-weight work between mini-batches: a pass of the
+        inverses alone (the forward weights stay frozen), with deterministic units below layer T (so the only
+        random draw of a mini-batch is ε, and drawing it ahead keeps every number)."""
+        return (
+            tuple(phases) == ("feedback",)
+            and self.chunk_rows > 0
+            and self.feedback_optimizer is not None
+            and self.top >= 2
+            and all(layer.unit.deterministic for layer in self.net.layers[: self.top - 1])
+        )
+
+    def train_pass(
+        self, batches: Iterable[tuple[Tensor, Tensor]], phases: Sequence[str]
+    ) -> Iterator[dict[str, Tensor]]:
+        """As :meth:`Rule.train_pass`; a pass of the inverses alone runs in chunks of about ``chunk_rows`` samples:
+        the forward pass and :meth:`corrupt` once per chunk (large matrix products, with the forward weights
+        frozen), then :meth:`inverse_gradients_at` and the feedback optimiser's step mini-batch by mini-batch.
+        Each mini-batch gets the update of :meth:`step` (same ε, same order; rounding may differ)."""
+        if not self._chunkable(phases):
+            yield from super().train_pass(batches, phases)
+            return
+        batches = iter(batches)
+        while chunk := list(itertools.islice(batches, self._batches_per_chunk)):
+            sizes = [x.shape[1] for x, _ in chunk]
+            self._batches_per_chunk = max(1, self.chunk_rows // sizes[0])
+            eps = self.corruption(sizes, chunk[0][0].dtype)
+            h_tilde, fb_in = self._corrupt_chunk(torch.cat([x for x, _ in chunk], 1), eps)
+            start = 0
+            for size in sizes:
+                rows = slice(start, start + size)
+                start += size
+                yield self._inverse_step([t[:, rows] for t in h_tilde], [t[:, rows] for t in fb_in])
+
+    def compile(self, mode: str = "default") -> None:
+        """As :meth:`Rule.compile`, and the two parts of a chunked inverse pass too."""
+        super().compile(mode)
+        self._corrupt_chunk = torch.compile(self._corrupt_chunk, mode=mode, dynamic=False)  # type: ignore[method-assign]
+        self._inverse_step = torch.compile(self._inverse_step, mode=mode, dynamic=False)  # type: ignore[method-assign]
+
+    @torch.no_grad()
+    def _corrupt_chunk(self, x: Tensor, eps: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        with record_function("tp:forward pass"):
+            acts = self.net.activity(x, self.sample, depth=self.top - 1)
+        with record_function("tp:inverse corruption"):
+            return self.corrupt(acts, eps, self._stackable())
+
+    @torch.no_grad()
+    def _inverse_step(self, h_tilde: list[Tensor], fb_in: list[Tensor]) -> dict[str, Tensor]:
+        assert self.feedback_optimizer is not None
+        with record_function("tp:inverse gradients"):
+            grads, total = self.inverse_gradients_at(h_tilde, fb_in, out=self.feedback_optimizer.grad_buffers())
+        with record_function("tp:inverse optimizer step"):
+            self.feedback_optimizer.step(grads)
+        return {"inverse_loss": total}
 
     # ---- one step ------------------------------------------------------------------------------------------
 
