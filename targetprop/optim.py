@@ -115,9 +115,10 @@ class Optimizer:
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
         if self._flat:
-            for view, g in zip(self.grad_buffers(), grads, strict=True):
-                if g.data_ptr() != view.data_ptr() or g.stride() != view.stride():
-                    view.copy_(g)
+            if grads is not self._grad_views:  # gradients computed elsewhere than the buffer: gather them
+                for view, g in zip(self.grad_buffers(), grads, strict=True):
+                    if g.data_ptr() != view.data_ptr() or g.stride() != view.stride():
+                        view.copy_(g)
             flat = self.slots[0]
             self._update(0, flat, self._grad, _lr_view(self.lr, flat))
             return

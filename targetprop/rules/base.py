@@ -97,6 +97,10 @@ class Rule(ABC):
         """Replace :meth:`step` by its ``torch.compile`` d version (inductor): the element-wise work of a step
         fuses into a few kernels. ``mode="reduce-overhead"`` also captures CUDA graphs on a GPU. Compilation
         happens on the first step of each phase; the numbers agree with the eager step to rounding."""
+        # dynamo keeps at most `recompile_limit` compiled versions per function, shared by every rule instance of
+        # a class: a process training several networks or phases (a benchmark, a sweep) needs more than the 8
+        # allowed by default, or later ones silently run eagerly.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:
