@@ -96,7 +96,6 @@ class TargetPropagation(Rule):
         self.chunk_rows = 1000
         """A pass of the inverses alone shares its forward-weight work across mini-batches of about this many
         samples in all replicas together (0: off); measured best near 1000 on a 2-core CPU, for 1 and 10 replicas."""
-        self._batches_per_chunk = 1
         fb_params = net.feedback_parameters()
         self.feedback_optimizer: Optimizer | None = None
         if fb_params:
@@ -330,9 +329,10 @@ class TargetPropagation(Rule):
             yield from super().train_pass(batches, phases)
             return
         batches = iter(batches)
-        while chunk := list(itertools.islice(batches, self._batches_per_chunk)):
+        while first := next(batches, None):
+            per_chunk = max(1, self.chunk_rows // (first[0].shape[1] * self.net.replicas))
+            chunk = [first, *itertools.islice(batches, per_chunk - 1)]
             sizes = [x.shape[1] for x, _ in chunk]
-            self._batches_per_chunk = max(1, self.chunk_rows // (sizes[0] * self.net.replicas))
             eps = self.corruption(sizes, chunk[0][0].dtype)
             h_tilde, fb_in = self._corrupt_chunk(torch.cat([x for x, _ in chunk], 1), eps)
             start = 0
