@@ -24,7 +24,10 @@ With sign units the first target's gradient is taken with respect to the transmi
 
 Schedules (``schedule``): ``"alternating"`` (authors' code) trains the inverses on every mini-batch of the epoch,
 then the forward weights on every mini-batch; ``"parallel"`` does steps 1–5 on each mini-batch, reusing the one
-forward pass, with the targets computed before the inverses change.
+forward pass, with the targets computed before the inverses change. In the alternating schedule's inverse pass
+the forward weights are frozen, so :meth:`TargetPropagation.train_pass` computes the forward pass and the
+corrupted ``f_i(h_{i−1} + ε)`` for chunks of mini-batches at once, then trains the inverses mini-batch by
+mini-batch: the same numbers as step by step.
 """
 
 from __future__ import annotations
