@@ -31,6 +31,25 @@ def _lr_view(lr: Tensor, p: Tensor) -> Tensor:
     return lr.view(-1, *([1] * (p.dim() - 1)))
 
 
+BLOCK_ELEMENTS = 1 << 19
+"""Elements per tensor in one block of an update (2 MiB of float32): the five or six tensors an update touches
+then fit together in a server CPU's last-level cache. On a 2-core EPYC (32 MiB L3), interleaved runs in one
+process: BP on CIFAR-10's 3072-1000x3-10 (5.1 M parameters, one replica) trained 1.09-1.20x faster per epoch
+than with the whole buffer at once; 10 replicas of 784-240x7-10 showed no difference beyond noise."""
+
+
+def update_blocks(rows: int, cols: int, budget: int) -> list[tuple[slice, slice]]:
+    """``(row slice, column slice)`` pairs that tile a ``(rows, cols)`` buffer in blocks of at most about
+    ``budget`` elements: groups of whole rows when a row fits, else pieces of equal width of each row. A buffer
+    of at most ``budget`` elements, or a single row that fits, is one block."""
+    if cols <= budget:
+        per = max(1, budget // max(cols, 1))
+        return [(slice(r, min(rows, r + per)), slice(0, cols)) for r in range(0, rows, per)]
+    pieces = -(-cols // budget)
+    width = -(-cols // pieces)
+    return [(slice(r, r + 1), slice(c, min(cols, c + width))) for r in range(rows) for c in range(0, cols, width)]
+
+
 def flat_buffer(params: Sequence[Tensor]) -> Tensor | None:
     """The ``(R, P)`` tensor the parameters tile, in order and without gaps, if they do (a :class:`Network`'s
     forward and feedback parameters do); else ``None``."""
@@ -59,7 +78,16 @@ class Optimizer:
     When the parameters tile one contiguous ``(R, P)`` buffer (see :func:`flat_buffer`), the update runs on that
     buffer: a fixed number of element-wise kernels per step, whatever the number of layers, with no temporaries.
     Otherwise it runs parameter by parameter. The state is kept per *slot* (the flat buffer, or each parameter).
+
+    A large flat buffer is updated in blocks of about :data:`BLOCK_ELEMENTS` elements (whole replica rows, or
+    pieces of one row), so that the several element-wise passes of an update find their operands in the cache
+    instead of streaming the whole buffer from memory once per pass. The arithmetic of every element is unchanged.
+    Subclasses name their state tensors in ``state_names`` and implement :meth:`_update` on one block.
     """
+
+    state_names: tuple[str, ...] = ()
+    uses_scratch = False
+    block_elements = BLOCK_ELEMENTS
 
     def __init__(self, params: Sequence[Tensor], lr: Tensor):
         self.params = list(params)
@@ -119,13 +147,31 @@ class Optimizer:
                 for view, g in zip(self.grad_buffers(), grads, strict=True):
                     if g.data_ptr() != view.data_ptr() or g.stride() != view.stride():
                         view.copy_(g)
-            flat = self.slots[0]
-            self._update(0, flat, self._grad, _lr_view(self.lr, flat))
+            assert self._grad is not None
+            self._update_slot(0, self._grad)
             return
-        for i, (p, g) in enumerate(zip(self.slots, grads, strict=True)):
-            self._update(i, p, g, _lr_view(self.lr, p))
+        for i, g in enumerate(grads):
+            self._update_slot(i, g)
 
-    def _update(self, i: int, p: Tensor, g: Tensor, lr: Tensor) -> None:
+    def _update_slot(self, i: int, g: Tensor) -> None:
+        p, lr = self.slots[i], _lr_view(self.lr, self.slots[i])
+        state = [self._buffer(name)[i] for name in self.state_names]
+        scratch = self._scratch(i) if self.uses_scratch else None
+        if not self._flat or torch.compiler.is_compiling():  # inductor fuses the passes into one loop anyway
+            self._update(p, g, lr, *state, scratch=scratch)
+            return
+        for rows, cols in update_blocks(p.shape[0], p.shape[1], self.block_elements):
+            self._update(
+                p[rows, cols],
+                g[rows, cols],
+                lr[rows],
+                *(s[rows, cols] for s in state),
+                scratch=None if scratch is None else scratch[rows, cols],
+            )
+
+    def _update(self, p: Tensor, g: Tensor, lr: Tensor, *state: Tensor, scratch: Tensor | None) -> None:
+        """Update parameters ``p`` (a block of a slot) in place from directions ``g``, with ``lr`` broadcastable
+        to ``p``, the block's state tensors in the order of ``state_names`` and a work tensor of ``p``'s shape."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -149,7 +195,7 @@ class Optimizer:
 class SGD(Optimizer):
     """``θ ← θ − lr · g``."""
 
-    def _update(self, i, p, g, lr):
+    def _update(self, p, g, lr, *state, scratch):
         p.addcmul_(g, lr, value=-1.0)  # one pass; lr (R, 1) broadcasts over each replica's row
 
 
@@ -160,8 +206,9 @@ class Momentum(Optimizer):
         super().__init__(params, lr)
         self.momentum = momentum
 
-    def _update(self, i, p, g, lr):
-        v = self._buffer("velocity")[i]
+    state_names = ("velocity",)
+
+    def _update(self, p, g, lr, v, *, scratch):
         v.mul_(self.momentum).add_(g)
         p.addcmul_(v, lr, value=-1.0)
 
@@ -173,10 +220,11 @@ class RMSprop(Optimizer):
         super().__init__(params, lr)
         self.alpha, self.eps = alpha, eps
 
-    def _update(self, i, p, g, lr):
-        sq = self._buffer("square_avg")[i]
+    state_names, uses_scratch = ("square_avg",), True
+
+    def _update(self, p, g, lr, sq, *, scratch):
         sq.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
-        step = torch.sqrt(sq, out=self._scratch(i)).add_(self.eps)
+        step = torch.sqrt(sq, out=scratch).add_(self.eps)
         p.addcmul_(torch.div(g, step, out=step), lr, value=-1.0)
 
 
@@ -195,11 +243,12 @@ class CenteredRMSpropMomentum(Optimizer):
         super().__init__(params, lr)
         self.momentum, self.decay, self.eps = momentum, decay, eps
 
-    def _update(self, i, p, g, lr):
-        mean, sq, v = self._buffer("grad_avg")[i], self._buffer("square_avg")[i], self._buffer("velocity")[i]
+    state_names, uses_scratch = ("grad_avg", "square_avg", "velocity"), True
+
+    def _update(self, p, g, lr, mean, sq, v, *, scratch):
         mean.lerp_(g, 1 - self.decay)
         sq.mul_(self.decay).addcmul_(g, g, value=1 - self.decay)
-        step = torch.addcmul(sq, mean, mean, value=-1.0, out=self._scratch(i))
+        step = torch.addcmul(sq, mean, mean, value=-1.0, out=scratch)
         step.add_(self.eps).rsqrt_().mul_(g)  # g / sqrt(E[g²] − E[g]² + ε)
         v.mul_(self.momentum).addcmul_(step, lr, value=-1.0)
         p.add_(v)
@@ -221,12 +270,13 @@ class Adam(Optimizer):
         self.steps += 1
         super().step(grads)
 
-    def _update(self, i, p, g, lr):
-        m, s = self._buffer("exp_avg")[i], self._buffer("exp_avg_sq")[i]
+    state_names, uses_scratch = ("exp_avg", "exp_avg_sq"), True
+
+    def _update(self, p, g, lr, m, s, *, scratch):
         m.lerp_(g, 1 - self.beta1)
         s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         # lr · m̂ / (sqrt(ŝ) + ε) with m̂ = m / (1 − β1ᵗ), ŝ = s / (1 − β2ᵗ)
-        step = torch.div(s, 1 - self.beta2**self.steps, out=self._scratch(i)).sqrt_().add_(self.eps)
+        step = torch.div(s, 1 - self.beta2**self.steps, out=scratch).sqrt_().add_(self.eps)
         p.addcmul_(torch.div(m, step, out=step), lr, value=-1.0 / (1 - self.beta1**self.steps))
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from targetprop.errors import ConfigError
-from targetprop.optim import OPTIMIZERS, make_optimizer
+from targetprop.optim import OPTIMIZERS, make_optimizer, update_blocks
 
 LRS = [0.1, 0.01, 0.001]
 R = len(LRS)
@@ -185,3 +185,42 @@ def test_state_dict_round_trip_continues_identically(name):
 
     for a, b in zip(restored_params, params, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def flat_params(replicas: int, sizes: list[int], seed: int = 0) -> list[torch.Tensor]:
+    """Parameters that tile one ``(R, P)`` float32 buffer, as a Network's do."""
+    buffer = torch.randn(replicas, sum(sizes), generator=torch.Generator().manual_seed(seed))
+    return list(buffer.split(sizes, dim=1))
+
+
+@pytest.mark.parametrize(("budget", "n_blocks"), [(1000, 1), (80, 3), (37, 5), (10, 20), (1, 185)])
+def test_update_blocks_tile_the_buffer_once(budget, n_blocks):
+    """Whole rows grouped while they fit the budget, else equal pieces of each row; every element once."""
+    rows, cols = 5, 37
+    blocks = update_blocks(rows, cols, budget)
+    cover = torch.zeros(rows, cols, dtype=torch.int64)
+    for r, c in blocks:
+        cover[r, c] += 1
+        assert cover[r, c].numel() <= budget
+    assert torch.equal(cover, torch.ones_like(cover))
+    assert len(blocks) == n_blocks
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("budget", [7, 40, 80])  # pieces of rows; one row per block; two rows per block
+def test_blocked_update_equals_whole_buffer_update_bitwise(name, budget):
+    """Updating the flat buffer block by block (for the cache) changes no number of any step."""
+    sizes, lrs = [20, 9, 8], [0.1, 0.03, 0.01, 0.003, 0.001]
+    whole, blocked = flat_params(len(lrs), sizes), flat_params(len(lrs), sizes)
+    opt_whole, opt_blocked = make_optimizer(name, whole, lrs), make_optimizer(name, blocked, lrs)
+    assert opt_whole.is_flat and opt_blocked.is_flat
+    opt_whole.block_elements, opt_blocked.block_elements = 10**9, budget
+    g = torch.Generator().manual_seed(3)
+    for _ in range(STEPS):
+        grads = [torch.randn(p.shape, generator=g) for p in whole]
+        opt_whole.step(grads)
+        opt_blocked.step(grads)
+    for a, b in zip(whole, blocked, strict=True):
+        assert torch.equal(a, b)
+    for key, tensors in opt_whole.state.items():
+        assert all(torch.equal(a, b) for a, b in zip(tensors, opt_blocked.state[key], strict=True)), key
