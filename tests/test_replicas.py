@@ -104,3 +104,23 @@ def test_parse_seeds():
     for bad in ("a-b", "", "3-"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
+
+
+@pytest.mark.parametrize("rule", ["bp", "dtp"])
+def test_training_with_small_optimiser_blocks_is_bitwise_the_same(tmp_path, digits, monkeypatch, rule):
+    """A large buffer's update runs in cache-sized blocks (``Optimizer.block_elements``). With blocks far smaller
+    than these buffers (pieces of rows, and several rows per block) three replicas with their own learning rates
+    train to the same bits as with the whole buffer at once, including DTP's inverses, whose gradients land in the
+    feedback buffer as views."""
+    from targetprop.optim import Optimizer
+
+    lrs = {"lr": [0.01, 0.003, 0.001]} | ({"lr_feedback": [0.01, 0.001, 0.003]} if rule == "dtp" else {})
+    common = dict(
+        rule=rule, arch="64-24-24-10", activation="tanh", epochs=2, batch_size=50, seeds=[0, 5, 7], **{rule: lrs}
+    )
+    whole = train(make_config(name="whole", out=str(tmp_path), **common), dataset=digits, progress=False)
+    for budget in (100, 5000):  # 100: pieces of every row; 5000: two rows of the 2,410 forward parameters
+        monkeypatch.setattr(Optimizer, "block_elements", budget)
+        blocked = train(make_config(name=f"b{budget}", out=str(tmp_path), **common), dataset=digits, progress=False)
+        for name, p in whole.net.named_parameters():
+            assert torch.equal(blocked.net.get_parameter(name), p), (budget, name)
