@@ -93,6 +93,10 @@ def linear_grads(grad_a: Tensor, u: Tensor, out: Sequence[Tensor] | None = None)
         return out[0], out[1]
     if out is None:
         return torch.bmm(grad_a.transpose(1, 2), u), grad_a.sum(1)
+    if torch.compiler.is_compiling():  # dynamo cannot trace out= into strided views; inductor fuses the copy
+        out[0].copy_(torch.bmm(grad_a.transpose(1, 2), u))
+        out[1].copy_(grad_a.sum(1))
+        return out[0], out[1]
     return torch.bmm(grad_a.transpose(1, 2), u, out=out[0]), torch.sum(grad_a, 1, out=out[1])
 
 

@@ -98,6 +98,9 @@ class Optimizer:
         flat = flat_buffer(self.params) if len(self.params) > 1 else None
         self.slots: list[Tensor] = [flat] if flat is not None else [p.detach() for p in self.params]
         self._flat = flat is not None
+        # where slots[0] starts in its storage: rules that view a flat buffer with as_strided read this plain int
+        # rather than call storage_offset() inside compiled code (a graph break)
+        self.flat_offset = flat.storage_offset() if flat is not None else 0
         self._work: list[Tensor] = []
         self._grad: Tensor | None = None
         self._grad_views: list[Tensor] = []
@@ -128,6 +131,15 @@ class Optimizer:
             else:
                 self._grad_views = [torch.empty_like(p) for p in self.slots]
         return self._grad_views
+
+    def prepare(self) -> None:
+        """Allocate every buffer a step uses (gradient buffers, state, work tensors) now rather than at the first
+        step, so that a compiled step does not meet new attributes after its first call and compile again."""
+        self.grad_buffers()
+        for name in self.state_names:
+            self._buffer(name)
+        if self.uses_scratch:
+            self._scratch(0)
 
     def _buffer(self, name: str) -> list[Tensor]:
         if name not in self.state:

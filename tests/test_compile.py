@@ -33,3 +33,38 @@ def test_compile_option_is_validated():
     assert make_config({"compile": False}).compile == "off"
     with pytest.raises(Exception, match="compile"):
         make_config({"compile": "fastest"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("rule", "schedule", "one_graph"), [("dtp", "alternating", True), ("bp", None, True), ("dtp", "parallel", False)]
+)
+def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one_graph):
+    """Two replicas. BP's step, and each part of DTP's alternating schedule (the step, the chunked inverse pass),
+    is one graph without breaks: optimiser buffers are allocated before compiling, gradients reach the strided
+    views of the flat buffers by a copy rather than ``out=``, DTP's views of the feedback buffer need no
+    ``storage_offset()`` inside the graph, and its stacked forward weights are not cached by version counters
+    there. The parallel schedule draws ε inside its step from per-replica ``torch.Generator`` s, which dynamo
+    cannot trace, so its step breaks there. Either way the first epoch compiles all there is: later epochs reuse it."""
+    from torch._dynamo.utils import counters
+
+    from targetprop import Network, ReplicaRandom, get_rule
+    from targetprop.train import train_epoch
+
+    torch._dynamo.reset()
+    counters.clear()
+    cls = get_rule(rule)
+    config = cls.Config(**({"schedule": schedule} if schedule else {}))
+    net = Network.from_spec("64-32x3-10", "tanh", seeds=[0, 1], feedback=cls.feedback_maps(config))
+    model = cls(net, config, ReplicaRandom([0, 1], "train"))
+    model.compile("default")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(500, 64, generator=gen), torch.randint(0, 10, (500,), generator=gen)
+    order = torch.stack([torch.randperm(500, generator=gen) for _ in range(2)])
+    train_epoch(model, x, y, order, 100)
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(2):
+        train_epoch(model, x, y, order, 100)
+    if one_graph:
+        assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == graphs

@@ -101,6 +101,8 @@ class Rule(ABC):
         # a class: a process training several networks or phases (a benchmark, a sweep) needs more than the 8
         # allowed by default, or later ones silently run eagerly.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        for optimizer in self.optimizers().values():
+            optimizer.prepare()
         self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:

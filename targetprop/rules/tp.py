@@ -270,15 +270,22 @@ class TargetPropagation(Rule):
 
     def _stacked_forward_weights(self) -> tuple[Tensor, Tensor]:
         """``W_i, b_i`` of layers 2..T stacked as ``(R·L, n, n)`` and ``(R·L, 1, n)``; cached while they do not
-        change (the whole inverse pass of the alternating schedule)."""
+        change (the whole inverse pass of the alternating schedule). Compiled code stacks them every call (the
+        cache's key, the parameters' version counters, is not something a graph can hold)."""
         layers = [layer for _, layer in self._inverse_layers()]
+        n = layers[0].n_in
+
+        def stack() -> tuple[Tensor, Tensor]:
+            weight = torch.stack([layer.weight.detach() for layer in layers], 1).view(-1, n, n)
+            bias = torch.stack([layer.bias.detach() for layer in layers], 1).view(-1, 1, n)
+            return weight, bias
+
+        if torch.compiler.is_compiling():
+            return stack()
         key = tuple(p._version for layer in layers for p in (layer.weight, layer.bias))
         key += (self.optimizer.slots[0]._version,)
         if getattr(self, "_stack_key", None) != key:
-            n = layers[0].n_in
-            weight = torch.stack([layer.weight.detach() for layer in layers], 1).view(-1, n, n)
-            bias = torch.stack([layer.bias.detach() for layer in layers], 1).view(-1, 1, n)
-            self._stack_key, self._stack = key, (weight, bias)
+            self._stack_key, self._stack = key, stack()
         return self._stack
 
     def _stacked_inverse_gradients(self, h_tilde: Tensor, fb_in: Tensor) -> tuple[list[Tensor], Tensor]:
@@ -290,16 +297,15 @@ class TargetPropagation(Rule):
         n_layers = self.top - 1
         stride = n * n + n  # one layer's V and c in the flat row
 
-        def views(flat: Tensor) -> tuple[Tensor, Tensor]:
-            start = flat.storage_offset()
+        def views(flat: Tensor, start: int) -> tuple[Tensor, Tensor]:
             matrices = flat.as_strided((replicas * n_layers, n, n), (stride, n, 1), start)
             biases = flat.as_strided((replicas * n_layers, 1, n), (stride, n, 1), start + n * n)
             return matrices, biases
 
         assert self.feedback_optimizer is not None
-        fb_weight, fb_bias = views(self.feedback_optimizer.slots[0])
+        fb_weight, fb_bias = views(self.feedback_optimizer.slots[0], self.feedback_optimizer.flat_offset)
         buffers = self.feedback_optimizer.grad_buffers()
-        grad_weight, grad_bias = views(self.feedback_optimizer.grad_buffer)
+        grad_weight, grad_bias = views(self.feedback_optimizer.grad_buffer, 0)  # a tensor of its own (empty_like)
         z = torch.baddbmm(fb_bias, fb_in, fb_weight.transpose(1, 2))
         rec = first.feedback_unit(z)  # type: ignore[misc]
         diff = rec - h_tilde
