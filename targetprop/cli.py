@@ -1,4 +1,4 @@
-"""The ``targetprop`` command line: ``train``, ``compare``, ``sweep``, ``rules``, ``presets``.
+"""The ``targetprop`` command line: ``train``, ``compare``, ``sweep``, ``inspect``, ``rules``, ``presets``.
 
 Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
 written.
@@ -6,6 +6,7 @@ written.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from targetprop.config import RunConfig, apply_assignments, make_config
-from targetprop.errors import ConfigError, TargetpropError
+from targetprop.errors import ConfigError, TargetpropError, Terminated
 from targetprop.experiments import load_config_source, preset_names, preset_path
 from targetprop.rules import RULES, get_rule
 
@@ -87,6 +88,7 @@ def train(
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
     from targetprop.runs import RunDir
+    from targetprop.train import plan_resume
     from targetprop.train import train as run_training
 
     if resume is not None:
@@ -104,25 +106,29 @@ def train(
             seeds=seeds,
             out=out_dir,
             name=name,
-            set=set_ or None,
         )
         if ignored:
             raise ConfigError(
                 f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                "(only --epochs, --device and --data-dir may change)"
+                "(only --epochs, --device, --data-dir and --set of learning rates, η̂ and noise may change)"
             )
-        overrides = _options(epochs=epochs, device=device, data_dir=data_dir)
-        cfg = make_config(run_dir.read_config(), **overrides)
-        if overrides:
-            run_dir.write_config(cfg.to_dict())
-        state = run_dir.load_checkpoint("cpu")
-        done = state["epoch"] if state else 0
-        if done >= cfg.epochs:
-            _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")
-            _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
-            return
-        _note(f"resuming {run_dir.path} after epoch {done}")
-        result = run_training(cfg, run_dir=run_dir, resume=True, progress=not quiet)
+        with run_dir.lock():
+            plan = plan_resume(run_dir, set_ or [], **_options(epochs=epochs, device=device, data_dir=data_dir))
+            cfg = plan.config
+            for line in plan.notes:
+                _note(line)
+            if plan.done >= cfg.epochs:
+                if plan.changes:
+                    raise ConfigError(
+                        f"all {cfg.epochs} epochs of {run_dir.path} are done, so nothing would train with "
+                        f"{', '.join(plan.changes)}; add --epochs N with N above {plan.done}"
+                    )
+                _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")
+                _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
+                return
+            changed = "".join(f", {k} = {v!r}" for k, v in plan.changes.items())
+            _note(f"resuming {run_dir.path} after epoch {plan.done}{changed}")
+            result = run_training(cfg, run_dir=run_dir, resume=True, changes=plan.changes, progress=not quiet)
     else:
         base = load_config_source(config)
         rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
@@ -184,6 +190,9 @@ def compare(
     names = [r.strip().lower() for r in rules.split(",") if r.strip()]
     if not names:
         raise ConfigError("--rules is empty; give e.g. --rules dtp,bp")
+    twice = sorted({r for r in names if names.count(r) > 1})
+    if twice:
+        raise ConfigError(f"--rules names {', '.join(twice)} more than once; list each rule once")
     for r in names:
         get_rule(r)
     base = apply_assignments(load_config_source(config), set_ or [], names)
@@ -196,10 +205,11 @@ def compare(
     parent = RunDir.create(out_dir or first.out, name or RunDir.default_name("compare", first.data))
     rows = []
     try:
-        for cfg in configs:
-            cfg = cfg.model_copy(update={"out": str(parent.path), "name": cfg.rule})
-            result = run_training(cfg, dataset=dataset, progress=not quiet)
-            rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
+        with parent.lock():
+            for cfg in configs:
+                cfg = cfg.model_copy(update={"out": str(parent.path), "name": cfg.rule})
+                result = run_training(cfg, dataset=dataset, progress=not quiet)
+                rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
     except BaseException:
         if not rows:
             parent.remove()
@@ -318,6 +328,17 @@ def sweep(
     _note(f"sweep directory: {runner.folder}")
 
 
+@app.command()
+def inspect(
+    folder: Annotated[str, typer.Argument(metavar="RUN", help="A run directory (or a sweep directory).")],
+) -> None:
+    """Show a run's configuration, progress and results, reading only TOML, JSON and a checkpoint's header:
+    nothing in the folder is executed, and a run in progress is not disturbed."""
+    from targetprop.inspection import inspect_folder
+
+    inspect_folder(Path(folder), out)
+
+
 @app.command("rules")
 def list_rules() -> None:
     """List the rules and their hyper-parameters (defaults: the DTP authors' MNIST settings)."""
@@ -340,12 +361,40 @@ def list_presets() -> None:
         out.print(f"{p}: {first}", highlight=False)
 
 
+# typer raises click's exceptions, or those of the copy of click it carries (typer >= 0.25): find them by name
+_CLICK = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+UsageError, ClickException = _CLICK["UsageError"], _CLICK["ClickException"]
+NoArgsIsHelpError = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", None)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    """The entry point: every error a user can fix is one line, ``error: ...``, with exit status 2; Ctrl-C exits
+    with 130 and SIGTERM with 143, after saying how to continue."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = app(standalone_mode=False)
     except TargetpropError as e:
         _note(f"error: {e}")
+        sys.exit(e.exit_code)
+    except UsageError as e:
+        if NoArgsIsHelpError is not None and isinstance(e, NoArgsIsHelpError):
+            e.show()  # the help text, as a bare `targetprop` asks for
+            sys.exit(e.exit_code)
+        where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        _note(f"error: {' '.join(e.format_message().split())}{where}")
         sys.exit(2)
+    except ClickException as e:
+        _note(f"error: {' '.join(e.format_message().split())}")
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        terminated = isinstance(e, Terminated)
+        _note("error: terminated" if terminated else "error: interrupted")
+        sys.exit(143 if terminated else 130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Unknown keys are errors, with the list of known ones.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +60,7 @@ class RunConfig(BaseModel):
     """Folder holding the datasets (default: $TARGETPROP_DATA, else ~/.cache/targetprop/data)."""
     download: bool = False
     """Download missing dataset files from their canonical source (checksums verified)."""
-    n_valid: int | None = None
+    n_valid: int | None = Field(None, ge=1)
     """Size of the validation split (default: the paper's, 10,000 for MNIST)."""
     arch: str | None = None
     """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
@@ -75,7 +76,7 @@ class RunConfig(BaseModel):
     """One replica per seed, all trained in one process: "0-9", "1,3,5", or a list."""
     shuffle: bool = True
     """Draw a new mini-batch order every epoch (per replica); false walks the data in a fixed order."""
-    eval_samples: int = Field(1, ge=1)
+    eval_samples: int = Field(1, ge=1, le=100_000)
     """Forward passes averaged at evaluation for stochastic units."""
     diagnostics: bool = False
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
@@ -118,13 +119,22 @@ class RunConfig(BaseModel):
     def _device(cls, v: str) -> str:
         import torch
 
-        try:
-            dev = torch.device(v)
-        except RuntimeError:
-            raise ConfigError(f"unknown device {v!r}; use cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {v!r} asked for, but CUDA is not available here; use --device cpu")
+        m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", v)
+        if m is None or (m[1] == "cpu" and m[2] is not None):
+            raise ConfigError(f"unknown device {v!r}; targetprop trains on cpu, cuda or cuda:N")
+        if m[1] == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {v!r} asked for, but CUDA is not available here; use --device cpu")
+            if m[2] is not None and int(m[2]) >= torch.cuda.device_count():
+                raise ConfigError(f"device {v!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        from targetprop.runs import check_name
+
+        return None if v is None else check_name(v)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -184,7 +194,8 @@ def rule_config(rule: str, params: dict[str, Any]) -> RuleConfig:
 def describe_validation_error(e: ValidationError, model: type[BaseModel]) -> str:
     """One line from pydantic's first error: which key, what is wrong, what is allowed."""
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    # a union's errors carry the member's tag ("constrained-float", "list[...]") in their location: not a key
+    loc = ".".join(str(p) for p in err["loc"] if not re.search(r"[^\w]", str(p))) or "config"
     if err["type"] == "extra_forbidden":
         known = ", ".join(model.model_fields)
         hint = difflib.get_close_matches(str(err["loc"][0]), list(model.model_fields), n=1)
@@ -201,9 +212,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found")
     try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
 
 
 def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:

@@ -367,10 +367,10 @@ def _missing_message(title: str, names: Sequence[str], where: str, folder: str, 
 
 
 def _check_n_valid(n_valid: int, n_total: int, name: str) -> None:
-    if not isinstance(n_valid, int) or isinstance(n_valid, bool) or not 0 <= n_valid < n_total:
+    if not isinstance(n_valid, int) or isinstance(n_valid, bool) or not 1 <= n_valid < n_total:
         raise DataError(
             f"n_valid={n_valid!r} is out of range for {name}: choose a whole number with "
-            f"0 <= n_valid < {n_total} (the size of its official training set)"
+            f"1 <= n_valid < {n_total} (the size of its official training set)"
         )
 
 

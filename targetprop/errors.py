@@ -4,6 +4,9 @@
 class TargetpropError(Exception):
     """Base class: the message says what is wrong and how to fix it, in one line."""
 
+    exit_code = 2
+    """The command line's exit status for this error."""
+
 
 class ConfigError(TargetpropError):
     """A configuration, architecture string or command-line value is invalid."""
@@ -15,3 +18,15 @@ class DataError(TargetpropError):
 
 class DivergedError(TargetpropError):
     """Training produced NaN or inf."""
+
+
+class Interrupted(TargetpropError):
+    """Ctrl-C (exit status 130) or SIGTERM (143) stopped a command; the message says how to continue."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that a terminated run stops as cleanly as an interrupted one."""

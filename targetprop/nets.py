@@ -30,6 +30,10 @@ from targetprop.units import Noise, OutputUnit, Unit, hidden_unit, output_unit
 INITS = ("orthogonal", "glorot", "default")
 
 
+MAX_WIDTH, MAX_LAYERS = 100_000, 1_000
+"""Bounds on an architecture string, checked before anything is allocated (memory is checked when building)."""
+
+
 def parse_architecture(text: str) -> list[int]:
     """``"784-240x7-10"`` → ``[784, 240, 240, 240, 240, 240, 240, 240, 10]``.
 
@@ -42,7 +46,12 @@ def parse_architecture(text: str) -> list[int]:
             raise ConfigError(
                 f"malformed architecture {text!r} at {part!r}; write sizes joined by '-', e.g. 784-240x7-10"
             )
-        sizes.extend([int(m[1])] * int(m[2] or 1))
+        width, repeat = int(m[1]), int(m[2] or 1)
+        if width > MAX_WIDTH or len(sizes) + repeat > MAX_LAYERS + 1:
+            raise ConfigError(
+                f"architecture {text!r} is too large: at most {MAX_LAYERS} layers of at most {MAX_WIDTH} units"
+            )
+        sizes.extend([width] * repeat)
     if len(sizes) < 2:
         raise ConfigError(f"architecture {text!r} needs at least an input and an output size, e.g. 64-10")
     return sizes

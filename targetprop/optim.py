@@ -8,6 +8,7 @@ seeds or R hyper-parameter settings train side by side. Rules hand the optimiser
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -195,7 +196,8 @@ class Optimizer:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.lr = state["lr"].to(self.lr.device)
+        """Restore the moments. The learning rate is not restored: it comes from the configuration, which a
+        resumed run may change (``targetprop train --resume RUN --set dtp.lr=...``)."""
         device = self.slots[0].device
         self.state = {k: [t.to(device) for t in v] for k, v in state["state"].items()}
         for k, v in self.state.items():
@@ -301,6 +303,27 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "centered_rmsprop": CenteredRMSpropMomentum,
     "adam": Adam,
 }
+
+
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "momentum": (0.0, 1.0),
+    "alpha": (0.0, 1.0),
+    "decay": (0.0, 1.0),
+    "beta1": (0.0, 1.0),
+    "beta2": (0.0, 1.0),
+    "eps": (0.0, math.inf),
+}
+"""Where each optimiser option makes sense: decay rates in [0, 1), ε above 0."""
+
+
+def check_options(options: dict[str, float]) -> dict[str, float]:
+    """Refuse option values outside :data:`OPTION_RANGES` (a decay of 1 or more, ε ≤ 0, NaN)."""
+    for key, value in options.items():
+        low, high = OPTION_RANGES.get(key, (-math.inf, math.inf))
+        if not math.isfinite(value) or not (low <= value < high) or (key == "eps" and value <= 0):
+            want = "a number above 0" if key == "eps" else f"a number in [{low:g}, {high:g})"
+            raise ConfigError(f"optimizer option {key} = {value!r} is out of range; give {want}")
+    return options
 
 
 def make_optimizer(

@@ -19,6 +19,9 @@ from torch import Tensor
 from targetprop.errors import ConfigError
 
 _STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3}
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit: every stream's generator seed (``seed * 7919 + ...``) then fits in 64 bits."""
+MAX_REPLICAS = 4096
 
 
 def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
@@ -26,10 +29,14 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
 
     A seed may repeat: ``"0,0,0"`` with a list of learning rates trains three settings from one initialisation
     (what a sweep's replicas do)."""
+    if isinstance(text, bool):
+        raise ConfigError(f"seeds {text!r} must be integers; write e.g. 0-9 or 1,3,5")
     if isinstance(text, int):
-        return [text]
+        text = [text]
     if not isinstance(text, str):
-        seeds = [int(s) for s in text]
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in text):
+            raise ConfigError(f"seeds {text!r} must be integers; write e.g. 0-9 or 1,3,5")
+        seeds = list(text)
     else:
         seeds = []
         for part in text.replace(" ", "").split(","):
@@ -37,9 +44,18 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
             if m is None:
                 raise ConfigError(f"cannot read seeds {text!r}; write e.g. 0-9 or 1,3,5")
             lo, hi = int(m[1]), int(m[2] or m[1])
+            if hi < lo:
+                raise ConfigError(f"seed range {part!r} runs backwards; write e.g. 0-9")
+            if hi - lo + 1 + len(seeds) > MAX_REPLICAS:  # checked before the list is built
+                raise ConfigError(f"{text!r} asks for more than {MAX_REPLICAS} seeds; train fewer replicas per run")
             seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise ConfigError(f"no seeds in {text!r}; write e.g. 0-9 or 1,3,5")
+    if len(seeds) > MAX_REPLICAS:
+        raise ConfigError(f"{len(seeds)} seeds given; at most {MAX_REPLICAS} replicas train in one run")
+    for s in seeds:
+        if not 0 <= s <= MAX_SEED:
+            raise ConfigError(f"seed {s} is out of range; seeds are integers from 0 to {MAX_SEED}")
     return seeds
 
 

@@ -91,7 +91,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import optuna
 import tomli_w
@@ -103,11 +103,12 @@ from rich.table import Table
 from targetprop.config import RunConfig, describe_validation_error, load_toml, make_config
 from targetprop.errors import ConfigError, DivergedError, TargetpropError
 from targetprop.experiments import load_config_source
+from targetprop.lock import FolderLock
 from targetprop.rules import RULES, get_rule
 from targetprop.rules.base import Scalar
-from targetprop.runs import RunDir, _atomic_write
+from targetprop.runs import RunDir, atomic_write
 
-SPACE_FILE, STUDY_FILE, TRIALS_FILE, LOCK_FILE, RUNS = "space.toml", "study.log", "trials.csv", ".lock", "runs"
+SPACE_FILE, STUDY_FILE, TRIALS_FILE, RUNS = "space.toml", "study.log", "trials.csv", "runs"
 STUDY_NAME = "sweep"
 METRICS = {  # metric → the test error reported beside it
     "best_valid_error": "test_error_at_best_valid",
@@ -393,6 +394,7 @@ def _param(name: str, spec: Any, rule: str, where: str) -> Param:
 def _kind(annotation: Any) -> Literal["float", "int", "choice"]:
     """How a field's values are drawn: ints for int fields, floats for float (and per-replica) fields."""
     args = set(get_args(annotation)) if get_origin(annotation) in (Union, UnionType) else {annotation}
+    args = {get_args(a)[0] if get_origin(a) is Annotated else a for a in args}  # constrained floats are floats
     args.discard(NoneType)
     if args == {int}:
         return "int"
@@ -641,16 +643,17 @@ class Sweep:
         cpus = connect_ray(ray_address) if ray_address else local_cpus()
         self.threads = threads or self.settings.threads or max(1, cpus // self.processes)
         self.study: optuna.Study | None = None
-        self._lock_file: io.TextIOWrapper | None = None
+        self.lock: FolderLock | None = None
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
     def open(self) -> None:
         """Create or load the sweep directory and its study; hold its lock while this process runs."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock()
+        self.lock = FolderLock(self.folder, "sweep directory")
+        self.lock.acquire()
         self.space.settings.trials = self.trials  # `--resume DIR` aims for the latest total
-        _atomic_write(self.folder / SPACE_FILE, lambda f: f.write(self.space.resolved_toml().encode()))
+        atomic_write(self.folder / SPACE_FILE, lambda f: f.write(self.space.resolved_toml().encode()))
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = _storage(self.folder)
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="minimize", load_if_exists=True)
@@ -669,20 +672,11 @@ class Sweep:
                 )
         self.study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler)
 
-    def _lock(self) -> None:
-        import fcntl
-
-        self._lock_file = open(self.folder / LOCK_FILE, "w")  # noqa: SIM115 (held until this process ends)
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TargetpropError(f"another `targetprop sweep` is running on {self.folder}") from None
-
     def close(self) -> None:
         """Release the sweep directory's lock."""
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- groups ----------------------------------------------------------------------------------------------
 
@@ -849,7 +843,7 @@ class Sweep:
         writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        _atomic_write(self.folder / TRIALS_FILE, lambda f: f.write(text.getvalue().encode()))
+        atomic_write(self.folder / TRIALS_FILE, lambda f: f.write(text.getvalue().encode()))
 
     def table(self) -> Table:
         """Every trial, best first: its value, the test error beside it, the drawn values, its run and replica."""

@@ -6,6 +6,7 @@ replica its own samples. Metrics stay on the device during an epoch and are read
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -19,11 +20,11 @@ from torch import Tensor
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, Split, load_dataset
 from targetprop.diagnostics import inverse_errors, update_angles
-from targetprop.errors import ConfigError, DivergedError, TargetpropError
+from targetprop.errors import ConfigError, DivergedError, Interrupted, TargetpropError, Terminated
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
-from targetprop.runs import RunDir
+from targetprop.runs import RunDir, RunDirError
 
 EVAL_CHUNK = 10_000
 
@@ -38,6 +39,7 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
             f"architecture {config.architecture} does not fit {dataset.name}: it needs {dataset.n_inputs} inputs "
             f"and {dataset.n_classes} outputs, e.g. {dataset.n_inputs}-240x2-{dataset.n_classes}"
         )
+    _check_memory(sizes, len(config.seeds), rule_cls.feedback_maps(rule_config), config)
     net = Network.from_spec(
         sizes,
         config.hidden_units,
@@ -52,6 +54,34 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
     if config.compile != "off":
         rule.compile(config.compile)
     return net, rule
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new network on ``device`` (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_memory(sizes: list[int], replicas: int, feedback: str, config: RunConfig) -> None:
+    """Refuse a network whose parameters, gradients and optimiser moments (about six copies, twice with
+    inverses) cannot fit in the device's free memory, before any of it is allocated."""
+    weights = sum(a * b + b for a, b in itertools.pairwise(sizes))
+    copies = 6 * (2 if feedback != "none" else 1)
+    need = weights * copies * replicas * (8 if config.dtype == "float64" else 4)
+    free = _available_memory(torch.device(config.device))
+    if free is not None and need > free:
+        raise ConfigError(
+            f"{replicas} replica(s) of {config.architecture} need about {need / 2**30:.1f} GiB for parameters and "
+            f"optimiser state, but {config.device} has {free / 2**30:.1f} GiB free; use fewer seeds or smaller layers"
+        )
 
 
 @torch.no_grad()
@@ -213,20 +243,135 @@ def train_epoch(
     return sums, counts, time.perf_counter() - start
 
 
+RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download")
+"""Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
+
+
+@dataclass
+class ResumePlan:
+    """How a run directory continues: the configuration, the epochs done, and what changes from the epoch after."""
+
+    config: RunConfig
+    done: int
+    changes: dict[str, Any]
+    """``{"dtp.lr": 0.001, "epochs": 40}``: hyper-parameters that differ from those the checkpoint was trained with."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _flat(config: dict[str, Any], rule: str) -> dict[str, Any]:
+    flat = {k: v for k, v in config.items() if k != rule}
+    flat.update({f"{rule}.{k}": v for k, v in config.get(rule, {}).items()})
+    return flat
+
+
+def _resumable(key: str, rule: str) -> bool:
+    if "." in key:
+        return key.split(".", 1)[1] in get_rule(rule).Config.resumable
+    return key in RUN_KEYS_RESUMABLE or key in ("out", "name")
+
+
+def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrides: Any) -> ResumePlan:
+    """Check how ``run_dir`` would continue, before anything is written.
+
+    The configuration the checkpoint was trained with is the base. Safe changes (:data:`RUN_KEYS_RESUMABLE` and
+    each rule's ``Config.resumable``: learning rates, η̂, noise) may come from ``--set`` assignments, ``overrides``
+    (``epochs``, ``device``, ``data_dir``) or an edited ``config.toml``; any other difference is refused."""
+    from targetprop.config import apply_assignments
+
+    notes: list[str] = []
+    header = run_dir.checkpoint_header()
+    done = 0
+    trained_with: dict[str, Any] | None = None
+    if header is not None:
+        done, trained_with = int(header.get("epoch", 0)), header.get("config")
+    elif run_dir.has_checkpoint():  # an old checkpoint.pt: read by the restricted unpickler
+        state = run_dir.load_checkpoint("cpu")
+        done = int(state["epoch"]) if state else 0
+    try:
+        on_disk: dict[str, Any] | None = run_dir.read_config()
+    except TargetpropError as e:
+        if trained_with is None:
+            raise
+        notes.append(f"warning: {e}; rewritten from the checkpoint's copy")
+        on_disk = None
+    base = make_config(trained_with or on_disk).to_dict()
+    rule = base["rule"]
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    if trained_with is not None and on_disk is not None:  # config.toml edited since the checkpoint
+        edited = make_config(on_disk).to_dict()
+        if edited["rule"] != rule:
+            raise ConfigError(
+                f"{run_dir.path / 'config.toml'} names rule {edited['rule']!r}, but the run trained {rule!r}"
+            )
+        was, now = _flat(base, rule), _flat(edited, rule)
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) == now.get(key) or key in ("out", "name"):
+                continue
+            if not _resumable(key, rule):
+                raise ConfigError(
+                    f"config.toml sets {key} = {now.get(key)!r} but the run was trained with {was.get(key)!r}; "
+                    f"a resumed run may change only {_resumable_text(rule)}: put it back, or start a new run"
+                )
+            head, _, tail = key.partition(".")
+            if tail:
+                data[head][tail] = now[key]
+            else:
+                data[key] = now[key]
+    for text in assignments or []:
+        key = text.split("=", 1)[0].strip()
+        key = key if "." in key or key in RunConfig.model_fields else f"{rule}.{key}"
+        if not _resumable(key, rule) or key in ("out", "name"):
+            raise ConfigError(
+                f"--set {key} cannot change when a run resumes (only {_resumable_text(rule)}); start a new run instead"
+            )
+    data = apply_assignments(data, assignments or [], [rule])
+    config = make_config(data, **overrides)
+    if config.epochs < done:
+        raise ConfigError(
+            f"{run_dir.path} has already trained {done} epochs; --epochs {config.epochs} would not continue it: "
+            f"give more than {done}"
+        )
+    before, after = _flat(base, rule), _flat(config.to_dict(), rule)
+    changes = {
+        k: after[k]
+        for k in sorted(after)
+        if before.get(k) != after.get(k) and k not in ("out", "name", "device", "data_dir", "download")
+    }
+    return ResumePlan(config, done, changes, notes)
+
+
+def _resumable_text(rule: str) -> str:
+    keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
+    return ", ".join([*keys, "--epochs", "--device", "--data-dir"])
+
+
+def _warn(line: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+LOSS_WARNING = 1e6
+"""A finite loss above this gets a warning: it is on its way to overflow."""
+
+
 def train(
     config: RunConfig,
     *,
     dataset: Dataset | None = None,
     run_dir: RunDir | None = None,
     resume: bool = False,
+    changes: dict[str, Any] | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``config``; writes a run directory and returns its summary, the network and the rule.
 
     Everything that can fail on bad input (data, architecture, hyper-parameters) fails before the run
-    directory is created. With ``resume``, ``run_dir`` must hold a checkpoint, and training continues from it
-    to the same numbers an uninterrupted run gives (on the CPU).
+    directory is created. With ``resume``, training continues from ``run_dir``'s checkpoint (if it has one) to the
+    same numbers an uninterrupted run gives (on the CPU); ``changes`` (see :func:`plan_resume`) are recorded in the
+    metrics of the first epoch trained with them, and in ``config.toml`` once that epoch is done. The process holds
+    the run directory's lock throughout: a second writer is refused.
     """
     device = torch.device(config.device)
     if dataset is None:
@@ -236,33 +381,95 @@ def train(
     else:
         dataset = dataset.to(device)
     net, rule = build(config, dataset)
+    if not resume:
+        run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
+    assert run_dir is not None
+    with run_dir.lock():
+        return _train_locked(config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch)
+
+
+def _restore(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:
+    try:
+        net.load_state_dict(state["net"])
+        rule.load_state_dict(state["rule"])
+        for key, rng in rngs.items():
+            rng.load_state_dict(state[key])
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(
+            f"{where} does not fit this run's network and rule ({reason}); was it copied from another run? "
+            "restore the right file, or start the run again"
+        ) from None
+
+
+def _history_on_resume(run_dir: RunDir, state: dict[str, Any] | None, replicas: int) -> list[dict[str, Any]]:
+    """The metrics rows the checkpoint covers; ``metrics.jsonl`` rewritten to hold exactly them."""
+    done = int(state["epoch"]) if state else 0
+    found = run_dir.read_metrics()
+    if state is not None and "history" in state:
+        history = list(state["history"])
+        if found.damaged or [r for r in found.rows if r["epoch"] <= done] != history:
+            _warn(f"warning: {run_dir.path / 'metrics.jsonl'} was damaged; rewritten from the checkpoint's copy")
+    else:  # no checkpoint yet, or an old one without a copy of the metrics: the file is all there is
+        if found.damaged:
+            raise RunDirError(
+                f"{run_dir.path / 'metrics.jsonl'} line {found.damaged[0]} is damaged and the checkpoint holds no "
+                "copy of the metrics; repair or delete that line, or start the run again"
+            )
+        history = [r for r in found.rows if r["epoch"] <= done]
+        have = {(r["epoch"], r["replica"]) for r in history}
+        missing = sorted({e for e in range(1, done + 1) for k in range(replicas) if (e, k) not in have})
+        if missing:
+            raise RunDirError(
+                f"{run_dir.path / 'metrics.jsonl'} lacks the rows of epoch(s) {missing[:5]} that the checkpoint covers; "
+                "restore the file from a copy, or start the run again"
+            )
+    run_dir.write_metrics(history)
+    return history
+
+
+def _train_locked(
+    config: RunConfig,
+    dataset: Dataset,
+    net: Network,
+    rule: Rule,
+    run_dir: RunDir,
+    resume: bool,
+    changes: dict[str, Any],
+    progress: bool,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+) -> TrainResult:
+    device = torch.device(config.device)
     train_rng = rule.noise
     eval_rng = ReplicaRandom(config.seeds, "eval", device)
-
     history: list[dict[str, Any]] = []
     start_epoch = 0
     diverged: set[int] = set()
-    if resume:
-        assert run_dir is not None
-        state = run_dir.load_checkpoint(device)
-        if state is not None:
-            net.load_state_dict(state["net"])
-            rule.load_state_dict(state["rule"])
-            train_rng.load_state_dict(state["train_rng"])
-            eval_rng.load_state_dict(state["eval_rng"])
-            start_epoch = state["epoch"]
-            diverged = set(state.get("diverged", []))
-        history = run_dir.truncate_metrics(start_epoch)
-    else:
-        run_dir = run_dir or RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
-        run_dir.write_config(config.to_dict())
+    reps = net.replicas
+    try:
+        if resume:
+            state = run_dir.load_checkpoint(device)
+            if state is not None:
+                _restore(net, rule, {"train_rng": train_rng, "eval_rng": eval_rng}, state, str(run_dir.checkpoint_path))
+                start_epoch = int(state["epoch"])
+                diverged = set(state.get("diverged", []))
+            history = _history_on_resume(run_dir, state, reps)
+            if state is None:
+                run_dir.write_config(config.to_dict())
+        else:
+            run_dir.write_config(config.to_dict())
+    except BaseException:
+        if not resume:
+            run_dir.remove()
+        raise
 
     x_train, y_train = dataset.train.x.to(net.layers[0].weight.dtype), dataset.train.y
     n_train, batch = len(y_train), config.batch_size
-    reps = net.replicas
     label = f"{config.rule} {config.data} {config.architecture} ×{reps}"
     bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
+    warned: set[int] = set()
+    pending = dict(changes)  # recorded with the first epoch trained under them
     try:
         for epoch in range(start_epoch, config.epochs):
             rule.on_epoch_start(epoch)
@@ -299,26 +506,52 @@ def train(
                     **{k: v[r] for k, v in extra.items()},
                     "seconds": seconds,
                 }
+                if pending:
+                    row["changed"] = pending
                 rows.append(row)
             bad = {
                 r for r in range(reps) if not math.isfinite(batch_loss[r]) or not math.isfinite(rows[r]["train_loss"])
             }
             newly = bad - diverged
             if newly and len(bad) == reps:
-                good = run_dir.checkpoint_path if run_dir.checkpoint_path.exists() else None
-                where = f"last good checkpoint: {good} (epoch {epoch})" if good else "no checkpoint was written"
+                kept = run_dir.has_checkpoint()
+                where = (
+                    f"last good checkpoint: {run_dir.checkpoint_path} (epoch {epoch})"
+                    if kept
+                    else "no checkpoint was written"
+                )
+                lr_key = f"{config.rule}.lr=..."
+                fix = (
+                    f"lower the learning rates or η̂ and continue: `targetprop train --resume {run_dir.path} --set {lr_key}`"
+                    if kept
+                    else f"lower the learning rates or η̂ (e.g. --set {lr_key}) and start again"
+                )
                 raise DivergedError(
-                    f"training diverged at epoch {epoch + 1} (loss is not finite for every replica); {where}; "
-                    "lower the learning rates or η̂"
+                    f"training diverged at epoch {epoch + 1} (loss is not finite for every replica); {where}; {fix}"
                 )
             if newly:
-                bar.epoch_done(
+                _warn(
                     f"warning: seed(s) {[config.seeds[r] for r in sorted(newly)]} diverged at epoch {epoch + 1}; "
                     "the other replicas go on"
                 )
+            blowing = [
+                r
+                for r in range(reps)
+                if r not in bad | warned and max(batch_loss[r], rows[r]["train_loss"]) > LOSS_WARNING
+            ]
+            if blowing:
+                worst = max(max(batch_loss[r], rows[r]["train_loss"]) for r in blowing)
+                _warn(
+                    f"warning: seed(s) {[config.seeds[r] for r in blowing]} reached a loss of {worst:.3g} at epoch "
+                    f"{epoch + 1}: training is blowing up; consider lower learning rates or η̂"
+                )
+                warned.update(blowing)
             diverged |= bad
             run_dir.append_metrics(rows)
             history.extend(rows)
+            if pending:  # the change has taken effect: config.toml says so from now on
+                run_dir.write_config(config.to_dict())
+                pending = {}
             run_dir.save_checkpoint(
                 {
                     "epoch": epoch + 1,
@@ -327,6 +560,8 @@ def train(
                     "train_rng": train_rng.state_dict(),
                     "eval_rng": eval_rng.state_dict(),
                     "diverged": sorted(diverged),
+                    "config": config.to_dict(),
+                    "history": history,
                 }
             )
             ok = [row for r, row in enumerate(rows) if r not in diverged] or rows
@@ -337,24 +572,23 @@ def train(
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"rows": rows})
+        summary = summarize(config, history, diverged)
+        run_dir.write_summary(summary)
     except BaseException as e:
         bar.close()
-        kept = run_dir.checkpoint_path.exists()
+        kept = run_dir.has_checkpoint()
         if not kept and not resume:
             run_dir.remove()  # nothing worth keeping: no half-written run is left behind
+        go_on = f"`targetprop train --resume {run_dir.path}`"
         if isinstance(e, KeyboardInterrupt):
+            code = 143 if isinstance(e, Terminated) else 130
+            what = "terminated" if code == 143 else "interrupted"
             if kept:
-                raise TargetpropError(
-                    f"interrupted; continue with `targetprop train --resume {run_dir.path}`"
-                ) from None
-            raise TargetpropError("interrupted before the first epoch ended; nothing was kept") from None
+                raise Interrupted(f"{what}; continue with {go_on}", code) from None
+            raise Interrupted(f"{what} before the first epoch ended; nothing was kept", code) from None
+        if isinstance(e, RunDirError) and not isinstance(e, DivergedError):
+            tail = f"the run keeps every finished epoch: continue with {go_on}" if kept else "nothing was kept"
+            raise RunDirError(f"{e}; {tail}") from None
         raise
     bar.close()
-    summary = summarize(config, history, diverged)
-    run_dir.write_summary(summary)
     return TrainResult(run_dir, summary, net, rule, history)
-
-
-def resume_config(run_dir: RunDir, **overrides: Any) -> RunConfig:
-    """The configuration a run directory was started with (``overrides`` may extend e.g. ``epochs``)."""
-    return make_config(run_dir.read_config(), **overrides)

@@ -10,109 +10,34 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 import torch
+from clitools import (
+    DATA_DIR,
+    MNIST_FILES,
+    TINY,
+    assert_empty_or_absent,
+    assert_no_traceback,
+    cli_env,
+    command,
+    error_line,
+    only_child,
+    read_jsonl,
+    run_cli,
+    run_files,
+    show,
+    table_rows,
+    wait_until,
+)
 
+from targetprop import checkpoint
 from targetprop.rules import RULES
-
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST_FILES = [
-    "train-images-idx3-ubyte.gz",
-    "train-labels-idx1-ubyte.gz",
-    "t10k-images-idx3-ubyte.gz",
-    "t10k-labels-idx1-ubyte.gz",
-]
-TINY = ["--arch", "64-32-10", "--epochs", "2"]
-
-
-def cli_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS", "LINES", "TARGETPROP_MIRROR")}
-    env["TARGETPROP_DATA"] = str(DATA_DIR)
-    env["PYTHONIOENCODING"] = "utf-8"
-    # One thread per process: the machine is shared, and over-subscribed threads make tiny runs crawl.
-    env["OMP_NUM_THREADS"] = "1"
-    env["MKL_NUM_THREADS"] = "1"
-    return env
-
-
-def command(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "targetprop.cli", *map(str, args)]
-
-
-def run_cli(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command(*args),
-        cwd=cwd,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=timeout,
-    )
-
-
-def show(proc: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-
-
-def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
-    assert "Traceback" not in proc.stdout + proc.stderr, show(proc)
-
-
-def error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    """The one `error: ...` line, which must be the last line on stderr."""
-    lines = proc.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], show(proc)
-    return errors[0]
-
-
-def assert_empty_or_absent(folder: Path) -> None:
-    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
-    assert left == [], f"{folder} holds {left}"
-
-
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The body rows of rich tables: first cell → all cells."""
-    rows = {}
-    for line in stdout.splitlines():
-        if line.startswith("│"):
-            cells = [c.strip() for c in line.strip("│").split("│")]
-            rows[cells[0]] = cells
-    return rows
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Complete rows only (a writer may be half-way through a line)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines(keepends=True):
-        if line.endswith("\n"):
-            rows.append(json.loads(line))
-    return rows
-
-
-def only_child(folder: Path) -> Path:
-    children = list(folder.iterdir())
-    assert len(children) == 1, children
-    return children[0]
-
-
-def run_files(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())}
-
 
 # ---- train, compare, rules, help ---------------------------------------------------------------------------
 
@@ -130,7 +55,8 @@ def test_train_prints_a_table_and_writes_a_complete_run_directory(trained):
     proc, run_dir = trained
     assert_no_traceback(proc)
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoint.pt",
+        ".lock",
+        "checkpoint.safetensors",
         "config.toml",
         "metrics.jsonl",
         "summary.json",
@@ -176,9 +102,11 @@ def test_train_prints_a_table_and_writes_a_complete_run_directory(trained):
     test = summary["test_error"]
     assert f"{test['mean']:.2f} ± {test['std']:.2f}" in rows_shown["dtp"], proc.stdout
 
-    # checkpoint.pt: after the last epoch
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    # the checkpoint: after the last epoch, with the configuration and every metrics row in its header
+    state = checkpoint.load(run_dir / "checkpoint.safetensors")
     assert state["epoch"] == 2
+    assert state["config"] == config
+    assert state["history"] == rows
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(trained):
@@ -203,7 +131,7 @@ def test_compare_prints_one_table_with_every_rule(tmp_path):
     rows = table_rows(proc.stdout)
     assert set(rows) == {"dtp", "bp", "tp"}, proc.stdout
     parent = only_child(tmp_path / "runs")
-    assert sorted(p.name for p in parent.iterdir()) == ["bp", "dtp", "tp"]
+    assert sorted(p.name for p in parent.iterdir()) == [".lock", "bp", "dtp", "tp"]
     for rule in ("dtp", "bp", "tp"):
         summary = json.loads((parent / rule / "summary.json").read_text())
         assert summary["rule"] == rule
@@ -367,9 +295,15 @@ def test_divergence_is_one_line_exit_2_naming_epoch_and_checkpoint(case, tmp_pat
         assert "no checkpoint was written" in line, line
         assert_empty_or_absent(tmp_path / "runs")
     else:
-        assert f"last good checkpoint: {run_dir / 'checkpoint.pt'} (epoch {epoch - 1})" in line, line
-        assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.toml", "metrics.jsonl"]
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        assert f"last good checkpoint: {run_dir / 'checkpoint.safetensors'} (epoch {epoch - 1})" in line, line
+        assert f"`targetprop train --resume {run_dir} --set bp.lr=...`" in line, line
+        assert sorted(p.name for p in run_dir.iterdir()) == [
+            ".lock",
+            "checkpoint.safetensors",
+            "config.toml",
+            "metrics.jsonl",
+        ]
+        state = checkpoint.load(run_dir / "checkpoint.safetensors")
         assert state["epoch"] == epoch - 1
         assert {r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")} == set(range(1, epoch))
 
@@ -399,18 +333,11 @@ def _start_resume_run(tmp_path: Path, **pipes) -> subprocess.Popen:
     )
 
 
-def _wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
-    """Poll until ``ready()`` holds or the process ends."""
-    deadline = time.monotonic() + seconds
-    while proc.poll() is None and time.monotonic() < deadline and not ready():
-        time.sleep(0.02)
-
-
 def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "runs" / "run"
     victim = _start_resume_run(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_until(victim, lambda: len({r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")}) >= 2)
+        wait_until(victim, lambda: len({r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")}) >= 2)
         still_running = victim.poll() is None
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=60)
@@ -452,8 +379,8 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert _without_timing_summary(summary) == _without_timing_summary(ref_summary)
 
     # the network itself, not only its errors
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    ref_state = torch.load(ref_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = checkpoint.load(run_dir / "checkpoint.safetensors")
+    ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
     assert state["epoch"] == ref_state["epoch"] == RESUME_EPOCHS
     for key, tensor in ref_state["net"].items():
         torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
@@ -463,7 +390,7 @@ def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     run_dir = tmp_path / "runs" / "run"
     proc = _start_resume_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(proc, (run_dir / "checkpoint.pt").exists)
+        wait_until(proc, (run_dir / "checkpoint.safetensors").exists)
         assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
@@ -471,7 +398,7 @@ def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 2, stderr
+    assert proc.returncode == 130, stderr  # the shell's convention for Ctrl-C
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last == f"error: interrupted; continue with `targetprop train --resume {run_dir}`", stderr

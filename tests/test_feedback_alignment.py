@@ -3,12 +3,10 @@ against independent autograd implementations, replicas, checkpoints, learning, d
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
-from targetprop import Network, ReplicaRandom
+from targetprop import Network, ReplicaRandom, checkpoint
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.diagnostics import update_angles
@@ -209,15 +207,13 @@ def test_state_dict_round_trip_continues_identically(name):
     rule = make(name, arch, "bernoulli", seeds=seeds, optimizer="adam", lr=1e-2)
     for x, y in data[:3]:
         rule.step(x, y)
-    buf = io.BytesIO()
-    torch.save({"net": rule.net.state_dict(), "rule": rule.state_dict(), "rng": rule.noise.state_dict()}, buf)
+    data = checkpoint.dumps({"net": rule.net.state_dict(), "rule": rule.state_dict(), "rng": rule.noise.state_dict()})
     for x, y in data[3:]:
         rule.step(x, y)
 
     other = make(name, arch, "bernoulli", seeds=(8, 9), optimizer="adam", lr=1e-2)
     assert (other.feedback[0] - rule.feedback[0]).abs().max() > 1e-2
-    buf.seek(0)
-    state = torch.load(buf, weights_only=False)
+    state = checkpoint.loads(data)
     other.net.load_state_dict(state["net"])
     other.load_state_dict(state["rule"])
     other.noise.load_state_dict(state["rng"])

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 
 from targetprop.nets import Network
 from targetprop.optim import Optimizer, make_optimizer, per_replica
 from targetprop.replicas import ReplicaRandom
 
-Scalar = float | list[float]
-"""A hyper-parameter given once for all replicas, or once per replica."""
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Scalar = PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)]
+"""A positive hyper-parameter (a learning rate, η̂, a scale) given once for all replicas, or once per replica."""
 
 
 class RuleConfig(BaseModel):
@@ -44,6 +45,17 @@ class RuleConfig(BaseModel):
     """sgd, momentum, rmsprop, adam or centered_rmsprop (the DTP authors' centered RMSprop with momentum)."""
     optimizer_args: dict[str, float] = {}
     """Options of the optimizer, e.g. {momentum = 0.9}."""
+
+    resumable: ClassVar[tuple[str, ...]] = ("lr",)
+    """Keys a resumed run may change (``targetprop train --resume RUN --set RULE.KEY=...``): they steer the
+    updates from the next epoch on without changing what the saved state means."""
+
+    @field_validator("optimizer_args", "feedback_optimizer_args", mode="after", check_fields=False)
+    @classmethod
+    def _optimizer_args(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        from targetprop.optim import check_options
+
+        return None if v is None else check_options(v)
 
 
 class Rule(ABC):

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.profiler import record_function
 
@@ -57,9 +57,9 @@ class TargetPropConfig(RuleConfig):
     """Learning rate of the feedback (inverse) weights."""
     eta_hat: Scalar = 0.3277
     """η̂, the step of the first target along −∂L/∂h."""
-    noise: float = 0.36
+    noise: float = Field(0.36, ge=0, allow_inf_nan=False)
     """σ of the Gaussian corruption used to train the inverses."""
-    noise_decay: float | None = None
+    noise_decay: float | None = Field(None, gt=0, allow_inf_nan=False)
     """If set, σ at epoch e is ``noise / (1 + e / noise_decay)`` (the authors' discrete and stochastic runs)."""
     schedule: Literal["alternating", "parallel"] = "alternating"
     first_target: Literal["last_hidden", "output"] = "last_hidden"
@@ -67,6 +67,8 @@ class TargetPropConfig(RuleConfig):
     """Optimizer of the feedback weights (default: the same as ``optimizer``)."""
     feedback_optimizer_args: dict[str, float] | None = None
     """Options of the feedback optimizer (default: the same as ``optimizer_args``)."""
+
+    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_feedback", "eta_hat", "noise", "noise_decay")
 
     @model_validator(mode="after")
     def _feedback_defaults(self) -> TargetPropConfig:

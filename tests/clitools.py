@@ -1,0 +1,107 @@
+"""Helpers for the tests that run the `targetprop` command for real, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+TINY = ["--arch", "64-32-10", "--epochs", "2"]
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "COLUMNS", "LINES", "TARGETPROP_MIRROR")}
+    env["TARGETPROP_DATA"] = str(DATA_DIR)
+    env["PYTHONIOENCODING"] = "utf-8"
+    # One thread per process: the machine is shared, and over-subscribed threads make tiny runs crawl.
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    return env
+
+
+def command(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "targetprop", *map(str, args)]
+
+
+def run_cli(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command(*args),
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stdout + proc.stderr, show(proc)
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one `error: ...` line, which must be the last line on stderr."""
+    lines = proc.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], show(proc)
+    return errors[0]
+
+
+def assert_empty_or_absent(folder: Path) -> None:
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+    assert left == [], f"{folder} holds {left}"
+
+
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The body rows of rich tables: first cell → all cells."""
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith("│"):
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete rows only (a writer may be half-way through a line)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines(keepends=True):
+        if line.endswith("\n"):
+            rows.append(json.loads(line))
+    return rows
+
+
+def only_child(folder: Path) -> Path:
+    children = list(folder.iterdir())
+    assert len(children) == 1, children
+    return children[0]
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run directory but its lock (whose text names the last process that held it)."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
+
+
+def wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
+    """Poll until ``ready()`` holds or the process ends."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline and not ready():
+        time.sleep(0.02)

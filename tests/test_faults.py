@@ -1,0 +1,137 @@
+"""Fault injection: one run stopped again and again at random moments — SIGKILL, Ctrl-C (SIGINT), SIGTERM and a
+disk that fills up — and resumed each time, ends with exactly the numbers and weights of the uninterrupted run.
+
+The disk fills for real where this process may mount a tmpfs (root, as in CI): the run directory lives on one, and
+a filler file takes all but a random few KiB of it while the run goes on; the filler is deleted before resuming.
+Elsewhere the same fault comes from a file-size limit (RLIMIT_FSIZE) on the process: its writes past a random
+size fail as a full disk's do.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from clitools import cli_env, command, read_jsonl, run_cli, show
+from test_run_dirs import MOUNT, same_rows
+
+from targetprop import checkpoint
+
+EPOCHS = 40
+RUN = ["--rule", "dtp", "--arch", "64-96-96-10", "--seeds", "0-1", "--epochs", str(EPOCHS), "-q"]
+FAULTS = ["SIGKILL", "SIGINT", "SIGTERM", "disk full"] * 3
+"""Twelve faults, in a shuffled order; their count is quoted in the README's reliability section."""
+
+
+def start(args: list, cwd: Path, fsize: int | None = None) -> subprocess.Popen:
+    def limit() -> None:
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.Popen(
+        command(*args),
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit,
+    )
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Take all of ``disk``'s free space but ``leave`` bytes."""
+    stat = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as f:
+        f.truncate(0)
+        free = stat.f_bavail * stat.f_frsize
+        f.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_a_run_stopped_at_random_moments_resumes_to_the_uninterrupted_numbers(tmp_path):
+    rng = random.Random(2026)
+    faults = FAULTS.copy()
+    rng.shuffle(faults)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if MOUNT:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], check=True)
+    try:
+        run_dir = disk / "run"
+        fresh = ["train", *RUN, "--out", disk, "--name", "run"]
+        survived: list[str] = []
+        for fault in faults:
+            args = ["train", "--resume", run_dir, "-q"] if (run_dir / "config.toml").exists() else fresh
+            size = (
+                (run_dir / "checkpoint.safetensors").stat().st_size
+                if (run_dir / "checkpoint.safetensors").exists()
+                else 400_000
+            )
+            fsize = None
+            if fault == "disk full" and not MOUNT:
+                fsize = rng.randint(size // 2, size - 1)  # the next checkpoint is over the limit
+            proc = start(args, tmp_path, fsize)
+            filler = None
+            if fault == "disk full":
+                if MOUNT:
+                    time.sleep(rng.uniform(2.0, 5.0))
+                    filler = fill(disk, rng.randint(0, size - 1))  # the next checkpoint cannot fit
+            else:
+                time.sleep(rng.uniform(1.0, 6.0))
+                if proc.poll() is None:
+                    proc.send_signal(getattr(signal, fault))
+            try:
+                _, stderr = proc.communicate(timeout=300)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if filler is not None:
+                    filler.unlink()
+            assert "Traceback" not in stderr, stderr
+            last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+            code = proc.returncode
+            if code == 0:
+                break  # the run finished before the fault landed
+            survived.append(fault)
+            if fault == "SIGKILL":
+                assert code == -signal.SIGKILL, (code, stderr)
+            elif fault in ("SIGINT", "SIGTERM"):
+                what = "interrupted" if fault == "SIGINT" else "terminated"
+                assert code == (130 if fault == "SIGINT" else 143), (code, stderr)
+                assert last.startswith(f"error: {what}"), stderr
+            else:
+                assert code == 2, (code, stderr)
+                assert last.startswith("error: cannot write") and ("No space left" in last or "too large" in last), last
+            assert len(stderr.strip().splitlines()) <= 2, stderr  # "resuming ..." and the one error line
+        proc = run_cli("train", "--resume", run_dir, "-q", cwd=tmp_path) if (run_dir / "config.toml").exists() else None
+        if proc is None:  # every fault landed before the first epoch of a fresh run: nothing was kept
+            proc = run_cli(*fresh, cwd=tmp_path)
+        assert proc.returncode == 0, show(proc)
+        assert len(survived) >= 8, f"only {len(survived)} faults landed before the run finished: {survived}"
+
+        reference = run_cli("train", *RUN, "--out", tmp_path / "reference", "--name", "run", cwd=tmp_path)
+        assert reference.returncode == 0, show(reference)
+        ref_dir = tmp_path / "reference" / "run"
+        rows, ref_rows = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(ref_dir / "metrics.jsonl")
+        assert len(rows) == EPOCHS * 2
+        assert same_rows(rows) == same_rows(ref_rows)
+        state = checkpoint.load(run_dir / "checkpoint.safetensors")
+        ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
+        for key, tensor in ref_state["net"].items():
+            torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
+        for key in ("train_rng", "eval_rng"):
+            for a, b in zip(state[key], ref_state[key], strict=True):
+                assert torch.equal(a, b), key
+    finally:
+        if MOUNT:
+            subprocess.run(["umount", "-l", str(disk)], check=False)

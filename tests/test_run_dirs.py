@@ -1,0 +1,409 @@
+"""Run directories a user can trust: nothing in one runs code, one writer at a time, damage and full disks give one
+line and lose nothing, and a resumed run may change its safe hyper-parameters.
+
+Every command runs for real in a subprocess (see clitools.py). The runs are tiny (digits, two seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from clitools import (
+    assert_no_traceback,
+    cli_env,
+    command,
+    error_line,
+    read_jsonl,
+    run_cli,
+    run_files,
+    show,
+    wait_until,
+)
+
+from targetprop import checkpoint
+
+EPOCHS = 6
+RUN = ["train", "--rule", "dtp", "--arch", "64-48-48-10", "--seeds", "0-1"]
+
+
+def same_rows(rows: list[dict]) -> list[dict]:
+    """Rows without what legitimately differs between an interrupted run and an uninterrupted one."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "changed")} for r in rows]
+
+
+def assert_same_run(run_dir: Path, ref_dir: Path) -> None:
+    rows, ref_rows = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(ref_dir / "metrics.jsonl")
+    assert len(rows) == len(ref_rows) == EPOCHS * 2
+    assert same_rows(rows) == same_rows(ref_rows)
+    state = checkpoint.load(run_dir / "checkpoint.safetensors")
+    ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
+    assert state["epoch"] == ref_state["epoch"] == EPOCHS
+    for key, tensor in ref_state["net"].items():
+        torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
+    assert same_rows(state["history"]) == same_rows(rows)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("reference")
+    proc = run_cli(*RUN, "--epochs", EPOCHS, "--out", cwd, "--name", "run", "-q", cwd=cwd)
+    assert proc.returncode == 0, show(proc)
+    return cwd / "run"
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory) -> Path:
+    """The same run stopped after 3 of its epochs (trained with --epochs 3)."""
+    cwd = tmp_path_factory.mktemp("partial")
+    proc = run_cli(*RUN, "--epochs", "3", "--out", cwd, "--name", "run", "-q", cwd=cwd)
+    assert proc.returncode == 0, show(proc)
+    return cwd / "run"
+
+
+@pytest.fixture
+def part(partial, tmp_path) -> Path:
+    """A fresh copy of ``partial`` to damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(partial, copy)
+    return copy
+
+
+def resume(run_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("train", "--resume", run_dir, *args, "-q", cwd=run_dir.parent)
+
+
+# ---- nothing in a run directory runs code ----------------------------------------------------------------------
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("where", ["checkpoint.pt", "checkpoint.safetensors"])
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(part, tmp_path, where):
+    marker = tmp_path / "exploited"
+    (part / "checkpoint.safetensors").unlink()
+    with open(part / where, "wb") as f:
+        pickle.dump({"epoch": 1, "net": _Exploit(marker)}, f)
+    before = run_files(part)
+    proc = resume(part, "--epochs", "9")
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    line = error_line(proc)
+    assert where in line and ("could run code" in line or "not a checkpoint" in line), line
+    looked = run_cli("inspect", part, cwd=tmp_path)
+    assert looked.returncode == 0, show(looked)
+    assert not marker.exists(), "unpickling the checkpoint ran its code"
+    assert run_files(part) == before
+
+
+# ---- old checkpoint.pt files still resume ----------------------------------------------------------------------
+
+
+def test_an_old_checkpoint_pt_resumes_to_the_uninterrupted_numbers(part, reference):
+    state = checkpoint.load(part / "checkpoint.safetensors")
+    del state["history"], state["config"]  # what targetprop 0.1 wrote: torch.save of plain containers
+    torch.save(state, part / "checkpoint.pt")
+    (part / "checkpoint.safetensors").unlink()
+    proc = resume(part, "--epochs", str(EPOCHS))
+    assert proc.returncode == 0, show(proc)
+    assert not (part / "checkpoint.pt").exists()
+    assert_same_run(part, reference)
+
+
+# ---- damage: one line, nothing changed --------------------------------------------------------------------------
+
+
+def _half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _random(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _header_damaged(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[20:40] = b"#" * 20  # inside the JSON header
+    path.write_bytes(bytes(data))
+
+
+def _from_another_run(path: Path) -> None:
+    other = path.parent.parent / "other"
+    proc = run_cli("train", "--arch", "64-20-10", "--epochs", "1", "--out", other, "--name", "x", "-q", cwd=path.parent)
+    assert proc.returncode == 0, show(proc)
+    shutil.copyfile(other / "x" / "checkpoint.safetensors", path)
+
+
+def _old_format_from_another_run(path: Path) -> None:
+    _from_another_run(path)
+    state = checkpoint.load(path)
+    del state["config"], state["history"]
+    torch.save(state, path.with_name("checkpoint.pt"))
+    path.unlink()
+
+
+DAMAGE = {
+    "cut in half": (_half, ["checkpoint.safetensors is damaged"]),
+    "random bytes": (_random, ["checkpoint.safetensors is damaged"]),
+    "empty": (_empty, ["checkpoint.safetensors is empty"]),
+    "header overwritten": (_header_damaged, ["checkpoint.safetensors", "damaged"]),
+    "another run's": (_from_another_run, ["config.toml sets arch = '64-48-48-10'", "trained with '64-20-10'"]),
+    "another run's, old format": (_old_format_from_another_run, ["checkpoint.pt does not fit", "restore the"]),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(part, case):
+    damage, fragments = DAMAGE[case]
+    damage(part / "checkpoint.safetensors")
+    before = run_files(part)
+    proc = resume(part, "--epochs", "9")
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    line = error_line(proc)
+    for fragment in fragments:
+        assert fragment in line, line
+    assert run_files(part) == before  # config.toml not rewritten to 9 epochs, nothing else touched
+    looked = run_cli("inspect", part, cwd=part.parent)
+    assert looked.returncode == 0, show(looked)
+    if not case.startswith("another run's"):  # a well-formed file from elsewhere shows only when it is loaded
+        assert "problem: " in looked.stdout, show(looked)
+
+
+def _corrupt_middle_line(path: Path) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    lines[2] = '{"epoch": 2, "replica": 0, "se\n'
+    path.write_text("".join(lines))
+
+
+def _torn_with_newline(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[:-30] + "\n")
+
+
+def _torn_without_newline(path: Path) -> None:
+    text = path.read_text()
+    path.write_text(text[:-30])  # the last row, which the checkpoint covers, is cut
+
+
+def _deleted(path: Path) -> None:
+    path.unlink()
+
+
+METRICS_DAMAGE = {
+    "corrupt middle line": _corrupt_middle_line,
+    "torn last line ending in a newline": _torn_with_newline,
+    "torn last line without a newline": _torn_without_newline,
+    "deleted": _deleted,
+}
+
+
+@pytest.mark.parametrize("case", list(METRICS_DAMAGE))
+def test_damaged_metrics_are_rewritten_from_the_checkpoint_and_no_row_is_lost(part, reference, case):
+    METRICS_DAMAGE[case](part / "metrics.jsonl")
+    proc = resume(part, "--epochs", str(EPOCHS))
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    assert "metrics.jsonl was damaged; rewritten from the checkpoint" in proc.stderr, show(proc)
+    assert_same_run(part, reference)
+
+
+# ---- one writer --------------------------------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves_no_lock(tmp_path):
+    run_dir = tmp_path / "runs" / "long"
+    args = ["train", "--arch", "64-16-10", "--epochs", "400", "--out", tmp_path / "runs", "--name", "long", "-q"]
+    holder = subprocess.Popen(command(*args), cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL)
+    try:
+        wait_until(holder, (run_dir / "checkpoint.safetensors").exists)
+        assert holder.poll() is None, "the run ended before a second writer could meet it; make it longer"
+        second = run_cli("train", "--resume", run_dir, "--epochs", "500", cwd=tmp_path)
+        looked = run_cli("inspect", run_dir, cwd=tmp_path)
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert second.returncode == 2, show(second)
+    assert f"is in use by process {holder.pid} " in error_line(second)
+    assert f"status: running: process {holder.pid} " in looked.stdout, show(looked)
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    assert config["epochs"] == 400  # the refused writer changed nothing
+    # the kernel dropped the killed holder's lock: the run continues
+    after = run_cli("train", "--resume", run_dir, "--epochs", "400", "-q", cwd=tmp_path)
+    assert after.returncode == 0, show(after)
+    assert {r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")} == set(range(1, 401))
+
+
+# ---- resuming with changes ------------------------------------------------------------------------------------
+
+
+def test_epochs_below_those_done_are_refused_and_config_toml_is_untouched(part):
+    before = run_files(part)
+    proc = resume(part, "--epochs", "2")
+    assert proc.returncode == 2, show(proc)
+    assert "already trained 3 epochs" in error_line(proc) and "give more than 3" in error_line(proc)
+    assert run_files(part) == before
+
+
+def test_a_resumed_run_changes_safe_hyper_parameters_from_the_next_epoch(part, reference):
+    old_rows = read_jsonl(part / "metrics.jsonl")
+    proc = resume(part, "--epochs", "5", "--set", "dtp.lr=0.001", "--set", "eta_hat=0.2")
+    assert proc.returncode == 0, show(proc)
+    assert "dtp.eta_hat = 0.2, dtp.lr = 0.001, epochs = 5" in proc.stderr, show(proc)
+    config = tomllib.loads((part / "config.toml").read_text())
+    assert (config["epochs"], config["dtp"]["lr"], config["dtp"]["eta_hat"]) == (5, 0.001, 0.2)
+    rows = read_jsonl(part / "metrics.jsonl")
+    assert rows[: len(old_rows)] == old_rows  # the epochs before the change stay as they were
+    changed = [r for r in rows if "changed" in r]
+    assert [r["epoch"] for r in changed] == [4, 4]
+    assert changed[0]["changed"] == {"dtp.eta_hat": 0.2, "dtp.lr": 0.001, "epochs": 5}
+    ref_epoch_4 = [r for r in read_jsonl(reference / "metrics.jsonl") if r["epoch"] == 4]
+    assert same_rows(changed) != same_rows(ref_epoch_4), "the new values did not take effect"
+
+    # an edited config.toml is honoured the same way (the divergence message's advice can be followed by hand) ...
+    text = (part / "config.toml").read_text().replace("noise = 0.36", "noise = 0.2").replace("epochs = 5", "epochs = 6")
+    (part / "config.toml").write_text(text)
+    proc = resume(part)
+    assert proc.returncode == 0, show(proc)
+    last = [r for r in read_jsonl(part / "metrics.jsonl") if r["epoch"] == 6]
+    assert last[0]["changed"] == {"dtp.noise": 0.2, "epochs": 6}
+
+    # ... but what a resumed run cannot change is refused, naming the key
+    before = run_files(part)
+    (part / "config.toml").write_text(text.replace('activation = "tanh"', 'activation = "relu"'))
+    edited = run_files(part)
+    proc = resume(part, "--epochs", "7")
+    assert proc.returncode == 2, show(proc)
+    assert "config.toml sets activation = 'relu'" in error_line(proc)
+    assert run_files(part) == edited
+    (part / "config.toml").write_bytes(before["config.toml"])
+    proc = resume(part, "--epochs", "7", "--set", "dtp.schedule=parallel")
+    assert proc.returncode == 2, show(proc)
+    assert "--set dtp.schedule cannot change when a run resumes" in error_line(proc)
+    proc = resume(part, "--set", "dtp.lr=0.01")
+    assert proc.returncode == 2, show(proc)
+    assert "add --epochs N with N above 6" in error_line(proc)
+    assert run_files(part) == before
+
+
+def test_the_divergence_message_gives_a_command_that_works(tmp_path):
+    args = ["train", "--rule", "bp", "--output", "linear", "--arch", "64-32-10", "--epochs", "4", "--seeds", "0"]
+    proc = run_cli(
+        *args, "--set", "bp.lr=0.3", "--set", "bp.optimizer=sgd", "--out", tmp_path, "--name", "run", cwd=tmp_path
+    )
+    assert proc.returncode == 2, show(proc)
+    line = error_line(proc)
+    assert "diverged at epoch 2" in line, line
+    advice = line.split("`")[1]
+    assert advice == f"targetprop train --resume {tmp_path / 'run'} --set bp.lr=...", line
+    fixed = run_cli(*advice.split()[1:-1], "bp.lr=0.01", "-q", cwd=tmp_path)
+    assert fixed.returncode == 0, show(fixed)
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["changed"] == {"bp.lr": 0.01}
+
+
+# ---- full and read-only disks -----------------------------------------------------------------------------------
+
+
+def can_mount() -> bool:
+    probe = Path("/tmp") / f"targetprop-mount-probe-{os.getpid()}"
+    probe.mkdir(exist_ok=True)
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True)
+        if ok.returncode != 0:
+            return False
+        subprocess.run(["umount", str(probe)], check=True)
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    finally:
+        probe.rmdir()
+
+
+MOUNT = os.geteuid() == 0 and can_mount()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB tmpfs: room for one checkpoint of RUN's network but not for its replacement beside it."""
+    if not MOUNT:
+        pytest.skip("needs root and tmpfs mounts (CI has both); test_faults.py covers a full disk with RLIMIT_FSIZE")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_keeps_every_finished_epoch_and_resumes(small_disk, reference):
+    run_dir = small_disk / "run"
+    proc = run_cli(*RUN, "--epochs", EPOCHS, "--out", small_disk, "--name", "run", "-q", cwd=small_disk.parent)
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    line = error_line(proc)
+    assert "No space left on device" in line and f"`targetprop train --resume {run_dir}`" in line, line
+    done = checkpoint.read_header(run_dir / "checkpoint.safetensors")["epoch"]
+    assert 1 <= done < EPOCHS
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")], "a temporary file was left behind"
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)  # room again
+    proc = resume(run_dir)
+    assert proc.returncode == 0, show(proc)
+    assert_same_run(run_dir, reference)
+
+
+def test_a_read_only_out_is_one_line(tmp_path):
+    if not MOUNT:
+        pytest.skip("needs root and tmpfs mounts (CI has both)")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)], check=True)
+    try:
+        proc = run_cli(*RUN, "--epochs", "1", "--out", mount / "runs", cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+    assert proc.returncode == 2, show(proc)
+    assert "Read-only file system" in error_line(proc) and "give another --out" in error_line(proc)
+
+
+# ---- inspect ------------------------------------------------------------------------------------------------------
+
+
+def test_inspect_shows_config_progress_and_summary(partial, reference):
+    looked = run_cli("inspect", partial, cwd=partial.parent)
+    assert looked.returncode == 0, show(looked)
+    assert "status: finished: 3 epochs" in looked.stdout
+    assert 'rule = "dtp"' in looked.stdout and 'arch = "64-48-48-10"' in looked.stdout
+    summary = json.loads((partial / "summary.json").read_text())
+    assert f"test_error: {summary['test_error']['mean']:.2f} ± {summary['test_error']['std']:.2f} %" in looked.stdout
+
+
+def test_inspect_of_a_stopped_run_names_the_resume_command(part):
+    (part / "summary.json").unlink()
+    text = (part / "config.toml").read_text().replace("epochs = 3", "epochs = 8")
+    (part / "config.toml").write_text(text)
+    looked = run_cli("inspect", part, cwd=part.parent)
+    assert looked.returncode == 0, show(looked)
+    assert f"status: stopped after epoch 3 of 8; continue with `targetprop train --resume {part}`" in looked.stdout
