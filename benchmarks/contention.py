@@ -40,7 +40,10 @@ CONFIGS: dict[str, tuple[dict[str, str], int]] = {
     "threads=1": ({}, 1),
     "PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
     "GOMP_SPINCOUNT=0": ({"GOMP_SPINCOUNT": "0"}, 0),
+    "GOMP_SPINCOUNT=1k": ({"GOMP_SPINCOUNT": "1000"}, 0),
     "GOMP_SPINCOUNT=10k": ({"GOMP_SPINCOUNT": "10000"}, 0),
+    "GOMP_SPINCOUNT=30k": ({"GOMP_SPINCOUNT": "30000"}, 0),
+    "GOMP_SPINCOUNT=100k": ({"GOMP_SPINCOUNT": "100000"}, 0),
     "ACTIVE": ({"OMP_WAIT_POLICY": "ACTIVE"}, 0),
 }
 """Candidate settings. OpenMP variables that the parent's environment may set are cleared for every worker."""

@@ -350,6 +350,8 @@ def list_rules() -> None:
             out.print(f"    {key} = {f.default!r}", highlight=False, markup=False, soft_wrap=True)
             if f.description:
                 out.print(f"        {f.description}", highlight=False, markup=False, soft_wrap=True)
+        resumable = ", ".join(cls.Config.resumable)
+        out.print(f"    (--resume may change: {resumable})", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("presets")
@@ -367,8 +369,19 @@ UsageError, ClickException = _CLICK["UsageError"], _CLICK["ClickException"]
 NoArgsIsHelpError = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpError", None)
 
 
+_signals: list[int] = []
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    _signals.append(signum)
     raise Terminated()
+
+
+def _stopped() -> None:
+    """Ctrl-C or SIGTERM that arrived outside a training loop (which says how to continue by itself)."""
+    terminated = signal.SIGTERM in _signals
+    _note("error: terminated" if terminated else "error: interrupted")
+    sys.exit(143 if terminated else 130)
 
 
 def main() -> None:
@@ -390,10 +403,10 @@ def main() -> None:
     except ClickException as e:
         _note(f"error: {' '.join(e.format_message().split())}")
         sys.exit(2)
-    except (KeyboardInterrupt, typer.Abort) as e:
-        terminated = isinstance(e, Terminated)
-        _note("error: terminated" if terminated else "error: interrupted")
-        sys.exit(143 if terminated else 130)
+    except (KeyboardInterrupt, typer.Abort):
+        _stopped()
+    if code == 130:  # click's answer to a KeyboardInterrupt (or our SIGTERM) it caught in a command
+        _stopped()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -197,6 +197,11 @@ def _not_a_run_dir(tmp: Path) -> list[str]:
     return ["train", "--resume", "some-folder"]
 
 
+def _out_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "afile").write_text("")
+    return ["train", *TINY, "--out", "afile"]
+
+
 BAD_INPUTS = {
     "unknown rule": (lambda tmp: ["train", "--rule", "foo", *TINY], ["unknown rule 'foo'", "dtp"]),
     "malformed architecture": (
@@ -222,6 +227,31 @@ BAD_INPUTS = {
     "missing config file": (lambda tmp: ["train", "--config", "missing.toml", *TINY], ["missing.toml", "not found"]),
     "cuda without cuda": (lambda tmp: ["train", "--device", "cuda", *TINY], ["'cuda'", "CUDA is not available"]),
     "resume a folder that is no run": (_not_a_run_dir, ["some-folder", "not a run directory"]),
+    "compare naming a rule twice": (
+        lambda tmp: ["compare", "--rules", "dtp,bp,dtp", *TINY],
+        ["--rules names dtp more than once"],
+    ),
+    "run name climbing out of --out": (lambda tmp: ["train", *TINY, "--name", "../../x"], ["plain folder name"]),
+    "--out naming a file": (_out_is_a_file, ["'afile' is a file, not a folder"]),
+    "seed too large for 64 bits": (lambda tmp: ["train", *TINY, "--seeds", "4611686018427387904"], ["out of range"]),
+    "a billion seeds": (lambda tmp: ["train", *TINY, "--seeds", "0-999999999"], ["more than 4096 seeds"]),
+    "empty validation split": (
+        lambda tmp: ["train", *TINY, "--set", "n_valid=0"],
+        ["n_valid", "greater than or equal to 1"],
+    ),
+    "meta device": (lambda tmp: ["train", *TINY, "--device", "meta"], ["unknown device 'meta'"]),
+    "mps device": (lambda tmp: ["train", *TINY, "--device", "mps"], ["unknown device 'mps'"]),
+    "negative learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=-1"], ["lr", "greater than 0"]),
+    "zero learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=0"], ["lr", "greater than 0"]),
+    "NaN learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=nan"], ["lr", "finite number"]),
+    "negative η̂": (lambda tmp: ["train", *TINY, "--set", "dtp.eta_hat=-1"], ["eta_hat", "greater than 0"]),
+    "negative noise": (lambda tmp: ["train", *TINY, "--set", "dtp.noise=-1"], ["noise", "greater than or equal to 0"]),
+    "epochs not a number": (lambda tmp: ["train", "--epochs", "abc"], ["'--epochs'", "valid integer", "--help"]),
+    "unknown option": (lambda tmp: ["train", "--bogus"], ["No such option: --bogus"]),
+    "network too large for memory": (
+        lambda tmp: ["train", "--arch", "64-90000x900-10", "--epochs", "1"],
+        ["GiB free", "use fewer seeds or smaller layers"],
+    ),
     "compare with an architecture that does not fit": (
         lambda tmp: ["compare", "--rules", "dtp,bp", "--arch", "100-10", "--epochs", "1"],
         ["100-10 does not fit digits"],
@@ -236,7 +266,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     make_args, fragments = BAD_INPUTS[case]
     args = make_args(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    proc = run_cli(*args, "--out", tmp_path / "runs", cwd=tmp_path)
+    proc = run_cli(*args, *([] if "--out" in args else ["--out", tmp_path / "runs"]), cwd=tmp_path)
 
     assert proc.returncode == 2, show(proc)
     assert_no_traceback(proc)

@@ -316,6 +316,10 @@ def test_the_divergence_message_gives_a_command_that_works(tmp_path):
     assert proc.returncode == 2, show(proc)
     line = error_line(proc)
     assert "diverged at epoch 2" in line, line
+    # epoch 1 ended with a huge but finite loss: warned before it overflowed
+    assert (
+        "warning: seed(s) [0] reached a loss of " in proc.stderr and "at epoch 1: training is blowing up" in proc.stderr
+    )
     advice = line.split("`")[1]
     assert advice == f"targetprop train --resume {tmp_path / 'run'} --set bp.lr=...", line
     fixed = run_cli(*advice.split()[1:-1], "bp.lr=0.01", "-q", cwd=tmp_path)
