@@ -595,7 +595,15 @@ def _storage(folder: Path):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    return JournalStorage(JournalFileBackend(str(folder / STUDY_FILE)))
+    path = folder / STUDY_FILE
+    try:  # the journal is JSON lines, replayed here: a damaged line surfaces now, not mid-sweep
+        return JournalStorage(JournalFileBackend(str(path)))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"{path} is damaged ({type(e).__name__}: {reason}); restore it from a copy, or start the sweep in another "
+            "folder (--name)"
+        ) from None
 
 
 def check_sweep_dir(space: Space, folder: Path) -> None:

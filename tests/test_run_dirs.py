@@ -411,3 +411,55 @@ def test_inspect_of_a_stopped_run_names_the_resume_command(part):
     looked = run_cli("inspect", part, cwd=part.parent)
     assert looked.returncode == 0, show(looked)
     assert f"status: stopped after epoch 3 of 8; continue with `targetprop train --resume {part}`" in looked.stdout
+
+
+# ---- sweep directories --------------------------------------------------------------------------------------------
+
+SPACE = """rule = "dtp"
+data = "digits"
+arch = "64-16-10"
+epochs = 1
+seeds = 0
+[sweep]
+sampler = "random"
+trials = 2
+replicas = 2
+[space]
+"dtp.lr" = {low = 1e-4, high = 1e-2, log = true}
+"""
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Path:
+    cwd = tmp_path_factory.mktemp("sweep")
+    (cwd / "space.toml").write_text(SPACE)
+    proc = run_cli("sweep", "space.toml", "--out", cwd, "--name", "s", "-q", cwd=cwd)
+    assert proc.returncode == 0, show(proc)
+    return cwd / "s"
+
+
+def _damage_journal_line(folder: Path) -> None:
+    lines = (folder / "study.log").read_text().split("\n")
+    lines[2] = '{"op_code": 5, "wor\x01'
+    (folder / "study.log").write_text("\n".join(lines))
+
+
+SWEEP_DAMAGE = {
+    "journal line": (_damage_journal_line, "study.log is damaged"),
+    "journal bytes": (lambda f: (f / "study.log").write_bytes(os.urandom(300)), "study.log is damaged"),
+    "space file": (lambda f: (f / "space.toml").write_text("garbage [[["), "space.toml' is not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEP_DAMAGE))
+def test_a_damaged_sweep_directory_is_one_line(swept, tmp_path, case):
+    folder = tmp_path / "s"
+    shutil.copytree(swept, folder)
+    damage, fragment = SWEEP_DAMAGE[case]
+    damage(folder)
+    proc = run_cli("sweep", "--resume", folder, "--trials", "4", "-q", cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    assert fragment in error_line(proc)
+    looked = run_cli("inspect", swept, cwd=tmp_path)
+    assert looked.returncode == 0 and "sweep directory:" in looked.stdout, show(looked)
