@@ -1,7 +1,7 @@
 """``targetprop`` and ``python -m targetprop``: the command line, with Ctrl-C and SIGTERM handled from the start.
 
 Loading PyTorch takes seconds; a Ctrl-C (exit status 130) or SIGTERM (143) in that time ends the command with
-one line, like one that arrives later (see :func:`targetprop.cli.main`).
+one line (see :mod:`targetprop.signals`), like one that arrives later (see :func:`targetprop.cli.main`).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ from targetprop.errors import ConfigError, DivergedError, TargetpropError
 from targetprop.experiments import load_config_source
 from targetprop.lock import FolderLock
 from targetprop.rules import RULES, get_rule
-from targetprop.rules.base import Scalar
+from targetprop.rules.base import PER_REPLICA
 from targetprop.runs import RunDir, atomic_write
 
 SPACE_FILE, STUDY_FILE, TRIALS_FILE, RUNS = "space.toml", "study.log", "trials.csv", "runs"
@@ -388,7 +388,7 @@ def _param(name: str, spec: Any, rule: str, where: str) -> Param:
             raise ConfigError(f"{head}: a log scale needs low > 0 (got {spec['low']})")
         if "step" in spec and (spec["step"] <= 0 or (spec.get("log") and kind == "float")):
             raise ConfigError(f"{head}: step must be positive, and a float key takes step or log, not both")
-    return Param(name, path, dict(spec), kind, per_replica=len(path) == 2 and annotation == Scalar)
+    return Param(name, path, dict(spec), kind, per_replica=len(path) == 2 and annotation in PER_REPLICA)
 
 
 def _kind(annotation: Any) -> Literal["float", "int", "choice"]:

@@ -82,14 +82,14 @@ bad_cli = st.one_of(
     ),
     assignment("dtp.lr", non_positive.map(toml_float)),
     assignment("dtp.lr_feedback", non_positive.map(toml_float)),
-    assignment("dtp.eta_hat", non_positive.map(toml_float)),
+    assignment("dtp.eta_hat", negative.map(toml_float)),
     assignment("dtp.noise", negative.map(toml_float)),
     assignment("dtp.noise_decay", non_positive.map(toml_float)),
     assignment(
         "dtp.lr", st.lists(non_positive.map(toml_float), min_size=1, max_size=3).map(lambda v: f"[{', '.join(v)}]")
     ),
     assignment("dtp.lr", st.just("[]")),
-    assignment("dtp.lr", words.map(lambda w: f'"{w}"')),
+    assignment("dtp.lr", words.filter(lambda w: not _is_number(w)).map(lambda w: f'"{w}"')),
     assignment(
         "dtp.optimizer_args",
         st.tuples(
@@ -123,6 +123,14 @@ bad_config_file = st.one_of(
     st.just(b"activation = []\n"),
     st.just(b'activation = ["tanh", "tanh", "tanh"]\n'),
 )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_valid_empty_toml(data: bytes) -> bool:

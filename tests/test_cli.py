@@ -244,7 +244,7 @@ BAD_INPUTS = {
     "negative learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=-1"], ["lr", "greater than 0"]),
     "zero learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=0"], ["lr", "greater than 0"]),
     "NaN learning rate": (lambda tmp: ["train", *TINY, "--set", "dtp.lr=nan"], ["lr", "finite number"]),
-    "negative η̂": (lambda tmp: ["train", *TINY, "--set", "dtp.eta_hat=-1"], ["eta_hat", "greater than 0"]),
+    "negative η̂": (lambda tmp: ["train", *TINY, "--set", "dtp.eta_hat=-1"], ["eta_hat", "greater than or equal to 0"]),
     "negative noise": (lambda tmp: ["train", *TINY, "--set", "dtp.noise=-1"], ["noise", "greater than or equal to 0"]),
     "epochs not a number": (lambda tmp: ["train", "--epochs", "abc"], ["'--epochs'", "valid integer", "--help"]),
     "unknown option": (lambda tmp: ["train", "--bogus"], ["No such option: --bogus"]),

@@ -207,13 +207,13 @@ def test_state_dict_round_trip_continues_identically(name):
     rule = make(name, arch, "bernoulli", seeds=seeds, optimizer="adam", lr=1e-2)
     for x, y in data[:3]:
         rule.step(x, y)
-    data = checkpoint.dumps({"net": rule.net.state_dict(), "rule": rule.state_dict(), "rng": rule.noise.state_dict()})
+    saved = checkpoint.dumps({"net": rule.net.state_dict(), "rule": rule.state_dict(), "rng": rule.noise.state_dict()})
     for x, y in data[3:]:
         rule.step(x, y)
 
     other = make(name, arch, "bernoulli", seeds=(8, 9), optimizer="adam", lr=1e-2)
     assert (other.feedback[0] - rule.feedback[0]).abs().max() > 1e-2
-    state = checkpoint.loads(data)
+    state = checkpoint.loads(saved)
     other.net.load_state_dict(state["net"])
     other.load_state_dict(state["rule"])
     other.noise.load_state_dict(state["rng"])

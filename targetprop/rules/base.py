@@ -31,7 +31,12 @@ from targetprop.replicas import ReplicaRandom
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Scalar = PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)]
-"""A positive hyper-parameter (a learning rate, η̂, a scale) given once for all replicas, or once per replica."""
+"""A positive hyper-parameter (a learning rate, a scale) given once for all replicas, or once per replica."""
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegativeScalar = NonNegativeFloat | Annotated[list[NonNegativeFloat], Field(min_length=1)]
+"""As :data:`Scalar`, where 0 means something (η̂ = 0: every target is the activity itself)."""
+PER_REPLICA = (Scalar, NonNegativeScalar)
+"""The field types that take one value per replica (what a sweep trains as replicas of one run)."""
 
 
 class RuleConfig(BaseModel):

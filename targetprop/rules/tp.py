@@ -45,7 +45,15 @@ from targetprop.errors import ConfigError
 from targetprop.nets import Activity, Layer, Network, linear, linear_grads, matmul
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
-from targetprop.rules.base import Rule, RuleConfig, Scalar, as_tensor, batch_metrics, per_replica_view
+from targetprop.rules.base import (
+    NonNegativeScalar,
+    Rule,
+    RuleConfig,
+    Scalar,
+    as_tensor,
+    batch_metrics,
+    per_replica_view,
+)
 
 
 class TargetPropConfig(RuleConfig):
@@ -55,7 +63,7 @@ class TargetPropConfig(RuleConfig):
     """Learning rate of the forward weights."""
     lr_feedback: Scalar = 0.00501
     """Learning rate of the feedback (inverse) weights."""
-    eta_hat: Scalar = 0.3277
+    eta_hat: NonNegativeScalar = 0.3277
     """η̂, the step of the first target along −∂L/∂h."""
     noise: float = Field(0.36, ge=0, allow_inf_nan=False)
     """σ of the Gaussian corruption used to train the inverses."""
