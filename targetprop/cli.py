@@ -50,6 +50,10 @@ EpochsOpt = Annotated[int | None, typer.Option(help="Number of epochs.")]
 BatchOpt = Annotated[int | None, typer.Option(help="Mini-batch size.")]
 SeedsOpt = Annotated[str | None, typer.Option(help="Seeds, one replica each, trained in one process: 0-9 or 1,3,5.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")]
+ThreadsOpt = Annotated[
+    str | None,
+    typer.Option(help="CPU threads: auto (the cores other processes leave free, checked every epoch) or a number."),
+]
 OutOpt = Annotated[str | None, typer.Option("--out", help="Parent folder of run directories (default: runs).")]
 NameOpt = Annotated[str | None, typer.Option(help="Run directory name.")]
 SetOpt = Annotated[
@@ -78,6 +82,7 @@ def train(
     batch_size: BatchOpt = None,
     seeds: SeedsOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     out_dir: OutOpt = None,
     name: NameOpt = None,
     set_: SetOpt = None,
@@ -110,10 +115,11 @@ def train(
         if ignored:
             raise ConfigError(
                 f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                "(only --epochs, --device, --data-dir and --set of learning rates, η̂ and noise may change)"
+                "(only --epochs, --device, --threads, --data-dir and --set of learning rates, η̂ and noise may change)"
             )
         with run_dir.lock():
-            plan = plan_resume(run_dir, set_ or [], **_options(epochs=epochs, device=device, data_dir=data_dir))
+            overrides = _options(epochs=epochs, device=device, data_dir=data_dir, threads=_threads(threads))
+            plan = plan_resume(run_dir, set_ or [], **overrides)
             cfg = plan.config
             for line in plan.notes:
                 _note(line)
@@ -133,14 +139,16 @@ def train(
         base = load_config_source(config)
         rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
         base = apply_assignments(base, set_ or [], [get_rule(rule_name).name])
-        common = _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device)
+        common = _common(
+            data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
+        )
         cfg = make_config(base, rule=rule, out=out_dir, name=name, **common)
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
 
 
-def _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device):
+def _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads):
     """The run options ``train`` and ``compare`` share, as ``make_config`` overrides."""
     return dict(
         data=data,
@@ -154,7 +162,13 @@ def _common(data, data_dir, download, arch, activation, output, init, epochs, ba
         batch_size=batch_size,
         seeds=seeds,
         device=device,
+        threads=_threads(threads),
     )
+
+
+def _threads(text: str | None) -> int | str | None:
+    """``--threads``: auto, or a whole number (anything else is left for the config to refuse)."""
+    return int(text) if text is not None and text.strip().isdigit() else text
 
 
 def _note(message: str) -> None:
@@ -177,6 +191,7 @@ def compare(
     batch_size: BatchOpt = None,
     seeds: SeedsOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     out_dir: OutOpt = None,
     name: NameOpt = None,
     set_: SetOpt = None,
@@ -196,7 +211,9 @@ def compare(
     for r in names:
         get_rule(r)
     base = apply_assignments(load_config_source(config), set_ or [], names)
-    common = _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device)
+    common = _common(
+        data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
+    )
     configs = [make_config(base, rule=r, **common) for r in names]  # every config checked before any run
     first = configs[0]
     dataset = load_dataset(

@@ -81,6 +81,9 @@ class RunConfig(BaseModel):
     diagnostics: bool = False
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     device: str = "cpu"
+    threads: int | Literal["auto"] = "auto"
+    """CPU threads: "auto" uses the cores other processes leave free, re-measured every epoch (see
+    targetprop/threads.py); a number fixes the count."""
     dtype: Literal["float32", "float64"] = "float32"
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     """Compile the rule's training step with torch.compile in this mode ("reduce-overhead" adds CUDA graphs on a
@@ -127,6 +130,13 @@ class RunConfig(BaseModel):
                 raise ConfigError(f"device {v!r} asked for, but CUDA is not available here; use --device cpu")
             if m[2] is not None and int(m[2]) >= torch.cuda.device_count():
                 raise ConfigError(f"device {v!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024):
+            raise ConfigError(f"threads {v!r}: give auto or a whole number from 1 to 1024")
         return v
 
     @field_validator("name")

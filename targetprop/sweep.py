@@ -447,6 +447,7 @@ def run_group(job: GroupJob) -> GroupResult:
     from targetprop.train import train
 
     torch.set_num_threads(job.threads)
+    job.config = job.config.model_copy(update={"threads": job.threads})  # the sweep splits the cores itself
     start = time.perf_counter()
     run_dir = RunDir(job.run_dir)
     run_dir.path.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
+from targetprop.threads import ThreadPolicy
 
 EVAL_CHUNK = 10_000
 
@@ -243,7 +244,7 @@ def train_epoch(
     return sums, counts, time.perf_counter() - start
 
 
-RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download")
+RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download", "threads")
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
 
 
@@ -335,7 +336,7 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
     changes = {
         k: after[k]
         for k in sorted(after)
-        if before.get(k) != after.get(k) and k not in ("out", "name", "device", "data_dir", "download")
+        if before.get(k) != after.get(k) and k not in ("out", "name", "device", "data_dir", "download", "threads")
     }
     return ResumePlan(config, done, changes, notes)
 
@@ -384,8 +385,12 @@ def train(
     if not resume:
         run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
     assert run_dir is not None
-    with run_dir.lock():
-        return _train_locked(config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch)
+    threads = torch.get_num_threads()
+    try:
+        with run_dir.lock():
+            return _train_locked(config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch)
+    finally:
+        torch.set_num_threads(threads)  # a library caller gets its own setting back
 
 
 def _restore(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:
@@ -470,7 +475,10 @@ def _train_locked(
     bar.start_at(start_epoch)
     warned: set[int] = set()
     pending = dict(changes)  # recorded with the first epoch trained under them
+    cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
     try:
+        if cpu is not None:
+            cpu.start()
         for epoch in range(start_epoch, config.epochs):
             rule.on_epoch_start(epoch)
             if config.shuffle:
@@ -572,6 +580,8 @@ def _train_locked(
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"rows": rows})
+            if cpu is not None:
+                cpu.update()
         summary = summarize(config, history, diverged)
         run_dir.write_summary(summary)
     except BaseException as e:

@@ -105,3 +105,31 @@ def wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     while proc.poll() is None and time.monotonic() < deadline and not ready():
         time.sleep(0.02)
+
+
+def same_rows(rows: list[dict]) -> list[dict]:
+    """Metrics rows without what legitimately differs between an interrupted run and an uninterrupted one."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "changed")} for r in rows]
+
+
+def assert_same_run(run_dir: Path, ref_dir: Path, epochs: int, replicas: int = 2) -> None:
+    """The run in ``run_dir`` reached the numbers, weights and random streams of the reference run, bit for bit."""
+    import torch
+
+    from targetprop import checkpoint
+
+    rows, ref_rows = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(ref_dir / "metrics.jsonl")
+    assert len(rows) == len(ref_rows) == epochs * replicas
+    assert same_rows(rows) == same_rows(ref_rows)
+    state = checkpoint.load(run_dir / "checkpoint.safetensors")
+    ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
+    assert state["epoch"] == ref_state["epoch"] == epochs
+    for key, tensor in ref_state["net"].items():
+        torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
+    for key in ("train_rng", "eval_rng"):
+        for a, b in zip(state[key], ref_state[key], strict=True):
+            assert torch.equal(a, b), key
+    assert same_rows(state["history"]) == same_rows(rows)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ref_summary = json.loads((ref_dir / "summary.json").read_text())
+    assert summary["per_replica"] == ref_summary["per_replica"]

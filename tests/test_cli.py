@@ -24,6 +24,7 @@ from clitools import (
     TINY,
     assert_empty_or_absent,
     assert_no_traceback,
+    assert_same_run,
     cli_env,
     command,
     error_line,
@@ -344,14 +345,6 @@ RESUME_EPOCHS = 12
 RESUME_RUN = ["train", "--rule", "dtp", "--arch", "64-64-64-10", "--epochs", str(RESUME_EPOCHS), "--seeds", "0-1"]
 
 
-def _without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-
-
-def _without_timing_summary(summary: dict) -> dict:
-    return {k: v for k, v in summary.items() if k != "seconds_per_epoch"}
-
-
 def _start_resume_run(tmp_path: Path, **pipes) -> subprocess.Popen:
     """Start RESUME_RUN in the background (run directory tmp_path/runs/run)."""
     return subprocess.Popen(
@@ -392,28 +385,7 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 
     reference = run_cli(*RESUME_RUN, "--out", tmp_path / "reference", "--name", "run", "-q", cwd=tmp_path)
     assert reference.returncode == 0, show(reference)
-    ref_dir = tmp_path / "reference" / "run"
-
-    ref_rows = read_jsonl(ref_dir / "metrics.jsonl")
-    rows = read_jsonl(run_dir / "metrics.jsonl")
-    assert len(rows) == len(ref_rows) == RESUME_EPOCHS * 2
-    assert [(r["epoch"], r["replica"]) for r in rows] == [(r["epoch"], r["replica"]) for r in ref_rows]
-    assert _without_timing(rows) == _without_timing(ref_rows)
-
-    summary = json.loads((run_dir / "summary.json").read_text())
-    ref_summary = json.loads((ref_dir / "summary.json").read_text())
-    assert summary["epochs"] == RESUME_EPOCHS
-    for mine, ref in zip(summary["per_replica"], ref_summary["per_replica"], strict=True):
-        for key in ("train_error", "valid_error", "test_error"):
-            assert mine[key] == ref[key], (key, mine, ref)
-    assert _without_timing_summary(summary) == _without_timing_summary(ref_summary)
-
-    # the network itself, not only its errors
-    state = checkpoint.load(run_dir / "checkpoint.safetensors")
-    ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
-    assert state["epoch"] == ref_state["epoch"] == RESUME_EPOCHS
-    for key, tensor in ref_state["net"].items():
-        torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
+    assert_same_run(run_dir, tmp_path / "reference" / "run", RESUME_EPOCHS)
 
 
 def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):

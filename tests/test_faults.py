@@ -18,11 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import torch
-from clitools import cli_env, command, read_jsonl, run_cli, show
-from test_run_dirs import MOUNT, same_rows
-
-from targetprop import checkpoint
+from clitools import assert_same_run, cli_env, command, run_cli, show
+from test_run_dirs import MOUNT
 
 EPOCHS = 400
 RUN = ["--rule", "dtp", "--arch", "64-96-96-10", "--seeds", "0-1", "--epochs", str(EPOCHS), "-q"]
@@ -127,17 +124,7 @@ def test_a_run_stopped_at_random_moments_resumes_to_the_uninterrupted_numbers(tm
 
         reference = run_cli("train", *RUN, "--out", tmp_path / "reference", "--name", "run", cwd=tmp_path)
         assert reference.returncode == 0, show(reference)
-        ref_dir = tmp_path / "reference" / "run"
-        rows, ref_rows = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(ref_dir / "metrics.jsonl")
-        assert len(rows) == EPOCHS * 2
-        assert same_rows(rows) == same_rows(ref_rows)
-        state = checkpoint.load(run_dir / "checkpoint.safetensors")
-        ref_state = checkpoint.load(ref_dir / "checkpoint.safetensors")
-        for key, tensor in ref_state["net"].items():
-            torch.testing.assert_close(state["net"][key], tensor, rtol=0, atol=0, msg=key)
-        for key in ("train_rng", "eval_rng"):
-            for a, b in zip(state[key], ref_state[key], strict=True):
-                assert torch.equal(a, b), key
+        assert_same_run(run_dir, tmp_path / "reference" / "run", EPOCHS)
     finally:
         if MOUNT:
             subprocess.run(["umount", "-l", str(disk)], check=False)
