@@ -92,8 +92,8 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
+    from targetprop.resume import plan_resume
     from targetprop.runs import RunDir
-    from targetprop.train import plan_resume
     from targetprop.train import train as run_training
 
     if resume is not None:

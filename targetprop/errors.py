@@ -30,3 +30,10 @@ class Interrupted(TargetpropError):
 
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so that a terminated run stops as cleanly as an interrupted one."""
+
+
+def warn(line: str) -> None:
+    """A one-line warning on stderr (no markup, no wrapping: paths stay whole)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(line, highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,161 @@
+"""Resuming a run directory: what it continues from, and what may change on the way.
+
+A checkpoint holds the configuration it was trained with (see :mod:`targetprop.runs`). :func:`plan_resume` takes
+that as the base, applies the safe changes a user asks for (``--set dtp.lr=...``, ``--epochs``, an edited
+``config.toml``) and refuses the others before anything is written; :func:`restore_state` puts the network, the
+rule and the random streams back; :func:`history_on_resume` gives the metrics rows the checkpoint covers and
+rewrites ``metrics.jsonl`` to hold exactly them (repairing a torn or damaged file from the checkpoint's copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from targetprop.config import RunConfig, make_config
+from targetprop.errors import ConfigError, TargetpropError, warn
+from targetprop.nets import Network
+from targetprop.replicas import ReplicaRandom
+from targetprop.rules import Rule, get_rule
+from targetprop.runs import RunDir, RunDirError
+
+RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download", "threads")
+"""Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
+
+
+@dataclass
+class ResumePlan:
+    """How a run directory continues: the configuration, the epochs done, and what changes from the epoch after."""
+
+    config: RunConfig
+    done: int
+    changes: dict[str, Any]
+    """``{"dtp.lr": 0.001, "epochs": 40}``: hyper-parameters that differ from those the checkpoint was trained with."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _flat(config: dict[str, Any], rule: str) -> dict[str, Any]:
+    flat = {k: v for k, v in config.items() if k != rule}
+    flat.update({f"{rule}.{k}": v for k, v in config.get(rule, {}).items()})
+    return flat
+
+
+def _resumable(key: str, rule: str) -> bool:
+    if "." in key:
+        return key.split(".", 1)[1] in get_rule(rule).Config.resumable
+    return key in RUN_KEYS_RESUMABLE or key in ("out", "name")
+
+
+def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrides: Any) -> ResumePlan:
+    """Check how ``run_dir`` would continue, before anything is written.
+
+    The configuration the checkpoint was trained with is the base. Safe changes (:data:`RUN_KEYS_RESUMABLE` and
+    each rule's ``Config.resumable``: learning rates, η̂, noise) may come from ``--set`` assignments, ``overrides``
+    (``epochs``, ``device``, ``data_dir``) or an edited ``config.toml``; any other difference is refused."""
+    from targetprop.config import apply_assignments
+
+    notes: list[str] = []
+    header = run_dir.checkpoint_header()
+    done = 0
+    trained_with: dict[str, Any] | None = None
+    if header is not None:
+        done, trained_with = int(header.get("epoch", 0)), header.get("config")
+    elif run_dir.has_checkpoint():  # an old checkpoint.pt: read by the restricted unpickler
+        state = run_dir.load_checkpoint("cpu")
+        done = int(state["epoch"]) if state else 0
+    try:
+        on_disk: dict[str, Any] | None = run_dir.read_config()
+    except TargetpropError as e:
+        if trained_with is None:
+            raise
+        notes.append(f"warning: {e}; rewritten from the checkpoint's copy")
+        on_disk = None
+    base = make_config(trained_with or on_disk).to_dict()
+    rule = base["rule"]
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    if trained_with is not None and on_disk is not None:  # config.toml edited since the checkpoint
+        edited = make_config(on_disk).to_dict()
+        if edited["rule"] != rule:
+            raise ConfigError(
+                f"{run_dir.path / 'config.toml'} names rule {edited['rule']!r}, but the run trained {rule!r}"
+            )
+        was, now = _flat(base, rule), _flat(edited, rule)
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) == now.get(key) or key in ("out", "name"):
+                continue
+            if not _resumable(key, rule):
+                raise ConfigError(
+                    f"config.toml sets {key} = {now.get(key)!r} but the run was trained with {was.get(key)!r}; "
+                    f"a resumed run may change only {_resumable_text(rule)}: put it back, or start a new run"
+                )
+            head, _, tail = key.partition(".")
+            if tail:
+                data[head][tail] = now[key]
+            else:
+                data[key] = now[key]
+    for text in assignments or []:
+        key = text.split("=", 1)[0].strip()
+        key = key if "." in key or key in RunConfig.model_fields else f"{rule}.{key}"
+        if not _resumable(key, rule) or key in ("out", "name"):
+            raise ConfigError(
+                f"--set {key} cannot change when a run resumes (only {_resumable_text(rule)}); start a new run instead"
+            )
+    data = apply_assignments(data, assignments or [], [rule])
+    config = make_config(data, **overrides)
+    if config.epochs < done:
+        raise ConfigError(
+            f"{run_dir.path} has already trained {done} epochs; --epochs {config.epochs} would not continue it: "
+            f"give more than {done}"
+        )
+    before, after = _flat(base, rule), _flat(config.to_dict(), rule)
+    changes = {
+        k: after[k]
+        for k in sorted(after)
+        if before.get(k) != after.get(k) and k not in ("out", "name", "device", "data_dir", "download", "threads")
+    }
+    return ResumePlan(config, done, changes, notes)
+
+
+def _resumable_text(rule: str) -> str:
+    keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
+    return ", ".join([*keys, "--epochs", "--device", "--data-dir"])
+
+
+def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:
+    try:
+        net.load_state_dict(state["net"])
+        rule.load_state_dict(state["rule"])
+        for key, rng in rngs.items():
+            rng.load_state_dict(state[key])
+    except (KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(
+            f"{where} does not fit this run's network and rule ({reason}); was it copied from another run? "
+            "restore the right file, or start the run again"
+        ) from None
+
+
+def history_on_resume(run_dir: RunDir, state: dict[str, Any] | None, replicas: int) -> list[dict[str, Any]]:
+    """The metrics rows the checkpoint covers; ``metrics.jsonl`` rewritten to hold exactly them."""
+    done = int(state["epoch"]) if state else 0
+    found = run_dir.read_metrics()
+    if state is not None and "history" in state:
+        history = list(state["history"])
+        if found.damaged or [r for r in found.rows if r["epoch"] <= done] != history:
+            warn(f"warning: {run_dir.path / 'metrics.jsonl'} was damaged; rewritten from the checkpoint's copy")
+    else:  # no checkpoint yet, or an old one without a copy of the metrics: the file is all there is
+        if found.damaged:
+            raise RunDirError(
+                f"{run_dir.path / 'metrics.jsonl'} line {found.damaged[0]} is damaged and the checkpoint holds no "
+                "copy of the metrics; repair or delete that line, or start the run again"
+            )
+        history = [r for r in found.rows if r["epoch"] <= done]
+        have = {(r["epoch"], r["replica"]) for r in history}
+        missing = sorted({e for e in range(1, done + 1) for k in range(replicas) if (e, k) not in have})
+        if missing:
+            raise RunDirError(
+                f"{run_dir.path / 'metrics.jsonl'} lacks the rows of epoch(s) {missing[:5]} that the checkpoint covers; "
+                "restore the file from a copy, or start the run again"
+            )
+    run_dir.write_metrics(history)
+    return history
