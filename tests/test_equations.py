@@ -76,7 +76,8 @@ def test_dtp_targets_match_hand_computation():
 
 @pytest.mark.parametrize("first_target", ["last_hidden", "output"])
 def test_dtp_target_equal_to_activity_propagates_as_activity(first_target):
-    """ĥ_i = h_i ⇒ ĥ_{i−1} = h_{i−1}, for inverses that are far from exact (random ones)."""
+    """ĥ_i = h_i ⇒ ĥ_{i−1} = h_{i−1}, for inverses that are far from exact (random ones); with η̂ = 0 every target
+    equals the activity it sits on (the output pre-activation a_M for the output layer)."""
     cls = DTP
     cfg = cls.Config(eta_hat=0.0, first_target=first_target)
     net = Network.from_spec("12-9-7-8-5", "tanh", seeds=[3, 4], feedback=cls.feedback_maps(cfg), dtype=torch.float64)
@@ -86,7 +87,7 @@ def test_dtp_target_equal_to_activity_propagates_as_activity(first_target):
     targets = rule.targets(acts, y)
     assert len(targets) == (4 if first_target == "output" else 3)
     for i, t in targets.items():
-        torch.testing.assert_close(t, acts.h[i], atol=1e-12, rtol=0)
+        torch.testing.assert_close(t, acts.a[i] if i == net.depth else acts.h[i], atol=1e-12, rtol=0)
     # TP with the same inverses does not have this property: the check above can fail.
     tp = TP(net, TP.Config(eta_hat=0.0, first_target=first_target), ReplicaRandom([3, 4], "train"))
     tp_targets = tp.targets(acts, y)
@@ -150,7 +151,9 @@ def test_forward_update_is_layer_local(rule_name, first_target):
     for i in range(1, net.depth + 1):
         layer = net.layer(i)
         h = layer.unit(layer.preactivation(acts.u[i - 1].detach()))
-        if i in targets:
+        if i in targets and i == net.depth:  # first_target = "output": the loss is on the pre-activation a_M
+            loss = ((targets[i].detach() - layer.preactivation(acts.u[i - 1].detach())) ** 2).sum(-1).mean(-1).sum()
+        elif i in targets:
             loss = ((targets[i].detach() - h) ** 2).sum(-1).mean(-1).sum()
         else:  # the output layer, trained on the cost
             loss = net.output_unit.loss(layer.preactivation(acts.u[i - 1].detach()), y).sum()
