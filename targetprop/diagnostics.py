@@ -3,7 +3,8 @@
 - :func:`update_angles`: per layer and replica, the angle between the rule's update of ``W_i`` and the BP
   gradient ``∂L/∂W_i`` on the same batch (0° = the same direction, 90° = orthogonal);
 - :func:`inverse_errors`: per layer and replica, the reconstruction error of the learned inverse,
-  ``(1/B) Σ_b ||g_i(f_i(h_{i−1})) − h_{i−1}||²`` (no corruption).
+  ``(1/B) Σ_b ||g_i(f_i(h_{i−1})) − h_{i−1}||²`` (no corruption); an output layer's inverse reads the
+  pre-activation ``a_M`` (``first_target = "output"``, see :mod:`targetprop.rules.tp`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def inverse_errors(net: Network, x: Tensor) -> Tensor:
     cols = []
     for i, layer in enumerate(net.layers, start=1):
         if layer.has_feedback:
-            cols.append((layer.inverse(acts.h[i]) - acts.h[i - 1]).pow(2).sum(-1).mean(-1))
+            state = acts.a[i] if layer.is_output else acts.h[i]
+            cols.append((layer.inverse(state) - acts.h[i - 1]).pow(2).sum(-1).mean(-1))
         else:
             cols.append(torch.full((net.replicas,), math.nan, dtype=acts.h[0].dtype, device=acts.h[0].device))
     return torch.stack(cols, dim=1)

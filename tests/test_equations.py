@@ -74,9 +74,121 @@ def test_dtp_targets_match_hand_computation():
     assert grads[4].flatten().tolist() == pytest.approx([p[0] * h2, (p[1] - 1) * h2], abs=1e-12)
 
 
+def output_target_rule(rule_name: str = "dtp", output: str = "softmax", eta: float = 3.0, seeds=(3, 4)):
+    cls = get_rule(rule_name)
+    cfg = cls.Config(eta_hat=eta, first_target="output")
+    net = Network.from_spec(
+        "12-9-7-5", "tanh", output, seeds=list(seeds), feedback=cls.feedback_maps(cfg), dtype=torch.float64
+    )
+    return cls(net, cfg, ReplicaRandom(list(seeds), "train"))
+
+
+def test_first_target_on_output_preactivation_by_hand():
+    """first_target = "output", softmax: â_M = a_M − η̂ (softmax(a_M) − onehot(y))/B (batch-mean cross-entropy),
+    ĥ_{M−1} = h_{M−1} − g_M(a_M) + g_M(â_M) with g_M(a) = tanh(V_M a + c_M) reading the pre-activation, and the
+    output layer's update is the gradient of ||â_M − a_M||² (sum over units, mean over the batch): 2η̂/B times
+    the BP gradient of the cost, so its direction is exactly BP's."""
+    eta, batch = 3.0, 6
+    rule = output_target_rule(eta=eta)
+    net = rule.net
+    assert rule.top == net.depth == 3 and net.layer(3).has_feedback
+    x, y = torch.rand(2, batch, 12), torch.randint(0, 5, (2, batch))
+    acts = net.activity(x)
+    targets = rule.targets(acts, y)
+    assert set(targets) == {1, 2, 3}
+    a3 = acts.a[3]
+    onehot = torch.nn.functional.one_hot(y, 5).double()
+    a3_hat = a3 - eta * (torch.softmax(a3, -1) - onehot) / batch
+    torch.testing.assert_close(targets[3], a3_hat, atol=1e-12, rtol=0)
+    out = net.layer(3)
+    g3 = lambda a: torch.tanh(a @ out.fb_weight.transpose(1, 2) + out.fb_bias.unsqueeze(1))  # noqa: E731
+    h2_hat = acts.h[2] - g3(a3) + g3(a3_hat)
+    torch.testing.assert_close(targets[2], h2_hat, atol=1e-12, rtol=0)
+    layer2 = net.layer(2)
+    g2 = lambda h: torch.tanh(h @ layer2.fb_weight.transpose(1, 2) + layer2.fb_bias.unsqueeze(1))  # noqa: E731
+    torch.testing.assert_close(targets[1], acts.h[1] - g2(acts.h[2]) + g2(h2_hat), atol=1e-12, rtol=0)
+
+    grads = rule.local_gradients(acts, y, targets)
+    delta3 = 2.0 * (a3 - a3_hat) / batch
+    torch.testing.assert_close(grads[4], delta3.transpose(1, 2) @ acts.h[2], atol=1e-12, rtol=0)
+    torch.testing.assert_close(grads[5], delta3.sum(1), atol=1e-12, rtol=0)
+    bp, _ = BP(net, BP.Config(), ReplicaRandom([3, 4], "train")).forward_updates(x, y)
+    torch.testing.assert_close(grads[4], (2 * eta / batch) * bp[4], atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(grads[5], (2 * eta / batch) * bp[5], atol=1e-12, rtol=1e-9)
+
+
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
+def test_first_target_on_output_is_a_gradient_step_on_the_preactivation(output):
+    """â_M = a_M − η̂ ∂L/∂a_M for every output unit, with ∂L/∂a_M that of the batch-mean cost (checked against
+    autograd); for a linear output a_M = h_M, and the target is the paper's ĥ_M = h_M − η̂ ∂L/∂h_M."""
+    eta = 0.7
+    rule = output_target_rule(output=output, eta=eta)
+    x, y = torch.rand(2, 6, 12), torch.randint(0, 5, (2, 6))
+    acts = rule.net.activity(x)
+    a = acts.a[-1].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(rule.net.output_unit.loss(a, y).sum(), a)
+    target = rule.targets(acts, y)[rule.net.depth]
+    torch.testing.assert_close(target, acts.a[-1] - eta * grad, atol=1e-12, rtol=1e-12)
+    if output == "linear":
+        h = acts.h[-1]
+        torch.testing.assert_close(target, h - eta * rule.net.output_unit.output_grad(acts.a[-1], h, y))
+
+
+def test_output_inverse_trains_on_the_corrupted_last_hidden_layer():
+    """L_M^inv = (1/B) Σ_b ||g_M(W_M (h_{M−1} + ε) + b_M) − (h_{M−1} + ε)||²: the rule's closed-form gradients for
+    V_M, c_M are autograd's on that loss, for a given ε (g_M reads the pre-activation, not the softmax)."""
+    rule = output_target_rule()
+    net = rule.net
+    x = torch.rand(2, 8, 12)
+    acts = net.activity(x)
+    eps = 0.3 * torch.randn(2, 8, 9 + 7)  # layers 2 and 3: ε for h_1 (9 wide) and h_2 (7 wide)
+    h_tilde, fb_in = rule.corrupt(acts, eps)
+    grads, total = rule.inverse_gradients_at(h_tilde, fb_in)
+    out = net.layer(3)
+    h2_tilde = acts.h[2] + eps[..., 9:]
+    torch.testing.assert_close(h_tilde[1], h2_tilde)
+    torch.testing.assert_close(fb_in[1], out.preactivation(h2_tilde))
+    params = net.feedback_parameters()
+    h1_tilde = acts.h[1] + eps[..., :9]
+    codes = {2: net.layer(2)(h1_tilde), 3: out.preactivation(h2_tilde)}  # f_2(h̃_1) and a_M(h̃_2)
+    losses = [
+        ((net.layer(i).inverse(codes[i]) - h_t) ** 2).sum(-1).mean(-1) for i, h_t in ((2, h1_tilde), (3, h2_tilde))
+    ]
+    auto = torch.autograd.grad(sum(loss.sum() for loss in losses), params)
+    for a, b in zip(grads, auto, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(total, losses[0].detach() + losses[1].detach())
+
+
+def test_output_inverse_is_not_stacked_and_chunked_pass_equals_step_by_step():
+    """With the output layer among the inverses (first_target = "output"), square layers of one unit name
+    (sigmoid hidden units, sigmoid output) do not stack (g_M reads a_M, not s(a_M)); the alternating schedule's
+    chunked inverse pass still gives each mini-batch the update of its own step."""
+    seeds = [0, 1]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 70, 20, generator=gen)
+    y = torch.randint(0, 5, (2, 70), generator=gen)
+    batches = [(x[:, k : k + 16], y[:, k : k + 16]) for k in range(0, 70, 16)]
+    results = []
+    for chunk_rows in (0, 40):
+        net = Network.from_spec("20-5x4-5", "sigmoid", "sigmoid", seeds=seeds, feedback="all", dtype=torch.float64)
+        rule = make_rule("dtp", net, seeds=seeds, first_target="output")
+        assert not rule._stackable()
+        rule.chunk_rows = chunk_rows
+        losses = [m["inverse_loss"] for m in rule.train_pass(iter(batches), ("feedback",))]
+        results.append((rule, losses))
+    (chunked, chunked_losses), (plain, plain_losses) = results
+    torch.testing.assert_close(torch.stack(chunked_losses), torch.stack(plain_losses))
+    for a, b in zip(chunked.net.feedback_parameters(), plain.net.feedback_parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    fresh = Network.from_spec("20-5x4-5", "sigmoid", "sigmoid", seeds=seeds, feedback="all", dtype=torch.float64)
+    assert (chunked.net.feedback_parameters()[-2] - fresh.feedback_parameters()[-2]).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("first_target", ["last_hidden", "output"])
 def test_dtp_target_equal_to_activity_propagates_as_activity(first_target):
-    """ĥ_i = h_i ⇒ ĥ_{i−1} = h_{i−1}, for inverses that are far from exact (random ones)."""
+    """ĥ_i = h_i ⇒ ĥ_{i−1} = h_{i−1}, for inverses that are far from exact (random ones); with η̂ = 0 every target
+    equals the activity it sits on (the output pre-activation a_M for the output layer)."""
     cls = DTP
     cfg = cls.Config(eta_hat=0.0, first_target=first_target)
     net = Network.from_spec("12-9-7-8-5", "tanh", seeds=[3, 4], feedback=cls.feedback_maps(cfg), dtype=torch.float64)
@@ -86,18 +198,19 @@ def test_dtp_target_equal_to_activity_propagates_as_activity(first_target):
     targets = rule.targets(acts, y)
     assert len(targets) == (4 if first_target == "output" else 3)
     for i, t in targets.items():
-        torch.testing.assert_close(t, acts.h[i], atol=1e-12, rtol=0)
+        torch.testing.assert_close(t, acts.a[i] if i == net.depth else acts.h[i], atol=1e-12, rtol=0)
     # TP with the same inverses does not have this property: the check above can fail.
     tp = TP(net, TP.Config(eta_hat=0.0, first_target=first_target), ReplicaRandom([3, 4], "train"))
     tp_targets = tp.targets(acts, y)
     assert (tp_targets[1] - acts.h[1]).abs().max() > 1e-2
 
 
-def exact_inverse_net(first_target: str) -> Network:
-    """Identity units and square invertible weights, with V_i = W_i^{-1}, c_i = −W_i^{-1} b_i: g_i = f_i^{-1}."""
+def exact_inverse_net(first_target: str, output: str = "linear") -> Network:
+    """Identity units and square invertible weights, with V_i = W_i^{-1}, c_i = −W_i^{-1} b_i: g_i = f_i^{-1}
+    (for the output layer, the inverse of its pre-activation map u_{M−1} ↦ a_M)."""
     n = 5
     feedback = "all" if first_target == "output" else "hidden"
-    net = Network([n, n, n, n, n], ["identity"] * 3, "linear", replicas=2, feedback=feedback).double()
+    net = Network([n, n, n, n, n], ["identity"] * 3, output, replicas=2, feedback=feedback).double()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for layer in net.layers:
@@ -111,21 +224,25 @@ def exact_inverse_net(first_target: str) -> Network:
     return net
 
 
-@pytest.mark.parametrize("first_target", ["last_hidden", "output"])
-def test_dtp_equals_tp_with_exact_inverse(first_target):
-    net = exact_inverse_net(first_target)
-    dtp = make_rule("dtp", net, seeds=(0, 1), eta_hat=0.5, first_target=first_target)
-    tp = make_rule("tp", net, seeds=(0, 1), eta_hat=0.5, first_target=first_target)
+@pytest.mark.parametrize(
+    ("first_target", "output"),
+    [("last_hidden", "linear"), ("output", "linear"), ("output", "softmax"), ("output", "sigmoid")],
+)
+def test_dtp_equals_tp_with_exact_inverse(first_target, output):
+    net = exact_inverse_net(first_target, output)
+    eta = 0.5 if output == "linear" else 3.0
+    dtp = make_rule("dtp", net, seeds=(0, 1), eta_hat=eta, first_target=first_target)
+    tp = make_rule("tp", net, seeds=(0, 1), eta_hat=eta, first_target=first_target)
     x, y = torch.randn(2, 7, 5), torch.randint(0, 5, (2, 7))
     acts = net.activity(x)
-    # the inverse is exact: g_i(h_i) = h_{i−1}
+    # the inverse is exact: g_i(h_i) = h_{i−1}; the output layer's inverts its pre-activation, g_M(a_M) = h_{M−1}
     for i in range(2, dtp.top + 1):
-        torch.testing.assert_close(net.layer(i).inverse(acts.h[i]), acts.h[i - 1])
+        torch.testing.assert_close(net.layer(i).inverse(dtp.state(acts, i)), acts.h[i - 1])
     t_dtp, t_tp = dtp.targets(acts, y), tp.targets(acts, y)
     assert t_dtp.keys() == t_tp.keys()
     for i in t_dtp:
         torch.testing.assert_close(t_dtp[i], t_tp[i], atol=1e-10, rtol=1e-10)
-        assert (t_dtp[i] - acts.h[i]).abs().max() > 1e-3  # the targets do move
+        assert (t_dtp[i] - dtp.state(acts, i)).abs().max() > 1e-3  # the targets do move
     g_dtp, _ = dtp.forward_updates(x, y)
     g_tp, _ = tp.forward_updates(x, y)
     for a, b in zip(g_dtp, g_tp, strict=True):
@@ -150,7 +267,9 @@ def test_forward_update_is_layer_local(rule_name, first_target):
     for i in range(1, net.depth + 1):
         layer = net.layer(i)
         h = layer.unit(layer.preactivation(acts.u[i - 1].detach()))
-        if i in targets:
+        if i in targets and i == net.depth:  # first_target = "output": the loss is on the pre-activation a_M
+            loss = ((targets[i].detach() - layer.preactivation(acts.u[i - 1].detach())) ** 2).sum(-1).mean(-1).sum()
+        elif i in targets:
             loss = ((targets[i].detach() - h) ** 2).sum(-1).mean(-1).sum()
         else:  # the output layer, trained on the cost
             loss = net.output_unit.loss(layer.preactivation(acts.u[i - 1].detach()), y).sum()

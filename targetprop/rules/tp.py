@@ -4,7 +4,8 @@ Each layer receives a *target* ``ĥ_i`` instead of a gradient and trains on its 
 down through learned inverses ``g_i ≈ f_i^{-1}``; the inverses are trained as noisy decoders. Per mini-batch:
 
 1. forward ``h_i = f_i(h_{i−1})``;
-2. first target ``ĥ_T = h_T − η̂ ∂L/∂h_T`` (see :meth:`TargetPropagation.first_target`);
+2. first target ``ĥ_T = h_T − η̂ ∂L/∂h_T`` (see :meth:`TargetPropagation.first_target`; on the output layer,
+   ``T = M``, the target, the inverse and the local loss use the pre-activation ``a_M`` in place of ``h_M``);
 3. for ``i = T..2``: ``ĥ_{i−1}`` from ``ĥ_i`` (:meth:`TargetPropagation.propagate`: TP ``g_i(ĥ_i)``; DTP adds a correction);
 4. inverses: SGD on ``L_i^inv = ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²``, ``ε ~ N(0, σ²)``, ``i = T..2``;
 5. forward layers: SGD on ``L_i = ||ĥ_i − f_i(h_{i−1})||²`` with ``h_{i−1}`` held fixed, ``i = 1..T``.
@@ -16,8 +17,24 @@ Where the first target sits (``first_target``):
 
 - ``"last_hidden"`` (the DTP authors' code, "LeeDTP"): the output layer is trained directly on the cost, and
   ``T = M − 1``: ``ĥ_{M−1} = h_{M−1} − η̂ ∂L/∂h_{M−1}``, a gradient through the output layer only;
-- ``"output"`` (the algorithm as written in the paper): ``T = M``, ``ĥ_M = h_M − η̂ ∂L/∂h_M`` on the output
-  ``h_M = s_M(a_M)``, and the output layer has an inverse and a layer-local loss too.
+- ``"output"`` (the algorithm of the paper, with the top target on the output *pre-activation* as Meulemans et
+  al. 2020 place it): ``T = M`` and the output layer is one more layer with a target, an inverse and a
+  layer-local loss, all on ``a_M = W_M u_{M−1} + b_M``:
+
+  - top target ``â_M = a_M − η̂ ∂L/∂a_M`` (softmax + cross-entropy and sigmoid + binary cross-entropy:
+    ``∂L/∂a_M = (s(a_M) − t)/B``; linear + squared error: ``2(a_M − t)/B``);
+  - layer-local loss ``L_M = ||â_M − a_M||²`` (sum over units, mean over the batch), ``δ_M = 2(a_M − â_M)/B``;
+  - inverse ``g_M(a_M) = s̄_M(V_M a_M + c_M) ≈ h_{M−1}``, trained like the others on the corrupted
+    ``h̃_{M−1} = h_{M−1} + ε``: ``||g_M(W_M t(h̃_{M−1}) + b_M) − h̃_{M−1}||²``;
+  - next target (DTP) ``ĥ_{M−1} = h_{M−1} − g_M(a_M) + g_M(â_M)`` (TP: ``g_M(â_M)``).
+
+  Why the pre-activation: with a softmax, ``∂L/∂h_M = −t/(B h_M)`` is unbounded as ``h_y → 0``, a target
+  ``h_M − η̂ ∂L/∂h_M`` leaves the simplex (the layer cannot reach it, and its loss through the softmax Jacobian
+  pulls mostly along directions the softmax flattens), and an inverse from the probabilities back to ``h_{M−1}``
+  must undo the softmax's squashing and its loss of the shift; with a sigmoid, ``∂L/∂h_M = (h − t)/(B h(1 − h))``
+  blows up where the unit saturates and the target leaves ``(0, 1)``. On ``a_M`` the step ``(s(a_M) − t)/B`` is
+  bounded for both, every target is reachable, and the inverse sees the unsquashed values. For a linear output
+  ``h_M = a_M``: the target, the loss and the inverse are exactly those of the paper's ``ĥ_M = h_M − η̂ ∂L/∂h_M``.
 
 ``∂L/∂h`` is the gradient of the *batch-mean* cost (as in the authors' code), so η̂ absorbs the 1/B factor.
 With sign units the first target's gradient is taken with respect to the transmitted ``u_{M−1}``.
@@ -144,26 +161,38 @@ class TargetPropagation(Rule):
 
     # ---- targets -------------------------------------------------------------------------------------------
 
+    def state(self, acts: Activity, i: int) -> Tensor:
+        """What layer i's target sits on and its inverse reads: ``h_i`` for a hidden layer, the pre-activation
+        ``a_M`` for the output layer (``first_target = "output"``)."""
+        return acts.a[i] if i == self.net.depth else acts.h[i]
+
     def first_target(self, acts: Activity, y: Tensor) -> Tensor:
-        """``ĥ_T = h_T − η̂ ∂L/∂h_T`` with ``L`` the batch-mean cost."""
+        """The first target, with ``L`` the batch-mean cost:
+
+        - ``"last_hidden"``: ``ĥ_{M−1} = h_{M−1} − η̂ ∂L/∂u_{M−1}``, ``∂L/∂u_{M−1} = (∂L/∂a_M) W_M``;
+        - ``"output"``: ``â_M = a_M − η̂ ∂L/∂a_M``, on the output pre-activation (``∂L/∂a_M``:
+          :meth:`~targetprop.units.OutputUnit.loss_grad`, e.g. ``(softmax(a_M) − onehot(y))/B``).
+        """
         out = self.net.output_unit
-        a_m, h_m = acts.a[-1], acts.h[-1]
+        a_m = acts.a[-1]
         if self.top == self.net.depth:
-            grad = out.output_grad(a_m, h_m, y)
+            grad = out.loss_grad(a_m, y)
         else:  # gradient through the output layer only: ∂L/∂u_{M−1} = (∂L/∂a_M) W_M
             grad = matmul(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
-        h = acts.h[self.top]
+        h = self.state(acts, self.top)
         return h - per_replica_view(self.eta_hat, h) * grad
 
     def propagate(self, layer: Layer, h_below: Tensor, h: Tensor, target: Tensor) -> Tensor:
-        """Target of layer i−1 from the target ``ĥ_i`` of layer i (``layer`` is layer i)."""
+        """Target of layer i−1 from the target ``ĥ_i`` of layer i (``layer`` is layer i; ``h`` and ``target``
+        are the output pre-activation ``a_M`` and ``â_M`` when layer i is the output layer)."""
         raise NotImplementedError
 
     def targets(self, acts: Activity, y: Tensor) -> dict[int, Tensor]:
-        """``{i: ĥ_i}`` for the layers ``i = 1..T`` that train on a layer-local loss."""
+        """``{i: ĥ_i}`` for the layers ``i = 1..T`` that train on a layer-local loss; with
+        ``first_target = "output"``, ``{M: â_M}`` is the target of the output pre-activation (see :meth:`state`)."""
         targets = {self.top: self.first_target(acts, y)}
         for i in range(self.top, 1, -1):
-            targets[i - 1] = self.propagate(self.net.layer(i), acts.h[i - 1], acts.h[i], targets[i])
+            targets[i - 1] = self.propagate(self.net.layer(i), acts.h[i - 1], self.state(acts, i), targets[i])
         return targets
 
     # ---- forward weights -----------------------------------------------------------------------------------
@@ -175,13 +204,16 @@ class TargetPropagation(Rule):
 
         Layers ``i ≤ T``: ``L_i = (1/B) Σ_b ||ĥ_i − s_i(W_i u_{i−1} + b_i)||²``, ``u_{i−1}`` held fixed, so
         ``δ_i = s_i'(a_i) ⊙ 2(h_i − ĥ_i)/B``, ``∂L_i/∂W_i = δ_iᵀ u_{i−1}``, ``∂L_i/∂b_i = Σ_b δ_i``.
-        The output layer when ``T = M − 1``: ``δ_M = ∂L/∂a_M`` of the cost itself.
+        The output layer when ``T = M − 1``: ``δ_M = ∂L/∂a_M`` of the cost itself; when ``T = M``:
+        ``L_M = (1/B) Σ_b ||â_M − (W_M u_{M−1} + b_M)||²`` on the pre-activation, ``δ_M = 2(a_M − â_M)/B``.
         With ``out`` (the optimiser's gradient buffers) the gradients are written there.
         """
         grads: list[Tensor] = []
         for i, layer in enumerate(self.net.layers, start=1):
             a, h = acts.a[i], acts.h[i]
-            if i <= self.top:
+            if i == self.top == self.net.depth:
+                delta = torch.sub(a, targets[i]).mul_(2.0 / a.shape[1])
+            elif i <= self.top:
                 delta = layer.unit.vjp(a, h, torch.sub(h, targets[i]).mul_(2.0 / h.shape[1]))
             else:
                 delta = self.net.output_unit.loss_grad(a, y)
@@ -214,8 +246,9 @@ class TargetPropagation(Rule):
 
     def corrupt(self, acts: Activity, eps: Tensor, stacked: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``t_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
-        the forward weights only. One tensor per layer, or with ``stacked`` one ``(R·L, rows, n)`` tensor each
-        (see :meth:`_stackable`)."""
+        the forward weights only; for the output layer (``T = M``) the feedback input is the pre-activation
+        ``W_M t(h̃_{M−1}) + b_M``, what :meth:`state` gives ``g_M``. One tensor per layer, or with ``stacked`` one
+        ``(R·L, rows, n)`` tensor each (see :meth:`_stackable`)."""
         layers = self._inverse_layers()
         widths = [layer.n_in for _, layer in layers]
         if stacked:
@@ -229,8 +262,12 @@ class TargetPropagation(Rule):
         h_tildes, fb_ins = [], []
         for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
             h_tilde = acts.h[i - 1] + e
-            fh = layer(self.net.layer(i - 1).transmit(h_tilde, self.sample))
+            u_tilde = self.net.layer(i - 1).transmit(h_tilde, self.sample)
             h_tildes.append(h_tilde)
+            if layer.is_output:  # g_M reads the pre-activation a_M
+                fb_ins.append(layer.preactivation(u_tilde))
+                continue
+            fh = layer(u_tilde)
             fb_ins.append(layer.transmit(fh) if layer.unit.transmits == "sign" else fh)
         return h_tildes, fb_ins
 
@@ -264,8 +301,11 @@ class TargetPropagation(Rule):
 
     def _stackable(self) -> bool:
         """Whether the inverses of layers 2..T can train as one batched product over layers: equal square widths,
-        one deterministic unit throughout, and the feedback parameters in one flat buffer holding just them."""
+        one deterministic unit throughout, and the feedback parameters in one flat buffer holding just them. Not
+        with the output layer among them (``T = M``): its inverse reads the pre-activation ``a_M``."""
         if not self.stack_inverses or self.feedback_optimizer is None or not self.feedback_optimizer.is_flat:
+            return False
+        if self.top == self.net.depth:
             return False
         layers = [layer for _, layer in self._inverse_layers()]
         n = layers[0].n_in
