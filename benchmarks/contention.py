@@ -35,9 +35,11 @@ import time
 from pathlib import Path
 
 CONFIGS: dict[str, tuple[dict[str, str], int]] = {
-    # name: (environment set before torch loads, torch.set_num_threads argument; 0 = leave torch's default)
+    # name: (environment set before torch loads, torch.set_num_threads argument; 0 = leave torch's default,
+    # -1 = targetprop's automatic policy)
     "default": ({}, 0),
     "threads=1": ({}, 1),
+    "auto": ({}, -1),  # targetprop's default: ThreadPolicy("auto") (the cores other processes leave free)
     "PASSIVE": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
     "GOMP_SPINCOUNT=0": ({"GOMP_SPINCOUNT": "0"}, 0),
     "GOMP_SPINCOUNT=1k": ({"GOMP_SPINCOUNT": "1000"}, 0),
@@ -61,7 +63,11 @@ BUSY = "while True: pass"
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    if args.threads:
+    if args.threads == -1:
+        from targetprop.threads import ThreadPolicy
+
+        ThreadPolicy("auto").start()
+    elif args.threads:
         torch.set_num_threads(args.threads)
     from targetprop.config import make_config
     from targetprop.data import load_dataset

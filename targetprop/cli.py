@@ -422,6 +422,10 @@ def main() -> None:
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         _stopped()
+    except OSError as e:  # the environment, not the program: a full disk or a lost mount where no module expected one
+        where = f" ({e.filename})" if e.filename else ""
+        _note(f"error: {e.strerror or e}{where}; free some space, or check the folder and try again")
+        sys.exit(2)
     if code == 130:  # click's answer to a KeyboardInterrupt (or our SIGTERM) it caught in a command
         _stopped()
     sys.exit(code if isinstance(code, int) else 0)

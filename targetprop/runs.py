@@ -45,6 +45,9 @@ LEGACY_CHECKPOINT = "checkpoint.pt"
 class RunDirError(TargetpropError):
     """A run directory that cannot be written (full disk, read-only, permissions) or is damaged."""
 
+    reason: str = ""
+    """The cause alone, without the advice on how to continue."""
+
 
 def write_failure(path: Path, e: OSError) -> RunDirError:
     return RunDirError(f"cannot write {path}: {e.strerror or e}; free some space or give another --out")

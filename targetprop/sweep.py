@@ -106,7 +106,7 @@ from targetprop.experiments import load_config_source
 from targetprop.lock import FolderLock
 from targetprop.rules import RULES, get_rule
 from targetprop.rules.base import PER_REPLICA
-from targetprop.runs import RunDir, atomic_write
+from targetprop.runs import RunDir, RunDirError, atomic_write
 
 SPACE_FILE, STUDY_FILE, TRIALS_FILE, RUNS = "space.toml", "study.log", "trials.csv", "runs"
 STUDY_NAME = "sweep"
@@ -457,6 +457,12 @@ def run_group(job: GroupJob) -> GroupResult:
         per_replica = result.summary["per_replica"]
     except DivergedError as e:
         per_replica = [{"diverged": True, "error": str(e)} for _ in job.config.seeds]
+    except RunDirError as e:  # a full disk or a read-only folder fails every trial alike: stop the sweep
+        sweep_dir = Path(job.run_dir).parent.parent
+        raise RunDirError(
+            f"{e.reason or e}; the sweep stops: continue it with `targetprop sweep --resume {sweep_dir}` once there "
+            "is room"
+        ) from None
     except TargetpropError as e:
         if isinstance(e.__context__, KeyboardInterrupt):  # the trainer's Ctrl-C message names `train --resume`
             raise KeyboardInterrupt from None

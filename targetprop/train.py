@@ -451,9 +451,11 @@ def _train_locked(
             if kept:
                 raise Interrupted(f"{what}; continue with {go_on}", code) from None
             raise Interrupted(f"{what} before the first epoch ended; nothing was kept", code) from None
-        if isinstance(e, RunDirError) and not isinstance(e, DivergedError):
+        if isinstance(e, RunDirError):
             tail = f"the run keeps every finished epoch: continue with {go_on}" if kept else "nothing was kept"
-            raise RunDirError(f"{e}; {tail}") from None
+            wrapped = RunDirError(f"{e}; {tail}")
+            wrapped.reason = str(e)  # what went wrong, without the advice (a sweep gives its own)
+            raise wrapped from None
         raise
     bar.close()
     return TrainResult(run_dir, summary, net, rule, history)

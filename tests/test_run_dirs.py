@@ -448,3 +448,20 @@ def test_a_damaged_sweep_directory_is_one_line(swept, tmp_path, case):
     assert fragment in error_line(proc)
     looked = run_cli("inspect", swept, cwd=tmp_path)
     assert looked.returncode == 0 and "sweep directory:" in looked.stdout, show(looked)
+
+
+def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
+    if not MOUNT:
+        pytest.skip("needs root and tmpfs mounts (CI has both)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (tmp_path / "space.toml").write_text(SPACE)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], check=True)
+    try:
+        proc = run_cli("sweep", "space.toml", "--out", disk, "--name", "s", "-q", cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+    assert proc.returncode == 2, show(proc)
+    assert_no_traceback(proc)
+    line = error_line(proc)
+    assert "No space left on device" in line and f"`targetprop sweep --resume {disk / 's'}`" in line, line
