@@ -431,7 +431,7 @@ def _damage_journal_line(folder: Path) -> None:
 
 SWEEP_DAMAGE = {
     "journal line": (_damage_journal_line, "study.log is damaged"),
-    "journal bytes": (lambda f: (f / "study.log").write_bytes(os.urandom(300)), "study.log is damaged"),
+    "journal bytes": (lambda f: (f / "study.log").write_bytes(b"\x90\x01 not json\n" * 30), "study.log is damaged"),
     "space file": (lambda f: (f / "space.toml").write_text("garbage [[["), "space.toml' is not valid TOML"),
 }
 
@@ -455,7 +455,7 @@ def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
         pytest.skip("needs root and tmpfs mounts (CI has both)")
     disk = tmp_path / "disk"
     disk.mkdir()
-    (tmp_path / "space.toml").write_text(SPACE)
+    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 1", "epochs = 3"))  # the second checkpoint does not fit
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], check=True)
     try:
         proc = run_cli("sweep", "space.toml", "--out", disk, "--name", "s", "-q", cwd=tmp_path)
