@@ -252,10 +252,11 @@ def _pm(stats: dict[str, float] | None) -> str:
 
 def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None = None) -> None:
     table = Table(title=title)
+    error = next((s["error"] for _, s, _ in rows if "error" in s), "error %")  # the task's: % for classification
     table.add_column("rule")
-    table.add_column("test error %", justify="right")
-    table.add_column("train error %", justify="right")
-    table.add_column("valid error %", justify="right")
+    table.add_column(f"test {error}", justify="right")
+    table.add_column(f"train {error}", justify="right")
+    table.add_column(f"valid {error}", justify="right")
     table.add_column("s / epoch", justify="right")
     table.add_column("seeds", justify="right")
     for rule, s, _ in rows:

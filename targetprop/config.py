@@ -66,6 +66,9 @@ class RunConfig(BaseModel):
     """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
     activation: str | list[str] = "tanh"
     """Hidden unit, or one per hidden layer."""
+    task: Literal["classify", "reconstruct"] = "classify"
+    """What the network learns: classify (targets are the labels) or reconstruct (targets are the inputs: an
+    auto-encoder; needs a sigmoid or linear output as wide as the input)."""
     output: Literal["softmax", "sigmoid", "linear"] = "softmax"
     """Output unit and its cost: softmax + cross-entropy, sigmoid + binary cross-entropy, linear + squared error."""
     init: str = "orthogonal"

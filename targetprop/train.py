@@ -26,9 +26,8 @@ from targetprop.replicas import ReplicaRandom
 from targetprop.resume import history_on_resume, restore_state
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
+from targetprop.tasks import Classify, Task, get_task
 from targetprop.threads import ThreadPolicy
-
-EVAL_CHUNK = 10_000
 
 
 def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
@@ -36,11 +35,8 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
     rule_cls = get_rule(config.rule)
     rule_config = config.rule_config()
     sizes = parse_architecture(config.architecture)
-    if sizes[0] != dataset.n_inputs or sizes[-1] != dataset.n_classes:
-        raise ConfigError(
-            f"architecture {config.architecture} does not fit {dataset.name}: it needs {dataset.n_inputs} inputs "
-            f"and {dataset.n_classes} outputs, e.g. {dataset.n_inputs}-240x2-{dataset.n_classes}"
-        )
+    task = get_task(config.task)
+    task.check(sizes, config.output, dataset, config.architecture)
     _check_memory(sizes, len(config.seeds), rule_cls.feedback_maps(rule_config), config)
     net = Network.from_spec(
         sizes,
@@ -52,7 +48,7 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         device=config.device,
         dtype=getattr(torch, config.dtype),
     )
-    rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device))
+    rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device), task)
     if config.compile != "off":
         rule.compile(config.compile)
     return net, rule
@@ -87,30 +83,21 @@ def _check_memory(sizes: list[int], replicas: int, feedback: str, config: RunCon
 
 
 @torch.no_grad()
-def evaluate(net: Network, split: Split, noise: ReplicaRandom | None = None, samples: int = 1) -> dict[str, Tensor]:
-    """Per-replica error (%) and mean cost on a split; stochastic units average ``samples`` passes' outputs."""
-    out = net.output_unit
+def evaluate(
+    net: Network, split: Split, noise: ReplicaRandom | None = None, samples: int = 1, task: Task | None = None
+) -> dict[str, Tensor]:
+    """Per-replica error (the task's: % for classification) and mean cost on a split; stochastic units average
+    ``samples`` passes' outputs."""
     stochastic = any(not layer.unit.deterministic for layer in net.layers[:-1])
-    samples = samples if stochastic else 1
     sample = noise.uniform_like if noise is not None else (lambda h: torch.rand_like(h))
-    # explicit dtypes: the figures must not depend on torch's default dtype
-    errors = torch.zeros(net.replicas, dtype=torch.float32, device=split.x.device)
-    losses = torch.zeros(net.replicas, dtype=torch.float32, device=split.x.device)
-    dtype = net.layers[0].weight.dtype
-    for start in range(0, len(split.y), EVAL_CHUNK):
-        x = split.x[start : start + EVAL_CHUNK].to(dtype)
-        y = split.y[start : start + EVAL_CHUNK].expand(net.replicas, -1)
-        if samples == 1:
-            logits = net(x, sample)
-            losses += out.sample_loss(logits, y).sum(-1).float()
-            pred = logits.argmax(-1)
-        else:
-            probs = sum(out(net(x, sample)) for _ in range(samples)) / samples
-            losses += -torch.log(probs.gather(-1, y.unsqueeze(-1)).clamp_min(1e-30)).squeeze(-1).sum(-1).float()
-            pred = probs.argmax(-1)
-        errors += (pred != y).sum(-1).float()
-    n = len(split.y)
-    return {"error": 100.0 * errors / n, "loss": losses / n}
+    return (task or Classify()).evaluate(
+        lambda x: net(x, sample),
+        net.output_unit,
+        split,
+        net.replicas,
+        net.layers[0].weight.dtype,
+        samples if stochastic else 1,
+    )
 
 
 @dataclass
@@ -204,6 +191,8 @@ def summarize(config: RunConfig, history: list[dict[str, Any]], diverged: set[in
     epoch_seconds = [h["seconds"] for h in history if h["replica"] == 0]
     return {
         "rule": config.rule,
+        "task": config.task,
+        "error": get_task(config.task).error_label,
         "data": config.data,
         "arch": config.architecture,
         "epochs": last_epoch,
@@ -323,11 +312,14 @@ def _train_locked(
             run_dir.remove()
         raise
 
-    x_train, y_train = dataset.train.x.to(net.layers[0].weight.dtype), dataset.train.y
+    task, dtype = rule.task, net.layers[0].weight.dtype
+    x_train, y_train = dataset.train.x.to(dtype), task.targets(dataset.train)
+    y_train = y_train.to(dtype) if y_train.is_floating_point() else y_train
     n_train, batch = len(y_train), config.batch_size
     label = f"{config.rule} {config.data} {config.architecture} ×{reps}"
     bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
+    unit = "%" if task.scale() == 100.0 else ""
     warned: set[int] = set()
     pending = dict(changes)  # recorded with the first epoch trained under them
     cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
@@ -342,17 +334,17 @@ def _train_locked(
                 order = torch.arange(n_train, device=device).expand(reps, -1)
             sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, bar.advance)
             evals = {
-                name: evaluate(net, split, eval_rng, config.eval_samples)
+                name: evaluate(net, split, eval_rng, config.eval_samples, task)
                 for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
             }
             if config.diagnostics:
                 probe = min(1000, n_train)
-                x_probe, y_probe = x_train[:probe], y_train[:probe].expand(reps, -1)
+                x_probe, y_probe = x_train[:probe], task.expand(y_train[:probe], reps, dtype)
                 sums["angle_deg"] = update_angles(rule, x_probe, y_probe)
                 sums["inverse_error"] = inverse_errors(net, x_probe)
                 counts["angle_deg"] = counts["inverse_error"] = 1
             batch_loss = (sums["loss"] / counts["loss"]).tolist()
-            batch_error = (100.0 * sums["errors"] / counts["errors"]).tolist()
+            batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
             extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}
             rows = []
             for r in range(reps):
@@ -430,8 +422,8 @@ def _train_locked(
             ok = [row for r, row in enumerate(rows) if r not in diverged] or rows
             bar.epoch_done(
                 f"{label} epoch {epoch + 1}/{config.epochs}: "
-                f"train {_fmt([r['train_error'] for r in ok])}% valid {_fmt([r['valid_error'] for r in ok])}% "
-                f"test {_fmt([r['test_error'] for r in ok])}%  ({seconds:.2f} s)"
+                f"train {_fmt([r['train_error'] for r in ok])}{unit} valid {_fmt([r['valid_error'] for r in ok])}{unit} "
+                f"test {_fmt([r['test_error'] for r in ok])}{unit}  ({seconds:.2f} s)"
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"rows": rows})

@@ -116,7 +116,8 @@ def hidden_unit(name: str) -> Unit:
 class OutputUnit:
     """An output non-linearity with its cost ``L(a_M, y)``, computed from the pre-activation ``a_M``.
 
-    ``y`` holds class indices; squared error and binary cross-entropy compare against their one-hot code.
+    ``y`` holds class indices ``(R, B)``, whose one-hot code ``t`` the costs compare against, or dense targets ``t``
+    shaped like the output ``(R, B, n)`` (e.g. the input itself, for an auto-encoder: see :mod:`targetprop.tasks`).
     """
 
     name: str
@@ -128,7 +129,20 @@ class OutputUnit:
             return torch.sigmoid(a)
         return a
 
+    def inverse(self, h: Tensor) -> Tensor:
+        """A pre-activation whose output is ``h``: ``log h`` (softmax, for ``h`` summing to 1), ``logit h``
+        (sigmoid), ``h`` (linear). Used to score outputs averaged over stochastic passes."""
+        tiny = torch.finfo(h.dtype).tiny
+        if self.name == "softmax":
+            return torch.log(h.clamp_min(tiny))
+        if self.name == "sigmoid":
+            return torch.logit(h, eps=torch.finfo(h.dtype).eps)
+        return h
+
     def _one_hot(self, a: Tensor, y: Tensor) -> Tensor:
+        """The target code ``t``: the one-hot code of class indices, or dense targets as they are."""
+        if y.is_floating_point():
+            return y.expand(a.shape)
         # scatter rather than F.one_hot, which checks the labels' range on the host (a sync per batch)
         return torch.zeros_like(a).scatter_(-1, y.expand(a.shape[:-1]).unsqueeze(-1), 1.0)
 
@@ -139,10 +153,12 @@ class OutputUnit:
         - sigmoid: ``−Σ_k [t_k log σ(a_k) + (1 − t_k) log(1 − σ(a_k))]`` with ``t`` the one-hot code;
         - linear: ``Σ_k (a_k − t_k)²``.
         """
-        if self.name == "softmax":
+        if self.name == "softmax" and not y.is_floating_point():
             y = y.expand(a.shape[:-1])
             return -torch.log_softmax(a, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         t = self._one_hot(a, y)
+        if self.name == "softmax":  # dense targets: −Σ_k t_k log softmax(a)_k
+            return -(t * torch.log_softmax(a, dim=-1)).sum(-1)
         if self.name == "sigmoid":
             return F.binary_cross_entropy_with_logits(a, t, reduction="none").sum(-1)
         return ((a - t) ** 2).sum(-1)

@@ -455,7 +455,9 @@ def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
         pytest.skip("needs root and tmpfs mounts (CI has both)")
     disk = tmp_path / "disk"
     disk.mkdir()
-    (tmp_path / "space.toml").write_text(SPACE.replace("epochs = 1", "epochs = 3"))  # the second checkpoint does not fit
+    (tmp_path / "space.toml").write_text(
+        SPACE.replace("epochs = 1", "epochs = 3")
+    )  # the second checkpoint does not fit
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], check=True)
     try:
         proc = run_cli("sweep", "space.toml", "--out", disk, "--name", "s", "-q", cwd=tmp_path)

@@ -28,6 +28,7 @@ from torch import Tensor
 from targetprop.nets import Network
 from targetprop.optim import Optimizer, make_optimizer, per_replica
 from targetprop.replicas import ReplicaRandom
+from targetprop.tasks import Classify, Task
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Scalar = PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)]
@@ -69,8 +70,10 @@ class Rule(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[RuleConfig]] = RuleConfig
 
-    def __init__(self, net: Network, config: RuleConfig, noise: ReplicaRandom):
+    def __init__(self, net: Network, config: RuleConfig, noise: ReplicaRandom, task: Task | None = None):
         self.net, self.config, self.noise = net, config, noise
+        self.task = task if task is not None else Classify()
+        """What the network learns (its targets ``y`` and its error): see :mod:`targetprop.tasks`."""
         self.epoch = 0
         self.optimizer = make_optimizer(config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args)
 
@@ -97,8 +100,13 @@ class Rule(ABC):
         optimiser descends them), in the order of ``net.forward_parameters()``, and the batch metrics.
         Changes nothing. Used by :meth:`step` and by the diagnostics."""
 
+    def metrics(self, a: Tensor, y: Tensor, loss: Tensor | None = None) -> dict[str, Tensor]:
+        """The batch cost and the task's summed error from the output pre-activation ``a``."""
+        return self.task.batch_metrics(self.net.output_unit, a, y, loss)
+
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
-        """Train on one mini-batch ``x`` ``(R, B, n_in)``, ``y`` ``(R, B)``; returns ``(R,)`` metrics."""
+        """Train on one mini-batch ``x`` ``(R, B, n_in)``, targets ``y`` ``(R, B)`` (classes) or ``(R, B, n_out)``;
+        returns ``(R,)`` metrics."""
         grads, metrics = self.forward_updates(x, y)
         self.optimizer.step(grads)
         return metrics
@@ -132,12 +140,6 @@ class Rule(ABC):
         self.epoch = state["epoch"]
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
-
-
-def batch_metrics(logits: Tensor, y: Tensor, loss: Tensor) -> dict[str, Tensor]:
-    """Per-replica batch cost and number of misclassified samples."""
-    errors = (logits.argmax(-1) != y).sum(-1).to(logits.dtype)
-    return {"loss": loss.detach(), "errors": errors}
 
 
 def per_replica_view(value: Tensor, like: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from targetprop.nets import Activity, linear_grads, matmul
-from targetprop.rules.base import Rule, RuleConfig, Scalar, batch_metrics
+from targetprop.rules.base import Rule, RuleConfig, Scalar
 
 
 class BPConfig(RuleConfig):
@@ -68,11 +68,11 @@ class BP(Rule):
                 logits = self.net(x, self.sample, straight_through=self.config.straight_through)
                 loss = self.net.output_unit.loss(logits, y)
                 grads = torch.autograd.grad(loss.sum(), params, allow_unused=True, materialize_grads=True)
-            return list(grads), batch_metrics(logits.detach(), y, loss)
+            return list(grads), self.metrics(logits, y, loss)
         with torch.no_grad():
             acts = self.net.activity(x, self.sample)
             loss = self.net.output_unit.loss(acts.logits, y)
-            return self.gradients(acts, y), batch_metrics(acts.logits, y, loss)
+            return self.gradients(acts, y), self.metrics(acts.logits, y, loss)
 
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
         if self.config.autograd:
@@ -80,6 +80,6 @@ class BP(Rule):
         with torch.no_grad():
             acts = self.net.activity(x, self.sample)
             grads = self.gradients(acts, y, out=self.optimizer.grad_buffers())
-            metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
+            metrics = self.metrics(acts.logits, y)
             self.optimizer.step(grads)
         return metrics

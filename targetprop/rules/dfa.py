@@ -25,6 +25,7 @@ from torch import Tensor
 from targetprop.nets import Activity, Network, matmul
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.fa import RandomFeedbackConfig, RandomFeedbackRule
+from targetprop.tasks import Task
 
 
 class DFA(RandomFeedbackRule):
@@ -32,8 +33,8 @@ class DFA(RandomFeedbackRule):
 
     name = "dfa"
 
-    def __init__(self, net: Network, config: RandomFeedbackConfig, noise: ReplicaRandom):
-        super().__init__(net, config, noise)
+    def __init__(self, net: Network, config: RandomFeedbackConfig, noise: ReplicaRandom, task: Task | None = None):
+        super().__init__(net, config, noise, task)
         self.widths = [layer.n_out for layer in net.layers[:-1]]
         if self.feedback:  # D_1, ..., D_{M−1} drawn one by one, kept side by side
             self.feedback = [torch.cat(self.feedback, dim=-1)]

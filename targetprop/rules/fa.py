@@ -32,7 +32,8 @@ from torch import Tensor
 from targetprop.nets import Activity, Network, init_weight, linear_grads, matmul
 from targetprop.optim import per_replica
 from targetprop.replicas import ReplicaRandom, generator
-from targetprop.rules.base import Rule, RuleConfig, Scalar, batch_metrics
+from targetprop.rules.base import Rule, RuleConfig, Scalar
+from targetprop.tasks import Task
 
 
 class RandomFeedbackConfig(RuleConfig):
@@ -74,8 +75,8 @@ class RandomFeedbackRule(Rule):
     Config = RandomFeedbackConfig
     config: RandomFeedbackConfig
 
-    def __init__(self, net: Network, config: RandomFeedbackConfig, noise: ReplicaRandom):
-        super().__init__(net, config, noise)
+    def __init__(self, net: Network, config: RandomFeedbackConfig, noise: ReplicaRandom, task: Task | None = None):
+        super().__init__(net, config, noise, task)
         if len(noise.seeds) != net.replicas:
             raise ValueError(f"{net.replicas} replicas but {len(noise.seeds)} seeds in the rule's random streams")
         ref = net.layers[0].weight
@@ -102,7 +103,7 @@ class RandomFeedbackRule(Rule):
             for i, delta in enumerate(self.deltas(acts, y), start=1):
                 grads.extend(linear_grads(delta, acts.u[i - 1], out=out[2 * i - 2 : 2 * i] if out else None))
             loss = self.net.output_unit.loss(acts.logits, y)
-        return grads, batch_metrics(acts.logits, y, loss)
+        return grads, self.metrics(acts.logits, y, loss)
 
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
         grads, metrics = self.forward_updates(x, y, out=self.optimizer.grad_buffers())

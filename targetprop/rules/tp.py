@@ -68,9 +68,9 @@ from targetprop.rules.base import (
     RuleConfig,
     Scalar,
     as_tensor,
-    batch_metrics,
     per_replica_view,
 )
+from targetprop.tasks import Task
 
 
 class TargetPropConfig(RuleConfig):
@@ -110,8 +110,8 @@ class TargetPropagation(Rule):
     Config = TargetPropConfig
     config: TargetPropConfig
 
-    def __init__(self, net: Network, config: TargetPropConfig, noise: ReplicaRandom):
-        super().__init__(net, config, noise)
+    def __init__(self, net: Network, config: TargetPropConfig, noise: ReplicaRandom, task: Task | None = None):
+        super().__init__(net, config, noise, task)
         self.top = net.depth if config.first_target == "output" else net.depth - 1
         if self.top < 1:
             raise ConfigError(f"{self.name} needs at least one hidden layer; give an architecture such as 64-100-10")
@@ -226,7 +226,7 @@ class TargetPropagation(Rule):
             targets = self.targets(acts, y)
             grads = self.local_gradients(acts, y, targets)
             loss = self.net.output_unit.loss(acts.logits, y)
-        return grads, batch_metrics(acts.logits, y, loss)
+        return grads, self.metrics(acts.logits, y, loss)
 
     # ---- inverses ------------------------------------------------------------------------------------------
     #
@@ -438,7 +438,7 @@ class TargetPropagation(Rule):
                     targets = self.targets(acts, y)
                 with record_function("tp:layer-local gradients"):
                     grads = self.local_gradients(acts, y, targets, out=self.optimizer.grad_buffers())
-                    metrics = batch_metrics(acts.logits, y, self.net.output_unit.loss(acts.logits, y))
+                    metrics = self.metrics(acts.logits, y)
             if "feedback" in phases and self.feedback_optimizer is not None:
                 with record_function("tp:inverse gradients"):
                     fb_out = self.feedback_optimizer.grad_buffers()

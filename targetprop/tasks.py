@@ -1,0 +1,154 @@
+"""What a network learns: the targets it is trained towards and how it is scored.
+
+The trainer, the rules and the evaluation know only "the target of a sample" and "the task's error"; a task says
+what those are. Two tasks:
+
+- ``classify``: the target of a sample is its class; the output unit's cost compares the output with its one-hot
+  code; the error is the percentage of samples whose largest output is not their class.
+- ``reconstruct``: the target of a sample is the sample itself (an auto-encoder, e.g. 784-1000-784); the cost
+  compares the output with the input (sigmoid + binary cross-entropy for inputs in [0, 1], or linear + squared
+  error); the error is the mean squared reconstruction error per sample, ``(1/N) Σ_n ||s(a_M) − x_n||²``.
+
+Rules receive targets ``y`` as the output unit takes them: class indices ``(R, B)`` or dense targets
+``(R, B, n_out)`` (:class:`targetprop.units.OutputUnit` accepts both), and report the task's batch metrics through
+:meth:`Task.batch_metrics`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from targetprop.data import Dataset, Split
+from targetprop.errors import ConfigError
+from targetprop.units import OutputUnit
+
+EVAL_CHUNK = 10_000
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    error_label: ClassVar[str]
+    """How the error is shown in tables, e.g. "error %"."""
+
+    @abstractmethod
+    def targets(self, split: Split) -> Tensor:
+        """One target per sample of ``split``, indexed like its inputs (the trainer gathers mini-batches of it)."""
+
+    @abstractmethod
+    def n_outputs(self, dataset: Dataset) -> int:
+        """The width of the output layer this task needs on ``dataset``."""
+
+    def check(self, sizes: list[int], output: str, dataset: Dataset, arch: str) -> None:
+        """Refuse an architecture or output unit the task cannot train, in one line."""
+        n_out = self.n_outputs(dataset)
+        if sizes[0] != dataset.n_inputs or sizes[-1] != n_out:
+            raise ConfigError(
+                f"architecture {arch} does not fit {dataset.name}: it needs {dataset.n_inputs} inputs "
+                f"and {n_out} outputs, e.g. {dataset.n_inputs}-240x2-{n_out}"
+            )
+
+    @abstractmethod
+    def sample_errors(self, out: OutputUnit, a: Tensor, y: Tensor) -> Tensor:
+        """Per-sample error, ``a.shape[:-1]``: what :meth:`evaluate` averages."""
+
+    def batch_metrics(self, out: OutputUnit, a: Tensor, y: Tensor, loss: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-replica batch cost (batch mean) and summed per-sample error of a mini-batch, from its output
+        pre-activation ``a`` ``(R, B, n_out)``; no host synchronisation."""
+        a = a.detach()
+        if loss is None:
+            loss = out.loss(a, y)
+        return {"loss": loss.detach(), "errors": self.sample_errors(out, a, y).sum(-1).to(a.dtype)}
+
+    @abstractmethod
+    def scale(self) -> float:
+        """Factor from the mean per-sample error to the error reported (100 for percentages)."""
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        forward: Callable[[Tensor], Tensor],
+        out: OutputUnit,
+        split: Split,
+        replicas: int,
+        dtype: torch.dtype,
+        samples: int = 1,
+    ) -> dict[str, Tensor]:
+        """Per-replica error and mean cost on a split. ``forward(x)`` gives the output pre-activation; with
+        ``samples > 1`` (stochastic units) the outputs ``s(a_M)`` of that many passes are averaged first."""
+        errors = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
+        losses = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
+        targets = self.targets(split)
+        for start in range(0, len(targets), EVAL_CHUNK):
+            x = split.x[start : start + EVAL_CHUNK].to(dtype)
+            y = self.expand(targets[start : start + EVAL_CHUNK], replicas, dtype)
+            # with several passes, their averaged output, expressed as the pre-activation that gives it
+            a = forward(x) if samples == 1 else out.inverse(sum(out(forward(x)) for _ in range(samples)) / samples)
+            losses += out.sample_loss(a, y).sum(-1).float()
+            errors += self.sample_errors(out, a, y).sum(-1).float()
+        n = len(targets)
+        return {"error": self.scale() * errors / n, "loss": losses / n}
+
+    @staticmethod
+    def expand(y: Tensor, replicas: int, dtype: torch.dtype) -> Tensor:
+        """Targets of some samples, broadcast over the replicas (dense targets in the network's dtype)."""
+        if y.is_floating_point():
+            return y.to(dtype).expand(replicas, *y.shape)
+        return y.expand(replicas, -1)
+
+
+class Classify(Task):
+    name = "classify"
+    error_label = "error %"
+
+    def targets(self, split: Split) -> Tensor:
+        return split.y
+
+    def n_outputs(self, dataset: Dataset) -> int:
+        return dataset.n_classes
+
+    def sample_errors(self, out: OutputUnit, a: Tensor, y: Tensor) -> Tensor:
+        """1 where the largest output is not the class, else 0."""
+        return (a.argmax(-1) != y).to(a.dtype)
+
+    def scale(self) -> float:
+        return 100.0
+
+
+class Reconstruct(Task):
+    name = "reconstruct"
+    error_label = "reconstruction error"
+
+    def targets(self, split: Split) -> Tensor:
+        return split.x
+
+    def n_outputs(self, dataset: Dataset) -> int:
+        return dataset.n_inputs
+
+    def check(self, sizes: list[int], output: str, dataset: Dataset, arch: str) -> None:
+        super().check(sizes, output, dataset, arch)
+        if output == "softmax":
+            raise ConfigError(
+                "reconstruct compares each output with a pixel: use --output sigmoid (inputs in [0, 1]) or linear"
+            )
+
+    def sample_errors(self, out: OutputUnit, a: Tensor, y: Tensor) -> Tensor:
+        """``||s(a_M) − x||²`` per sample."""
+        return (out(a) - y).square().sum(-1)
+
+    def scale(self) -> float:
+        return 1.0
+
+
+TASKS: dict[str, type[Task]] = {"classify": Classify, "reconstruct": Reconstruct}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}") from None

@@ -1,0 +1,89 @@
+"""Tasks: what a network learns and how it is scored (classification, reconstruction), through the same rules,
+trainer and evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from targetprop import Network, ReplicaRandom
+from targetprop.config import make_config
+from targetprop.data import load_dataset
+from targetprop.errors import ConfigError
+from targetprop.tasks import Classify, Reconstruct
+from targetprop.train import build, evaluate, train
+from targetprop.units import output_unit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "linear", "softmax"])
+def test_costs_with_dense_targets_match_autograd(name):
+    """``loss_grad`` and ``output_grad`` of the batch-mean cost against a dense target, against autograd."""
+    out = output_unit(name)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 5, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    t = torch.rand(2, 5, 7, dtype=torch.float64, generator=gen)
+    if name == "softmax":
+        t = t / t.sum(-1, keepdim=True)  # a distribution over the outputs
+    (grad_a,) = torch.autograd.grad(out.loss(a, t).sum(), a)
+    torch.testing.assert_close(out.loss_grad(a.detach(), t), grad_a)
+    h = out(a.detach()).requires_grad_(True)
+    a_of_h = out.inverse(h)
+    (grad_h,) = torch.autograd.grad(out.loss(a_of_h, t).sum(), h)
+    if name != "softmax":  # softmax's inverse is defined up to a constant: its output_grad is for one-hot codes
+        torch.testing.assert_close(out.output_grad(a.detach(), h.detach(), t), grad_h)
+
+
+def test_reconstruction_error_is_the_mean_squared_error_per_sample(digits):
+    net = Network.from_spec("64-16-64", "tanh", "sigmoid", seeds=[0, 1])
+    err = evaluate(net, digits.test, task=Reconstruct())["error"]
+    with torch.no_grad():
+        by_hand = (torch.sigmoid(net(digits.test.x)) - digits.test.x).square().sum(-1).mean(-1)
+    torch.testing.assert_close(err, by_hand.float())
+
+
+def test_averaged_stochastic_passes_score_like_the_averaged_probabilities(digits):
+    """With Bernoulli units, the error and cost of ``samples`` passes come from the averaged class probabilities."""
+    net = Network.from_spec("64-32-10", "bernoulli", seeds=[0])
+    result = evaluate(net, digits.test, ReplicaRandom([0], "eval"), samples=5)
+    noise = ReplicaRandom([0], "eval")
+    with torch.no_grad():
+        probs = sum(torch.softmax(net(digits.test.x, noise.uniform_like), -1) for _ in range(5)) / 5
+    y = digits.test.y
+    assert result["error"].item() == pytest.approx(100.0 * (probs[0].argmax(-1) != y).float().mean().item())
+    loss = -torch.log(probs[0].gather(-1, y.unsqueeze(-1))).mean()
+    assert result["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("rule", ["bp", "dtp", "fa"])
+def test_an_auto_encoder_learns_to_reconstruct_digits_under_every_rule(tmp_path, digits, rule):
+    cfg = make_config(
+        {rule: {"optimizer": "adam", "lr": 0.003}},
+        rule=rule,
+        task="reconstruct",
+        output="sigmoid",
+        arch="64-32-64",
+        epochs=10,
+        seeds=[0, 1],
+        out=str(tmp_path),
+    )
+    result = train(cfg, dataset=digits, progress=False)
+    first = [h["test_error"] for h in result.history if h["epoch"] == 1]
+    last = [h["test_error"] for h in result.history if h["epoch"] == 10]
+    assert max(last) < 0.5 * min(first), (first, last)  # squared error per sample roughly halves, or better
+    assert result.summary["task"] == "reconstruct" and result.summary["error"] == "reconstruction error"
+    assert {"batch_loss", "batch_error"} <= set(result.history[-1])
+
+
+def test_tasks_refuse_what_they_cannot_train(digits):
+    with pytest.raises(ConfigError, match="needs 64 inputs and 64 outputs"):
+        build(make_config(task="reconstruct", output="sigmoid", arch="64-32-10"), digits)
+    with pytest.raises(ConfigError, match="use --output sigmoid"):
+        build(make_config(task="reconstruct", arch="64-32-64"), digits)
+    with pytest.raises(ConfigError, match="needs 64 inputs and 10 outputs"):
+        build(make_config(arch="64-32-64"), digits)
+    assert Classify().n_outputs(digits) == 10 and Reconstruct().n_outputs(digits) == 64
