@@ -62,6 +62,8 @@ class RunConfig(BaseModel):
     """Download missing dataset files from their canonical source (checksums verified)."""
     n_valid: int | None = Field(None, ge=1)
     """Size of the validation split (default: the paper's, 10,000 for MNIST)."""
+    n_train: int | None = Field(None, ge=1)
+    """Train on the first N examples of the training split only (quick runs; default: all of it)."""
     arch: str | None = None
     """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
     activation: str | list[str] = "tanh"

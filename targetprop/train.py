@@ -6,6 +6,7 @@ replica its own samples. Metrics stay on the device during an epoch and are read
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -245,6 +246,13 @@ def train_epoch(
     return sums, counts, time.perf_counter() - start
 
 
+def training_subset(dataset: Dataset, n_train: int) -> Dataset:
+    """``dataset`` with only the first ``n_train`` training examples (validation and test sets unchanged)."""
+    if n_train > len(dataset.train):
+        raise ConfigError(f"n_train = {n_train}, but {dataset.name} has only {len(dataset.train)} training examples")
+    return dataclasses.replace(dataset, train=Split(dataset.train.x[:n_train], dataset.train.y[:n_train]))
+
+
 LOSS_WARNING = 1e6
 """A finite loss above this gets a warning: it is on its way to overflow."""
 
@@ -274,6 +282,8 @@ def train(
         )
     else:
         dataset = dataset.to(device)
+    if config.n_train is not None:
+        dataset = training_subset(dataset, config.n_train)
     net, rule = build(config, dataset)
     if not resume:
         run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
