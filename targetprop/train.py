@@ -6,12 +6,13 @@ replica its own samples. Metrics stay on the device during an epoch and are read
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from targetprop.resume import history_on_resume, restore_state
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 from targetprop.threads import ThreadPolicy
+from targetprop.units import hidden_unit
 
 EVAL_CHUNK = 10_000
 
@@ -112,6 +114,25 @@ def evaluate(net: Network, split: Split, noise: ReplicaRandom | None = None, sam
         errors += (pred != y).sum(-1).float()
     n = len(split.y)
     return {"error": 100.0 * errors / n, "loss": losses / n}
+
+
+@contextlib.contextmanager
+def evaluation_units(net: Network, units: str | list[str] | None) -> Iterator[None]:
+    """Swap the hidden layers' units for ``units`` (one, or one per hidden layer) while the block runs (the
+    ``eval_activation`` run key); the weights are untouched and the trained units come back afterwards."""
+    hidden = net.layers[:-1]
+    if units is None:
+        yield
+        return
+    names = [units] * len(hidden) if isinstance(units, str) else units * len(hidden) if len(units) == 1 else units
+    trained = [layer.unit for layer in hidden]
+    try:
+        for layer, name in zip(hidden, names, strict=True):
+            layer.unit = hidden_unit(name)
+        yield
+    finally:
+        for layer, unit in zip(hidden, trained, strict=True):
+            layer.unit = unit
 
 
 @dataclass
@@ -351,10 +372,11 @@ def _train_locked(
             else:
                 order = torch.arange(n_train, device=device).expand(reps, -1)
             sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, bar.advance)
-            evals = {
-                name: evaluate(net, split, eval_rng, config.eval_samples)
-                for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
-            }
+            with evaluation_units(net, config.eval_activation):
+                evals = {
+                    name: evaluate(net, split, eval_rng, config.eval_samples)
+                    for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
+                }
             if config.diagnostics:
                 probe = min(1000, n_train)
                 x_probe, y_probe = x_train[:probe], y_train[:probe].expand(reps, -1)

@@ -122,6 +122,20 @@ def test_n_train_trains_on_a_prefix_of_the_training_set(tmp_path: Path) -> None:
         training_subset(dataset, len(dataset.train) + 1)
 
 
+def test_eval_activation_changes_evaluation_only(tmp_path: Path) -> None:
+    """A tanh net evaluated with sign units: training is that of the tanh net, the evaluation is not."""
+    common = dict(data="digits", arch="64-16-16-10", epochs=1, rule="bp", threads=1, out=str(tmp_path))
+    plain = train(make_config(**common, name="plain"), progress=False)
+    swapped = train(make_config(**common, name="sign", eval_activation=["sign", "tanh"]), progress=False)
+    a, b = plain.history[0], swapped.history[0]
+    assert a["batch_loss"] == b["batch_loss"] and a["train_error"] != b["train_error"]
+    assert [layer.unit.name for layer in swapped.net.layers[:-1]] == ["tanh", "tanh"]  # trained units are back
+    with pytest.raises(ConfigError, match="eval_activation"):
+        make_config(**common, eval_activation=["sign", "tanh", "tanh"])
+    with pytest.raises(ConfigError, match="unknown hidden unit"):
+        make_config(**common, eval_activation="signum")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Smoke versions, end to end
 
