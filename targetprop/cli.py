@@ -1,4 +1,4 @@
-"""The ``targetprop`` command line: ``train``, ``compare``, ``sweep``, ``inspect``, ``rules``, ``presets``.
+"""The ``targetprop`` command line: ``train``, ``compare``, ``reproduce``, ``sweep``, ``inspect``, ``rules``, ``presets``.
 
 Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
 written.
@@ -271,6 +271,73 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
             f"{n}" + (f" ({len(div)} diverged)" if div else ""),
         )
     out.print(table)
+
+
+@app.command()
+def reproduce(
+    name: Annotated[
+        str | None,
+        typer.Argument(metavar="NAME", help="Experiment of the DTP paper (see --list), e.g. mnist-tanh."),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the experiments, their methods and the paper's figures.")
+    ] = False,
+    seeds: Annotated[
+        str | None, typer.Option(help="Seeds, one replica each (default: 0-9; 0-1 at --scale smoke).")
+    ] = None,
+    epochs: EpochsOpt = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(help="full (the authors' settings) or smoke (small subset, net and epochs: about a minute)."),
+    ] = None,
+    device: DeviceOpt = None,
+    data_dir: DataDirOpt = None,
+    threads: ThreadsOpt = None,
+    out_dir: OutOpt = None,
+    name_: Annotated[
+        str | None, typer.Option("--name", help="Parent run directory name (default: reproduce-NAME-SCALE-<time>).")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue the reproduce directory DIR (each method from its checkpoint).")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png."""
+    from targetprop.experiments.paper import EXPERIMENTS
+    from targetprop.reproduce import reproduce as run_reproduce
+
+    if list_:
+        for e in EXPERIMENTS:
+            aliases = f" (alias: {', '.join(e.aliases)})" if e.aliases else ""
+            status = "" if e.runnable else f"  [not yet runnable: {e.why_not}]"
+            out.print(f"{e.name}{aliases}: {e.description}{status}", highlight=False, markup=False, soft_wrap=True)
+            for m in e.methods:
+                paper = f"paper {e.paper_metric} {m.paper}" if m.paper is not None else "paper: no figure"
+                params = ", ".join(f"{k}={v}" for k, v in m.params.items() if k not in ("optimizer", "schedule"))
+                extra = f"; {m.note}" if m.note else ""
+                out.print(
+                    f"    {m.name}: {m.rule} ({params}); {paper}{extra}", highlight=False, markup=False, soft_wrap=True
+                )
+        return
+    if resume is not None and (out_dir is not None or name_ is not None):
+        raise ConfigError("--resume names the reproduce directory; drop --out and --name")
+    _, folder, _ = run_reproduce(
+        name,
+        seeds=seeds,
+        epochs=epochs,
+        scale=scale,
+        device=device,
+        data_dir=data_dir,
+        threads=_threads(threads),
+        out=out_dir or "runs",
+        run_name=name_,
+        resume=resume,
+        progress=not quiet,
+        note=_note,
+    )
+    text = (folder / "table.md").read_text(encoding="utf-8")
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    _note(f"table, figure and run directories: {folder}")
 
 
 @app.command()

@@ -38,6 +38,7 @@ from targetprop.errors import ConfigError
 from targetprop.nets import INITS, parse_architecture
 from targetprop.replicas import parse_seeds
 from targetprop.rules import RULES, RuleConfig, get_rule
+from targetprop.units import hidden_unit
 
 DEFAULT_ARCH = {
     "digits": "64-100x3-10",
@@ -62,6 +63,8 @@ class RunConfig(BaseModel):
     """Download missing dataset files from their canonical source (checksums verified)."""
     n_valid: int | None = Field(None, ge=1)
     """Size of the validation split (default: the paper's, 10,000 for MNIST)."""
+    n_train: int | None = Field(None, ge=1)
+    """Train on the first N examples of the training split only (quick runs; default: all of it)."""
     arch: str | None = None
     """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
     activation: str | list[str] = "tanh"
@@ -79,6 +82,9 @@ class RunConfig(BaseModel):
     """One replica per seed, all trained in one process: "0-9", "1,3,5", or a list."""
     shuffle: bool = True
     """Draw a new mini-batch order every epoch (per replica); false walks the data in a fixed order."""
+    eval_activation: str | list[str] | None = None
+    """Hidden units the evaluation uses in place of the trained ones, one or one per hidden layer (e.g. a net trained
+    with tanh, evaluated with sign: the DTP paper's discrete-network baseline); default: the trained ones."""
     eval_samples: int = Field(1, ge=1, le=100_000)
     """Forward passes averaged at evaluation for stochastic units."""
     diagnostics: bool = False
@@ -165,11 +171,15 @@ class RunConfig(BaseModel):
                 raise ConfigError(f"[{key}] must be a table of {key}'s hyper-parameters, got {value!r}")
             rule_config(key, value)  # validates
         sizes = parse_architecture(self.architecture)
-        if isinstance(self.activation, list) and len(self.activation) not in (1, len(sizes) - 2):
-            raise ConfigError(
-                f"{len(self.activation)} activations given for {len(sizes) - 2} hidden layers; "
-                "give one, or one per hidden layer"
-            )
+        for key in ("activation", "eval_activation"):
+            units = getattr(self, key)
+            if isinstance(units, list) and len(units) not in (1, len(sizes) - 2):
+                raise ConfigError(
+                    f"{len(units)} {key} units given for {len(sizes) - 2} hidden layers; "
+                    "give one, or one per hidden layer"
+                )
+            for unit in [units] if isinstance(units, str) else units or []:
+                hidden_unit(unit)
         return self
 
     @property

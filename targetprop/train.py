@@ -6,11 +6,13 @@ replica its own samples. Metrics stay on the device during an epoch and are read
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 from targetprop.tasks import Classify, Task, get_task
 from targetprop.threads import ThreadPolicy
+from targetprop.units import hidden_unit
 
 
 def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
@@ -98,6 +101,25 @@ def evaluate(
         net.layers[0].weight.dtype,
         samples if stochastic else 1,
     )
+
+
+@contextlib.contextmanager
+def evaluation_units(net: Network, units: str | list[str] | None) -> Iterator[None]:
+    """Swap the hidden layers' units for ``units`` (one, or one per hidden layer) while the block runs (the
+    ``eval_activation`` run key); the weights are untouched and the trained units come back afterwards."""
+    hidden = net.layers[:-1]
+    if units is None:
+        yield
+        return
+    names = [units] * len(hidden) if isinstance(units, str) else units * len(hidden) if len(units) == 1 else units
+    trained = [layer.unit for layer in hidden]
+    try:
+        for layer, name in zip(hidden, names, strict=True):
+            layer.unit = hidden_unit(name)
+        yield
+    finally:
+        for layer, unit in zip(hidden, trained, strict=True):
+            layer.unit = unit
 
 
 @dataclass
@@ -234,6 +256,13 @@ def train_epoch(
     return sums, counts, time.perf_counter() - start
 
 
+def training_subset(dataset: Dataset, n_train: int) -> Dataset:
+    """``dataset`` with only the first ``n_train`` training examples (validation and test sets unchanged)."""
+    if n_train > len(dataset.train):
+        raise ConfigError(f"n_train = {n_train}, but {dataset.name} has only {len(dataset.train)} training examples")
+    return dataclasses.replace(dataset, train=Split(dataset.train.x[:n_train], dataset.train.y[:n_train]))
+
+
 LOSS_WARNING = 1e6
 """A finite loss above this gets a warning: it is on its way to overflow."""
 
@@ -263,6 +292,8 @@ def train(
         )
     else:
         dataset = dataset.to(device)
+    if config.n_train is not None:
+        dataset = training_subset(dataset, config.n_train)
     net, rule = build(config, dataset)
     if not resume:
         run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
@@ -333,10 +364,11 @@ def _train_locked(
             else:
                 order = torch.arange(n_train, device=device).expand(reps, -1)
             sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, bar.advance)
-            evals = {
-                name: evaluate(net, split, eval_rng, config.eval_samples, task)
-                for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
-            }
+            with evaluation_units(net, config.eval_activation):
+                evals = {
+                    name: evaluate(net, split, eval_rng, config.eval_samples, task)
+                    for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
+                }
             if config.diagnostics:
                 probe = min(1000, n_train)
                 x_probe, y_probe = x_train[:probe], task.expand(y_train[:probe], reps, dtype)

@@ -1,0 +1,243 @@
+"""The experiments of the DTP paper (Lee, Zhang, Fischer & Bengio 2015), as ``targetprop reproduce NAME`` runs them.
+
+Each experiment is plain data: the run configuration the authors used (their released code, ``donghyunlee/dtp``),
+the methods it compares (a rule, its hyper-parameters and any run keys of its own), the figure the paper
+reports for each method, and a *smoke* scale that runs the whole experiment in about a minute on one CPU thread
+(a subset of the data, a small network, a few epochs: a check that it runs, not a result).
+
+Settings the papers and the code do not give are marked in each method's ``note``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from targetprop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One column of the paper's comparison: a rule with its hyper-parameters and run keys of its own."""
+
+    name: str
+    """Folder name and table label, e.g. ``bp-straight-through``."""
+    rule: str
+    params: dict[str, Any]
+    """The rule's hyper-parameters (its TOML table)."""
+    paper: float | None
+    """The paper's figure, in the experiment's ``paper_metric`` (None: the paper gives none)."""
+    run: dict[str, Any] = field(default_factory=dict)
+    """Run keys that differ from the experiment's base configuration."""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    description: str
+    base: dict[str, Any]
+    """Run configuration shared by every method (the authors' settings, full scale)."""
+    methods: tuple[Method, ...]
+    smoke: dict[str, Any]
+    """Run keys that replace the base's at ``--scale smoke``."""
+    paper_metric: Literal["test error %", "test accuracy %"] = "test error %"
+    aliases: tuple[str, ...] = ()
+    runnable: bool = True
+    """False where the library cannot run the experiment yet (``why_not`` says why)."""
+    why_not: str = ""
+
+    def paper_error(self, method: Method) -> float | None:
+        """The paper's figure of ``method`` as a test error % (accuracies converted)."""
+        if method.paper is None:
+            return None
+        return round(100.0 - method.paper, 4) if self.paper_metric == "test accuracy %" else method.paper
+
+    def method(self, name: str) -> Method:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise ConfigError(f"experiment {self.name} has no method {name!r}; it has: {self.method_names}")
+
+    @property
+    def method_names(self) -> str:
+        return ", ".join(m.name for m in self.methods)
+
+
+# The DTP authors' optimiser for every method: centered RMSprop with momentum (conti_dtp.py).
+OPTIMIZER = "centered_rmsprop"
+
+# DTP on the MNIST MLPs (conti_dtp.py): η̂, forward and inverse learning rates, inverse-training noise σ.
+MNIST_DTP = {
+    "eta_hat": 0.327736332653,
+    "lr": 0.0148893490317,
+    "lr_feedback": 0.00501149118237,
+    "noise": 0.359829566008,
+    "schedule": "alternating",
+    "first_target": "last_hidden",
+    "optimizer": OPTIMIZER,
+}
+MNIST_BP = {"lr": 0.000804, "optimizer": OPTIMIZER}
+
+# The authors' protocol on MNIST: 50k/10k/10k split, batch 100, fixed batch order, orthogonal initialisation.
+MNIST_RUN = {
+    "data": "mnist",
+    "output": "softmax",
+    "init": "orthogonal",
+    "batch_size": 100,
+    "shuffle": False,
+}
+
+# Smoke scale on MNIST: 5,000 training examples, a small net, 3 epochs (valid and test sets stay whole).
+MNIST_SMOKE = {"n_train": 5000, "epochs": 3}
+
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment(
+        name="mnist-tanh",
+        aliases=("mnist-paper",),
+        description="MNIST 784-240x7-10 tanh, DTP vs BP, 100 epochs (the paper's deep MLP; preset mnist-paper)",
+        base={**MNIST_RUN, "arch": "784-240x7-10", "activation": "tanh", "epochs": 100},
+        methods=(
+            Method("dtp", "dtp", MNIST_DTP, paper=1.94),
+            Method("bp", "bp", MNIST_BP, paper=1.86),
+        ),
+        smoke={**MNIST_SMOKE, "arch": "784-120x3-10"},
+    ),
+    Experiment(
+        name="mnist-relu",
+        description="MNIST 784-240x7-10 ReLU, DTP vs BP, 100 epochs",
+        base={**MNIST_RUN, "arch": "784-240x7-10", "activation": "relu", "epochs": 100},
+        methods=(
+            Method("dtp", "dtp", MNIST_DTP, paper=3.15, note="hyper-parameters of the tanh net (ReLU's not published)"),
+            Method("bp", "bp", MNIST_BP, paper=1.62, note="hyper-parameters of the tanh net (ReLU's not published)"),
+        ),
+        smoke={**MNIST_SMOKE, "arch": "784-120x3-10"},
+    ),
+    Experiment(
+        name="cifar10-mlp",
+        description="CIFAR-10 3072-1000-1000-1000-10 tanh, inputs in [0, 1], DTP vs BP, 100 epochs",
+        paper_metric="test accuracy %",
+        base={
+            "data": "cifar10",
+            "arch": "3072-1000x3-10",
+            "activation": "tanh",
+            "output": "softmax",
+            "init": "orthogonal",
+            "epochs": 100,
+            "batch_size": 100,
+            "shuffle": False,
+        },
+        methods=(
+            Method("dtp", "dtp", MNIST_DTP, paper=50.37, note="MNIST hyper-parameters (CIFAR's not published)"),
+            Method("bp", "bp", MNIST_BP, paper=53.72, note="MNIST hyper-parameters (CIFAR's not published)"),
+        ),
+        smoke={"n_train": 2000, "epochs": 3, "arch": "3072-100x2-10"},
+    ),
+    Experiment(
+        name="discrete",
+        description="MNIST 784-500-500-10, h_2 = tanh(W_2 sign(h_1)): DTP vs BP through the sign, 500 epochs",
+        base={**MNIST_RUN, "arch": "784-500-500-10", "activation": ["sign", "tanh"], "epochs": 500},
+        methods=(
+            Method(
+                "dtp",
+                "dtp",
+                {
+                    **MNIST_DTP,
+                    "eta_hat": 27.97,
+                    "lr": 6.60e-4,
+                    "lr_feedback": 4.33e-4,
+                    "noise": 0.5,
+                    "noise_decay": 50,
+                },
+                paper=None,
+                note="paper: 0 % train error and the best test error (no figure); one logged run: test 1.99 %",
+            ),
+            Method(
+                "bp-straight-through",
+                "bp",
+                {"lr": 2.55e-3, "straight_through": True, "optimizer": OPTIMIZER},
+                paper=None,
+                note="straight-through estimator; lr of the plain BP baseline (its own not published)",
+            ),
+            Method(
+                "bp",
+                "bp",
+                {"lr": 2.55e-3, "optimizer": OPTIMIZER},
+                paper=None,
+                note="no gradient through sign: layer 1 stays untrained",
+            ),
+            Method(
+                "bp-tanh-eval-sign",
+                "bp",
+                {"lr": 2.55e-3, "optimizer": OPTIMIZER},
+                paper=None,
+                run={"activation": ["tanh", "tanh"], "eval_activation": ["sign", "tanh"]},
+                note="BP of the same net without the sign (tanh), evaluated with the sign put back; lr of plain BP",
+            ),
+        ),
+        smoke={**MNIST_SMOKE, "arch": "784-100-100-10"},
+    ),
+    Experiment(
+        name="stochastic",
+        description="MNIST 784-200-200-10 stochastic binary (Bernoulli) units: DTP vs straight-through BP, 1000 epochs",
+        base={
+            **MNIST_RUN,
+            "arch": "784-200-200-10",
+            "activation": "bernoulli",
+            "init": "glorot",
+            "epochs": 1000,
+            "eval_samples": 100,
+        },
+        methods=(
+            Method(
+                "dtp",
+                "dtp",
+                {
+                    **MNIST_DTP,
+                    "eta_hat": 58.44,
+                    "lr": 3.09e-3,
+                    "lr_feedback": 2.72e-6,
+                    "noise": 0.5,
+                    "noise_decay": 100,
+                },
+                paper=1.54,
+                note="without the authors' Gaussian input noise 0.3 (not in the library yet)",
+            ),
+            Method(
+                "bp-straight-through",
+                "bp",
+                {"lr": 4.58e-3, "straight_through": True, "optimizer": OPTIMIZER},
+                paper=1.71,
+                note="paper's figure from Raiko et al. 2014; without the input noise",
+            ),
+        ),
+        smoke={**MNIST_SMOKE, "arch": "784-100-100-10", "eval_samples": 5},
+    ),
+    Experiment(
+        name="autoencoder",
+        description="MNIST auto-encoder, 1000 sigmoid hidden units trained by DTP (DAE-like filters)",
+        base={"data": "mnist", "arch": "784-1000-784"},
+        methods=(
+            Method(
+                "dtp", "dtp", {}, paper=1.35, note="figure as the paper reports it, with the learned DAE-like filters"
+            ),
+        ),
+        smoke={},
+        runnable=False,
+        why_not="needs an auto-encoder task (reconstruction target, tied decoder), which the library does not have yet",
+    ),
+)
+
+
+def experiment_names() -> list[str]:
+    return [e.name for e in EXPERIMENTS]
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name`` or one of its aliases (``mnist-paper`` is ``mnist-tanh``)."""
+    key = name.strip().lower()
+    for e in EXPERIMENTS:
+        if key == e.name or key in e.aliases:
+            return e
+    raise ConfigError(f"no experiment named {name!r}; experiments: {', '.join(experiment_names())}")

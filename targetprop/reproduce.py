@@ -1,0 +1,308 @@
+"""``targetprop reproduce NAME``: run one of the DTP paper's experiments with all its methods, then write the
+paper-style table and figure.
+
+<out>/reproduce-<name>-<time>/
+  experiment.toml     what was asked: experiment, scale, seeds, epochs (``--resume DIR`` reads it)
+  <method>/           one run directory per method (all seeds as replicas), see :mod:`targetprop.runs`
+  table.md, table.csv per method: final test error, test error at the best-validation epoch, final train error
+                      (mean ± std over seeds), seconds per epoch, and the paper's figure
+  errors.png          train and test error against epochs, mean over seeds with a min-max band
+
+Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from targetprop.config import RunConfig, make_config
+from targetprop.data import Dataset, load_dataset
+from targetprop.errors import ConfigError
+from targetprop.experiments.paper import Experiment, Method, get_experiment
+from targetprop.replicas import parse_seeds
+from targetprop.runs import RunDir, atomic_write
+
+EXPERIMENT_FILE = "experiment.toml"
+SCALES = ("full", "smoke")
+DEFAULT_SEEDS = {"full": "0-9", "smoke": "0-1"}
+
+
+def method_config(experiment: Experiment, method: Method, *, scale: str = "full", **overrides: Any) -> RunConfig:
+    """The run configuration of one method: the experiment's base, its smoke keys at ``scale="smoke"``, the
+    method's own run keys, its rule and hyper-parameters, then ``overrides`` (seeds, epochs, device, ...)."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    data = {**experiment.base, **(experiment.smoke if scale == "smoke" else {}), **method.run}
+    data["rule"] = method.rule
+    data[method.rule] = dict(method.params)
+    return make_config(data, **overrides)
+
+
+@dataclass
+class MethodResult:
+    method: Method
+    summary: dict[str, Any]
+    run_dir: Path
+
+
+def _read_request(folder: Path) -> dict[str, Any]:
+    path = folder / EXPERIMENT_FILE
+    if not path.is_file():
+        raise ConfigError(f"{str(folder)!r} is not a reproduce directory (no {EXPERIMENT_FILE})")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+
+
+def reproduce(
+    name: str | None,
+    *,
+    seeds: str | list[int] | None = None,
+    epochs: int | None = None,
+    scale: str | None = None,
+    device: str | None = None,
+    data_dir: str | None = None,
+    threads: int | str | None = None,
+    out: str | Path = "runs",
+    run_name: str | None = None,
+    resume: str | Path | None = None,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+    note: Callable[[str], None] = lambda line: None,
+) -> tuple[Experiment, Path, list[MethodResult]]:
+    """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
+    figure into the parent directory. ``dataset`` replaces loading the data (tests)."""
+
+    if resume is not None:
+        folder = Path(resume)
+        asked = _read_request(folder)
+        if name is not None and get_experiment(name).name != asked["experiment"]:
+            raise ConfigError(f"{folder} holds experiment {asked['experiment']!r}, not {name!r}")
+        for key, value in (("scale", scale), ("seeds", seeds)):
+            if value is not None and (parse_seeds(value) if key == "seeds" else value) != asked[key]:
+                raise ConfigError(f"{folder} was run with {key} {asked[key]!r}; a resumed run keeps its {key}")
+        experiment = get_experiment(asked["experiment"])
+        scale, seed_list = asked["scale"], list(asked["seeds"])
+        epochs = epochs if epochs is not None else asked.get("epochs")
+    else:
+        if name is None:
+            raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
+        experiment = get_experiment(name)
+        scale = scale or "full"
+        seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
+        folder = None
+    if not experiment.runnable:
+        raise ConfigError(f"experiment {experiment.name} is not yet runnable: {experiment.why_not}")
+    overrides = {"seeds": seed_list, "epochs": epochs, "device": device, "data_dir": data_dir, "threads": threads}
+    configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in experiment.methods]
+    first = configs[0][1]
+    if dataset is None:
+        dataset = load_dataset(
+            first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
+        )
+    if folder is None:
+        parent = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale))
+        folder = parent.path
+        request = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
+        if epochs is not None:
+            request["epochs"] = epochs
+        atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
+    else:
+        request = {**asked, **({"epochs": epochs} if epochs is not None else {})}
+        atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
+    with RunDir(folder).lock():
+        results = _run_methods(experiment, folder, configs, overrides, dataset, progress, note)
+        settings = RunDir(folder / experiment.methods[0].name).read_config()
+        write_report(experiment, folder, results, scale, make_config(settings))
+    return experiment, folder, results
+
+
+def _run_methods(
+    experiment: Experiment,
+    folder: Path,
+    configs: list[tuple[Method, RunConfig]],
+    overrides: dict[str, Any],
+    dataset: Dataset,
+    progress: bool,
+    note: Callable[[str], None],
+) -> list[MethodResult]:
+    """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained."""
+    from targetprop.resume import plan_resume
+    from targetprop.train import train
+
+    results = []
+    for method, cfg in configs:
+        run_dir = RunDir(folder / method.name)
+        cfg = cfg.model_copy(update={"out": str(folder), "name": method.name})
+        if not (run_dir.path / "config.toml").is_file():
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            run_dir.write_config(cfg.to_dict())
+        plan = plan_resume(run_dir, **{k: v for k, v in overrides.items() if k != "seeds" and v is not None})
+        summary = run_dir.read_summary()
+        if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
+            note(f"{experiment.name} {method.name}: all {plan.done} epochs already done")
+        else:
+            if plan.done:
+                note(f"{experiment.name} {method.name}: resuming after epoch {plan.done}")
+            result = train(
+                plan.config, dataset=dataset, run_dir=run_dir, resume=True, changes=plan.changes, progress=progress
+            )
+            summary = result.summary
+        results.append(MethodResult(method, summary, run_dir.path))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Table
+
+
+COLUMNS = (
+    ("final test error %", "test_error"),
+    ("test error % at best valid", "test_error_at_best_valid"),
+    ("final train error %", "train_error"),
+)
+
+
+def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict[str, Any]]:
+    """One row per method: mean and std over seeds of each figure, the paper's figure as a test error %."""
+    rows = []
+    for r in results:
+        s = r.summary
+        row: dict[str, Any] = {"method": r.method.name, "rule": r.method.rule}
+        for _, key in COLUMNS:
+            stats = s.get(key) or {}
+            row[f"{key}_mean"] = stats.get("mean", math.nan)
+            row[f"{key}_std"] = stats.get("std", math.nan)
+        row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
+        row["epochs"] = s.get("epochs")
+        row["seeds"] = s.get("replicas")
+        row["diverged_seeds"] = len(s.get("diverged_seeds") or [])
+        paper = experiment.paper_error(r.method)
+        row["paper_test_error"] = paper if paper is not None else ""
+        row["paper_reported"] = f"{r.method.paper} ({experiment.paper_metric})" if r.method.paper is not None else ""
+        row["note"] = r.method.note
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float, std: float) -> str:
+    return "-" if not math.isfinite(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_table(
+    experiment: Experiment, rows: list[dict[str, Any]], folder: Path, scale: str, config: RunConfig
+) -> str:
+    settings = (
+        f"{config.data} {config.architecture}, "
+        + (f"first {config.n_train} training examples, " if config.n_train else "")
+        + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
+    )
+    head = ["method", *(label for label, _ in COLUMNS), "s / epoch", "seeds", "paper test error %"]
+    lines = [
+        f"# {experiment.name}: {experiment.description}",
+        "",
+        f"Scale {scale}: {settings}. Run directory `{folder}`; every figure the mean ± std over seeds.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
+    ]
+    for row in rows:
+        paper = row["paper_test_error"]
+        cells = [
+            row["method"],
+            *(_pm(row[f"{key}_mean"], row[f"{key}_std"]) for _, key in COLUMNS),
+            f"{row['seconds_per_epoch']:.2f}",
+            f"{row['seeds']}" + (f" ({row['diverged_seeds']} diverged)" if row["diverged_seeds"] else ""),
+            "-" if paper == "" else f"{paper:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {row['method']}: {row['note']}" for row in rows if row["note"]]
+    if experiment.paper_metric == "test accuracy %":
+        notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Figure
+
+
+def curves(run_dir: Path, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs and, per epoch, the mean, min and max of ``key`` over the replicas that stayed finite."""
+    by_epoch: dict[int, list[float]] = {}
+    for row in RunDir(run_dir).read_metrics().rows:
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            by_epoch.setdefault(row["epoch"], []).append(float(value))
+    epochs = sorted(by_epoch)
+    return (
+        epochs,
+        [statistics.fmean(by_epoch[e]) for e in epochs],
+        [min(by_epoch[e]) for e in epochs],
+        [max(by_epoch[e]) for e in epochs],
+    )
+
+
+def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path) -> None:
+    """Train and test error against epochs for every method: mean over seeds, band from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    for ax, (key, title) in zip(axes, (("train_error", "train error"), ("test_error", "test error")), strict=True):
+        for k, r in enumerate(results):
+            epochs, mean, low, high = curves(r.run_dir, key)
+            if not epochs:
+                continue
+            color = f"C{k}"
+            ax.plot(epochs, mean, color=color, label=r.method.name, marker="o" if len(epochs) < 10 else None)
+            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+            paper = experiment.paper_error(r.method)
+            if key == "test_error" and paper is not None:
+                ax.axhline(paper, color=color, linestyle=":", linewidth=1, label=f"{r.method.name} (paper)")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_yscale("symlog", linthresh=1.0)  # linear below 1 %: a train error of 0 stays on the plot
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("error % (mean over seeds, band: min-max)")
+    axes[1].legend(fontsize="small")
+    fig.suptitle(f"{experiment.name}: {experiment.description}", fontsize="medium")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_report(
+    experiment: Experiment, folder: Path, results: list[MethodResult], scale: str, config: RunConfig
+) -> list[dict[str, Any]]:
+    """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings line)."""
+    rows = table_rows(experiment, results)
+    markdown = markdown_table(experiment, rows, folder, scale, config)
+    atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
+    text = csv_table(rows)
+    atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
+    plot_errors(experiment, results, folder / "errors.png")
+    return rows

@@ -1,0 +1,237 @@
+"""`targetprop reproduce`: the DTP paper's experiments, their smoke versions end to end, the table and figure."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import math
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, error_line, read_jsonl, run_cli, show
+
+from targetprop.config import make_config
+from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
+from targetprop.errors import ConfigError
+from targetprop.experiments import load_config_source
+from targetprop.experiments.paper import EXPERIMENTS, get_experiment
+from targetprop.reproduce import method_config, reproduce
+from targetprop.train import train, training_subset
+
+needs_mnist = pytest.mark.skipif(
+    not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
+)
+CLASSIFICATION = [e.name for e in EXPERIMENTS if e.runnable]
+
+
+def check_outputs(folder: Path, methods: list[str], epochs: int, seeds: int) -> list[dict[str, str]]:
+    """table.md, table.csv and errors.png exist; every figure is a finite error in [0, 100]; the paper column is
+    there; each method's metrics hold every epoch of every seed."""
+    for name in ("table.md", "table.csv", "errors.png"):
+        assert (folder / name).is_file(), name
+    assert (folder / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (folder / "table.md").read_text()
+    assert "paper test error %" in markdown
+    rows = list(csv.DictReader(io.StringIO((folder / "table.csv").read_text())))
+    assert [r["method"] for r in rows] == methods
+    for r in rows:
+        assert "paper_test_error" in r
+        for key in ("test_error_mean", "test_error_at_best_valid_mean", "train_error_mean"):
+            value = float(r[key])
+            assert math.isfinite(value) and 0.0 <= value <= 100.0, (key, r)
+        assert math.isfinite(float(r["seconds_per_epoch"]))
+        assert int(r["epochs"]) == epochs and int(r["seeds"]) == seeds
+        assert f"| {r['method']} |" in markdown
+        metrics = read_jsonl(folder / r["method"] / "metrics.jsonl")
+        assert sorted((m["epoch"], m["replica"]) for m in metrics) == [
+            (e, k) for e in range(1, epochs + 1) for k in range(seeds)
+        ]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The registry
+
+
+def test_list_names_every_experiment_its_methods_and_figures(tmp_path: Path) -> None:
+    proc = run_cli("reproduce", "--list", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    for e in EXPERIMENTS:
+        assert f"\n{e.name}" in "\n" + proc.stdout, e.name
+        for m in e.methods:
+            assert f"    {m.name}: {m.rule}" in proc.stdout
+    for figure in ("1.94", "1.86", "3.15", "1.62", "50.37", "53.72", "1.54", "1.71", "1.35"):
+        assert figure in proc.stdout
+    assert "autoencoder" in proc.stdout and "not yet runnable" in proc.stdout
+    assert "alias: mnist-paper" in proc.stdout
+
+
+def test_autoencoder_and_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
+    proc = run_cli("reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert proc.returncode == 2 and "not yet runnable" in error_line(proc)
+    proc = run_cli("reproduce", "mnist-sigmoid", cwd=tmp_path)
+    assert proc.returncode == 2 and "mnist-tanh" in error_line(proc)
+    assert_no_traceback(proc)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mnist_paper_alias_and_preset_agree_with_mnist_tanh() -> None:
+    e = get_experiment("mnist-paper")
+    assert e.name == "mnist-tanh"
+    preset = load_config_source("mnist-paper")  # `train --config mnist-paper` keeps working
+    for m in e.methods:
+        cfg = method_config(e, m)
+        from_preset = make_config(preset, rule=m.rule)
+        assert cfg.to_dict() == from_preset.to_dict()
+
+
+def test_paper_figures_are_test_errors_and_cifar_accuracy_is_converted() -> None:
+    cifar = get_experiment("cifar10-mlp")
+    assert [cifar.paper_error(m) for m in cifar.methods] == [pytest.approx(49.63), pytest.approx(46.28)]
+    stochastic = get_experiment("stochastic")
+    assert [stochastic.paper_error(m) for m in stochastic.methods] == [1.54, 1.71]
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_every_method_config_is_valid_at_both_scales(name: str) -> None:
+    e = get_experiment(name)
+    for m in e.methods:
+        full = method_config(e, m)
+        smoke = method_config(e, m, scale="smoke")
+        assert full.shuffle is False and full.n_train is None
+        assert full.rule_config().optimizer == "centered_rmsprop"
+        assert smoke.n_train is not None and smoke.epochs <= 5
+    discrete = get_experiment("discrete")
+    assert method_config(discrete, discrete.method("dtp")).hidden_units == ["sign", "tanh"]
+    assert method_config(discrete, discrete.method("bp-straight-through")).rule_config().straight_through
+
+
+def test_n_train_trains_on_a_prefix_of_the_training_set(tmp_path: Path) -> None:
+    cfg = make_config(data="digits", arch="64-16-10", epochs=1, n_train=200, threads=1, out=str(tmp_path))
+    result = train(cfg, progress=False)
+    assert result.summary["epochs"] == 1
+    dataset = load_dataset("digits")
+    small = training_subset(dataset, 200)
+    assert len(small.train) == 200 and small.test is dataset.test
+    with pytest.raises(ConfigError, match="n_train"):
+        training_subset(dataset, len(dataset.train) + 1)
+
+
+def test_eval_activation_changes_evaluation_only(tmp_path: Path) -> None:
+    """A tanh net evaluated with sign units: training is that of the tanh net, the evaluation is not."""
+    common = dict(data="digits", arch="64-16-16-10", epochs=1, rule="bp", threads=1, out=str(tmp_path))
+    plain = train(make_config(**common, name="plain"), progress=False)
+    swapped = train(make_config(**common, name="sign", eval_activation=["sign", "tanh"]), progress=False)
+    a, b = plain.history[0], swapped.history[0]
+    assert a["batch_loss"] == b["batch_loss"] and a["train_error"] != b["train_error"]
+    assert [layer.unit.name for layer in swapped.net.layers[:-1]] == ["tanh", "tanh"]  # trained units are back
+    with pytest.raises(ConfigError, match="eval_activation"):
+        make_config(**common, eval_activation=["sign", "tanh", "tanh"])
+    with pytest.raises(ConfigError, match="unknown hidden unit"):
+        make_config(**common, eval_activation="signum")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Smoke versions, end to end
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mnist-tanh",
+        "mnist-relu",
+        "discrete",
+        pytest.param("stochastic", marks=pytest.mark.slow),
+    ],
+)
+def test_mnist_experiment_smoke_runs_end_to_end(name: str, tmp_path: Path) -> None:
+    proc = run_cli("reproduce", name, "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    e = get_experiment(name)
+    rows = check_outputs(tmp_path / "r", [m.name for m in e.methods], epochs=3, seeds=2)
+    for m, row in zip(e.methods, rows, strict=True):
+        paper = e.paper_error(m)
+        assert row["paper_test_error"] == ("" if paper is None else str(paper))
+    assert "| method |" in proc.stdout  # the table is printed
+
+
+@needs_mnist
+def test_resume_continues_each_method_and_skips_finished_ones(tmp_path: Path) -> None:
+    args = ["--scale", "smoke", "--seeds", "0", "-q"]
+    proc = run_cli("reproduce", "mnist-paper", *args, "--epochs", "1", "--out", tmp_path, "--name", "r", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    check_outputs(folder, ["dtp", "bp"], epochs=1, seeds=1)
+    first = read_jsonl(folder / "dtp" / "metrics.jsonl")
+    proc = run_cli("reproduce", "--resume", folder, "--epochs", "2", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "resuming after epoch 1" in proc.stderr
+    check_outputs(folder, ["dtp", "bp"], epochs=2, seeds=1)
+    assert read_jsonl(folder / "dtp" / "metrics.jsonl")[:1] == first
+    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
+    assert proc.returncode == 0 and "all 2 epochs already done" in proc.stderr, show(proc)
+    proc = run_cli("reproduce", "--resume", folder, "--seeds", "0-3", cwd=tmp_path)
+    assert proc.returncode == 2 and "keeps its seeds" in error_line(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def tiny_cifar(folder: Path, per_batch: int) -> tuple[Path, object]:
+    """A CIFAR-10 archive in the official python-batch format (five training batches and a test batch of
+    ``per_batch`` random images each) and the file spec with its checksums."""
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    raw = {}
+    for name in names:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, size=per_batch).tolist(),
+            b"data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        raw[name] = pickle.dumps(batch, protocol=2)
+    (folder / "cifar10").mkdir(parents=True)
+    archive = folder / "cifar10" / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, mode="w:gz", compresslevel=1) as tar:
+        for name, data in raw.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+    def md5(data: bytes) -> str:
+        return hashlib.md5(data).hexdigest()
+
+    spec = dataclasses.replace(
+        CIFAR10_SPEC,
+        archive=DataFile(archive.name, md5(archive.read_bytes())),
+        train_batches=tuple(DataFile(name, md5(raw[name])) for name in names[:5]),
+        test_batch=DataFile("test_batch", md5(raw["test_batch"])),
+    )
+    return folder, spec
+
+
+def test_cifar10_mlp_smoke_runs_on_a_tiny_cifar_archive(tmp_path: Path) -> None:
+    e = get_experiment("cifar10-mlp")
+    n_train = method_config(e, e.methods[0], scale="smoke").n_train
+    data_dir, spec = tiny_cifar(tmp_path / "data", per_batch=(n_train + 200) // 5)
+    dataset = load_dataset("cifar10", data_dir, n_valid=200, spec=spec)
+    assert len(dataset.train) == n_train
+    experiment, folder, results = reproduce(
+        "cifar10-mlp",
+        scale="smoke",
+        seeds="0-1",
+        threads=1,
+        out=tmp_path / "runs",
+        run_name="r",
+        dataset=dataset,
+        progress=False,
+    )
+    assert experiment is e and folder == tmp_path / "runs" / "r" and len(results) == 2
+    rows = check_outputs(folder, ["dtp", "bp"], epochs=3, seeds=2)
+    assert [float(r["paper_test_error"]) for r in rows] == [pytest.approx(49.63), pytest.approx(46.28)]
+    assert "100 − accuracy" in (folder / "table.md").read_text()
