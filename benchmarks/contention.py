@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,8 @@ from pathlib import Path
 
 CONFIGS: dict[str, tuple[dict[str, str], int]] = {
     # name: (environment set before torch loads, torch.set_num_threads argument; 0 = leave torch's default,
-    # -1 = targetprop's automatic policy)
+    # -1 = targetprop's automatic policy, ThreadPolicy("auto"): started before training, updated every --recheck
+    # mini-batches of the timed section (the trainer updates it after every epoch))
     "default": ({}, 0),
     "threads=1": ({}, 1),
     "auto": ({}, -1),  # targetprop's default: ThreadPolicy("auto") (the cores other processes leave free)
@@ -63,10 +65,16 @@ BUSY = "while True: pass"
 def worker(args: argparse.Namespace) -> None:
     import torch
 
+    policy = None
+    chosen: list[int] = []
     if args.threads == -1:
         from targetprop.threads import ThreadPolicy
 
-        ThreadPolicy("auto").start()
+        policy = ThreadPolicy("auto")
+        t = time.perf_counter()
+        policy.start()
+        probe_seconds = time.perf_counter() - t
+        chosen.append(policy.threads)
     elif args.threads:
         torch.set_num_threads(args.threads)
     from targetprop.config import make_config
@@ -82,7 +90,18 @@ def worker(args: argparse.Namespace) -> None:
     if args.warmup:
         train_epoch(rule, x, y, order[:, : args.warmup * batch], batch)
     before = resource.getrusage(resource.RUSAGE_SELF)
-    _, _, seconds = train_epoch(rule, x, y, order[:, : args.batches * batch], batch)
+    if policy is not None:
+        # the timed section includes the updates; the start-up probe (probe_seconds) is reported apart
+        policy.update()  # a fresh interval: the warm-up's load
+        chosen.append(policy.threads)
+        start = time.perf_counter()
+        for k in range(0, args.batches, args.recheck):
+            train_epoch(rule, x, y, order[:, k * batch : min(k + args.recheck, args.batches) * batch], batch)
+            policy.update()
+            chosen.append(policy.threads)
+        seconds = time.perf_counter() - start
+    else:
+        _, _, seconds = train_epoch(rule, x, y, order[:, : args.batches * batch], batch)
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     libs = (
@@ -103,6 +122,7 @@ def worker(args: argparse.Namespace) -> None:
                 "cpu": cpu,
                 "nivcsw": after.ru_nivcsw - before.ru_nivcsw,
                 "threads": torch.get_num_threads(),
+                **({"chosen_threads": chosen, "probe_seconds": probe_seconds} if policy is not None else {}),
                 "openmp_libs": libs,
             }
         )
@@ -112,10 +132,12 @@ def worker(args: argparse.Namespace) -> None:
 # ---- driver --------------------------------------------------------------------------------------------------
 
 
-def start_busy(n: int) -> list[subprocess.Popen[bytes]]:
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
-    if procs:
-        time.sleep(0.3)  # running before the worker starts
+def start_busy(n: int, delay: float = 0.0) -> list[subprocess.Popen[bytes]]:
+    """``n`` busy loops, running before the worker starts; with ``delay``, each sleeps that long first."""
+    code = f"import time; time.sleep({delay})\n{BUSY}" if delay else BUSY
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
+    if procs and not delay:
+        time.sleep(0.3)
     return procs
 
 
@@ -150,11 +172,12 @@ def wait_quiet(limit: float, timeout: float) -> float:
             return foreign
 
 
-def measure(rule: str, config: str, load: int, batches: int, warmup: int, max_foreign: float, tries: int) -> dict:
+def measure(rule: str, config: str, load: int, batches: int, args: argparse.Namespace) -> dict:
     """One run; retried (after waiting for quiet) while other processes took over ``max_foreign`` cores on average."""
     best: dict | None = None
+    max_foreign, tries = args.max_foreign, args.tries
     for attempt in range(tries):
-        res = _measure_once(rule, config, load, batches, warmup)
+        res = _measure_once(rule, config, load, batches, args)
         res["attempt"] = attempt
         if best is None or res["foreign"] < best["foreign"]:
             best = res
@@ -169,14 +192,15 @@ def measure(rule: str, config: str, load: int, batches: int, warmup: int, max_fo
     return best
 
 
-def _measure_once(rule: str, config: str, load: int, batches: int, warmup: int) -> dict:
+def _measure_once(rule: str, config: str, load: int, batches: int, args: argparse.Namespace) -> dict:
     env_extra, threads = CONFIGS[config]
     env = {k: v for k, v in os.environ.items() if k not in OMP_VARS}
     env.update(env_extra)
     cmd = [sys.executable, __file__, "--worker", "--rule", rule, "--threads", str(threads),
-           "--batches", str(batches), "--warmup", str(warmup)]  # fmt: skip
+           "--batches", str(batches), "--warmup", str(args.warmup),
+           "--recheck", str(args.recheck)]  # fmt: skip
     b0, o0, t0 = busy_cpu_seconds(), own_cpu_seconds(), time.monotonic()
-    busy = start_busy(load)
+    busy = start_busy(load, args.busy_delay)
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     finally:
@@ -215,6 +239,13 @@ def main(argv: list[str] | None = None) -> None:
         help="retry a run when other processes used more than this many cores on average during it",
     )
     p.add_argument("--tries", type=int, default=3, help="attempts per run (see --max-foreign)")
+    p.add_argument(
+        "--busy-delay",
+        type=float,
+        default=0.0,
+        help="start the busy loops this many seconds after the worker (a load that arrives mid-run) instead of before",
+    )
+    p.add_argument("--recheck", type=int, default=50, help="auto: update the thread policy every N mini-batches")
     p.add_argument("--json", default=None, help="write every run's figures here")
     # worker mode
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -242,21 +273,38 @@ def main(argv: list[str] | None = None) -> None:
     load1 = os.getloadavg()[0]
     print(
         f"cpus {os.cpu_count()}, load average (1 min) before start: {load1:.2f}"
-        + ("  ** machine not quiet **" if load1 > 0.5 else "")
+        + ("  ** other processes busy **" if quiet > args.max_foreign else "")
     )
-    print(f"net: {NET}; timed mini-batches: {batches}; warm-up {args.warmup}; repeats {repeats}; loads {loads}")
+    print(f"net: {NET}; timed mini-batches: {batches}; warm-up {args.warmup}; repeats {repeats}; loads {loads}"
+          + (f"; busy loops start {args.busy_delay}s after the worker" if args.busy_delay else ""))  # fmt: skip
 
+    # SIGTERM / SIGHUP unwind like Ctrl-C, so the busy loops are killed (finally in _measure_once)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     runs: dict[tuple[str, str, int], list[dict]] = {}
     started = time.perf_counter()
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({
+                "net": NET, "batches": batches, "warmup": args.warmup, "loads": loads, "load_before": load1,
+                "busy_delay": args.busy_delay, "max_foreign": args.max_foreign,
+                "runs": [{"rule": r, "config": c, "load": n, **res} for (r, c, n), rs in runs.items() for res in rs],
+            }, indent=1))  # fmt: skip
+
     for rep in range(repeats):
         for rule, config in cases:
             for load in loads:
-                res = measure(rule, config, load, batches[rule], args.warmup, args.max_foreign, args.tries)
+                res = measure(rule, config, load, batches[rule], args)
                 runs.setdefault((rule, config, load), []).append(res)
                 print(f"  [{time.perf_counter() - started:6.1f}s] rep {rep} {rule:4s} {config:18s} load {load}: "
                       f"{res['seconds']:.2f}s  cpu/wall {res['cpu'] / res['seconds']:.2f}  invol.cs {res['nivcsw']}"
-                      f"  others {res['foreign']:.2f} cores",
+                      f"  others {res['foreign']:.2f} cores"
+                      + (f"  threads chosen {res['chosen_threads']} (probe {res['probe_seconds']:.2f}s)"
+                         if "chosen_threads" in res else ""),
                       flush=True)  # fmt: skip
+                save()  # after every run, so an interrupted benchmark keeps what it measured
     dirty = sum(not r["clean"] for rs in runs.values() for r in rs)
     runs = {k: ([r for r in rs if r["clean"]] or rs) for k, rs in runs.items()}  # drop contaminated runs if any clean
     if dirty:
@@ -277,9 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + header)
     print("-" * len(header))
     for rule, config in cases:
-        threads = runs[(rule, config, loads[0])][0]["threads"]
+        threads = "auto" if CONFIGS[config][1] < 0 else str(runs[(rule, config, loads[0])][0]["threads"])
         med = {n: _med([r["seconds"] for r in runs[(rule, config, n)]]) for n in loads}
-        row = f"{rule:5s} {config:19s} {threads:7d} "
+        row = f"{rule:5s} {config:19s} {threads:>7s} "
         row += " ".join(
             f"{med[n]:9.2f} {_rng([r['seconds'] for r in runs[(rule, config, n)]]):>11s} "
             f"{_med([r['cpu'] / r['seconds'] for r in runs[(rule, config, n)]]):8.2f}"
@@ -304,12 +352,6 @@ def main(argv: list[str] | None = None) -> None:
         f"max {max(r['foreign'] for r in kept):.3f}; runs retried: {sum(r['attempt'] > 0 for r in kept)}"
     )
     print(f"total {time.perf_counter() - started:.0f}s, load average (1 min) at the end {os.getloadavg()[0]:.2f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "net": NET, "batches": batches, "warmup": args.warmup, "loads": loads, "load_before": load1,
-            "runs": [{"rule": r, "config": c, "load": n, **res} for (r, c, n), rs in runs.items() for res in rs],
-        }, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":
