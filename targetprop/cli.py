@@ -52,7 +52,7 @@ SeedsOpt = Annotated[str | None, typer.Option(help="Seeds, one replica each, tra
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N.")]
 ThreadsOpt = Annotated[
     str | None,
-    typer.Option(help="CPU threads: auto (the cores other processes leave free, checked every epoch) or a number."),
+    typer.Option(help="CPU threads: auto (the cores other processes leave free, checked every second) or a number."),
 ]
 OutOpt = Annotated[str | None, typer.Option("--out", help="Parent folder of run directories (default: runs).")]
 NameOpt = Annotated[str | None, typer.Option(help="Run directory name.")]

@@ -91,7 +91,7 @@ class RunConfig(BaseModel):
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     device: str = "cpu"
     threads: int | Literal["auto"] = "auto"
-    """CPU threads: "auto" uses the cores other processes leave free, re-measured every epoch (see
+    """CPU threads: "auto" uses the cores other processes leave free, re-measured about once a second (see
     targetprop/threads.py); a number fixes the count."""
     dtype: Literal["float32", "float64"] = "float32"
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"

@@ -8,7 +8,7 @@ machine would cost at most 2x. With one thread fewer than the busy cores leave f
 descheduled thread, and the run degrades in proportion.
 
 ``threads = "auto"`` (the default of ``train``, ``compare`` and ``reproduce``) measures, before the first epoch
-and after every epoch, how many cores other processes kept busy (from ``/proc/stat`` less this process's own
+and then about once a second between mini-batches, how many cores other processes kept busy (from ``/proc/stat`` less this process's own
 CPU time) and uses the cores left, at least one. A number fixes the count. The count can change the last bits of
 a result (PyTorch's parallel reductions split their sums by thread), not its statistics.
 """
@@ -50,8 +50,9 @@ def _own_seconds() -> float:
 
 
 class ThreadPolicy:
-    """``ThreadPolicy("auto")`` or ``ThreadPolicy(2)``: call :meth:`start` before training, :meth:`update`
-    after each epoch; both set ``torch.set_num_threads``. ``threads`` says the count in use."""
+    """``ThreadPolicy("auto")`` or ``ThreadPolicy(2)``: call :meth:`start` before training and :meth:`tick`
+    after each mini-batch (or :meth:`update` at chosen moments); they set ``torch.set_num_threads``. ``threads``
+    says the count in use."""
 
     def __init__(self, setting: int | str = "auto"):
         self.auto = setting == "auto"
@@ -85,6 +86,12 @@ class ThreadPolicy:
         self._mark = self._sample()
         time.sleep(0.2)  # what the machine does right now, before this run adds to it
         self.update()
+
+    def tick(self, every: float = 1.0) -> None:
+        """:meth:`update` if ``every`` seconds have passed since the last measurement: called after each
+        mini-batch, so that a long epoch follows a load that comes or goes in its middle."""
+        if self.auto and self._mark is not None and time.monotonic() - self._mark[0] >= every:
+            self.update()
 
     def update(self) -> None:
         """Use the cores that other processes left free over the last interval."""

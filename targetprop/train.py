@@ -354,6 +354,12 @@ def _train_locked(
     warned: set[int] = set()
     pending = dict(changes)  # recorded with the first epoch trained under them
     cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
+
+    def advance() -> None:  # after each mini-batch
+        bar.advance()
+        if cpu is not None:
+            cpu.tick()
+
     try:
         if cpu is not None:
             cpu.start()
@@ -363,7 +369,7 @@ def _train_locked(
                 order = train_rng.permutations(n_train)
             else:
                 order = torch.arange(n_train, device=device).expand(reps, -1)
-            sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, bar.advance)
+            sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, advance)
             with evaluation_units(net, config.eval_activation):
                 evals = {
                     name: evaluate(net, split, eval_rng, config.eval_samples, task)

@@ -60,6 +60,18 @@ def test_auto_follows_the_measured_load_epoch_by_epoch(restore_threads, monkeypa
     assert epoch(10, own=1, others=3.9) == 1  # never below one
     assert epoch(10, own=1, others=0.2) == 4  # they left: all cores again
 
+    # between mini-batches: a measurement once a second at most, so a load arriving mid-epoch is followed
+    clock["wall"] += 0.5
+    clock["own"] += 0.5 * 4
+    clock["busy"] += 0.5 * 4 + 0.5 * 2
+    policy.tick()
+    assert policy.threads == 4  # half a second: not measured yet
+    clock["wall"] += 0.5
+    clock["own"] += 0.5 * 2
+    clock["busy"] += 0.5 * 2 + 0.5 * 2
+    policy.tick()
+    assert policy.threads == 2  # over the last second, two cores were taken by others
+
 
 def test_a_fixed_count_is_used_as_given(restore_threads):
     policy = ThreadPolicy(1)
