@@ -85,6 +85,9 @@ class RunConfig(BaseModel):
     eval_activation: str | list[str] | None = None
     """Hidden units the evaluation uses in place of the trained ones, one or one per hidden layer (e.g. a net trained
     with tanh, evaluated with sign: the DTP paper's discrete-network baseline); default: the trained ones."""
+    input_noise: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """σ of Gaussian noise added to the inputs of every training mini-batch (the DTP authors' stochastic network:
+    0.3), from each replica's own stream; evaluation sees clean inputs."""
     eval_samples: int = Field(1, ge=1, le=100_000)
     """Forward passes averaged at evaluation for stochastic units."""
     diagnostics: bool = False

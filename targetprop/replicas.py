@@ -2,7 +2,8 @@
 
 Each replica owns its seed and, from it, its own random streams: one for the initialisation (on the CPU, so a
 seed gives the same starting weights on every device), one for training (data order, corruption noise,
-stochastic units), one for evaluation (stochastic units at test time) and one for the fixed random feedback
+stochastic units), one for evaluation (stochastic units at test time), one for the noise added to the inputs while training
+(``input_noise``), and one for the fixed random feedback
 matrices of the feedback-alignment rules (on the CPU, apart from ``init`` so that the forward weights of a seed
 are the same under every rule). Replica ``r`` of a run with seeds ``[s_0, ..., s_{R-1}]`` therefore follows
 exactly the path of a single run with seed ``s_r``.
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from targetprop.errors import ConfigError
 
-_STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3}
+_STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3, "input": 4}
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit: every stream's generator seed (``seed * 7919 + ...``) then fits in 64 bits."""
 MAX_REPLICAS = 4096

@@ -232,9 +232,18 @@ def _synchronize(device: torch.device) -> None:
 
 
 def train_epoch(
-    rule: Rule, x: Tensor, y: Tensor, order: Tensor, batch: int, advance: Callable[[], None] = lambda: None
+    rule: Rule,
+    x: Tensor,
+    y: Tensor,
+    order: Tensor,
+    batch: int,
+    advance: Callable[[], None] = lambda: None,
+    input_noise: float = 0.0,
+    input_rng: ReplicaRandom | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, int], float]:
-    """One epoch: every pass of ``rule.schedule()`` over the mini-batches ``order[:, k*B:(k+1)*B]``.
+    """One epoch: every pass of ``rule.schedule()`` over the mini-batches ``order[:, k*B:(k+1)*B]``; with
+    ``input_noise`` σ, each mini-batch of each pass gets ``x + σ·N(0, 1)`` drawn from ``input_rng`` (the DTP
+    authors' stochastic network trains on inputs with σ = 0.3).
 
     Returns the per-replica sums of the rule's metrics (still on the device), how many terms each sum has
     (samples for ``errors``, batches otherwise), and the wall time of the epoch.
@@ -247,6 +256,9 @@ def train_epoch(
     sizes = [min(batch, order.shape[1] - k * batch) for k in range(n_batches)]
     for phases in rule.schedule():
         batches = ((x[idx], y[idx]) for idx in order.split(batch, dim=1))
+        if input_noise > 0:
+            assert input_rng is not None, "input noise needs its random streams"
+            batches = ((xb.add_(input_rng.normal(xb.shape[1:], xb.dtype), alpha=input_noise), yb) for xb, yb in batches)
         for size, metrics in zip(sizes, rule.train_pass(batches, phases), strict=True):
             for key, value in metrics.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
@@ -320,6 +332,8 @@ def _train_locked(
     device = torch.device(config.device)
     train_rng = rule.noise
     eval_rng = ReplicaRandom(config.seeds, "eval", device)
+    input_rng = ReplicaRandom(config.seeds, "input", device) if config.input_noise > 0 else None
+    rngs = {"train_rng": train_rng, "eval_rng": eval_rng, **({"input_rng": input_rng} if input_rng is not None else {})}
     history: list[dict[str, Any]] = []
     start_epoch = 0
     diverged: set[int] = set()
@@ -328,9 +342,7 @@ def _train_locked(
         if resume:
             state = run_dir.load_checkpoint(device)
             if state is not None:
-                restore_state(
-                    net, rule, {"train_rng": train_rng, "eval_rng": eval_rng}, state, str(run_dir.checkpoint_path)
-                )
+                restore_state(net, rule, rngs, state, str(run_dir.checkpoint_path))
                 start_epoch = int(state["epoch"])
                 diverged = set(state.get("diverged", []))
             history = history_on_resume(run_dir, state, reps)
@@ -369,7 +381,9 @@ def _train_locked(
                 order = train_rng.permutations(n_train)
             else:
                 order = torch.arange(n_train, device=device).expand(reps, -1)
-            sums, counts, seconds = train_epoch(rule, x_train, y_train, order, batch, advance)
+            sums, counts, seconds = train_epoch(
+                rule, x_train, y_train, order, batch, advance, config.input_noise, input_rng
+            )
             with evaluation_units(net, config.eval_activation):
                 evals = {
                     name: evaluate(net, split, eval_rng, config.eval_samples, task)
@@ -450,8 +464,7 @@ def _train_locked(
                     "epoch": epoch + 1,
                     "net": net.state_dict(),
                     "rule": rule.state_dict(),
-                    "train_rng": train_rng.state_dict(),
-                    "eval_rng": eval_rng.state_dict(),
+                    **{key: rng.state_dict() for key, rng in rngs.items()},
                     "diverged": sorted(diverged),
                     "config": config.to_dict(),
                     "history": history,

@@ -87,3 +87,25 @@ def test_tasks_refuse_what_they_cannot_train(digits):
     with pytest.raises(ConfigError, match="needs 64 inputs and 10 outputs"):
         build(make_config(arch="64-32-64"), digits)
     assert Classify().n_outputs(digits) == 10 and Reconstruct().n_outputs(digits) == 64
+
+
+def test_input_noise_perturbs_training_only_and_resumes_exactly(tmp_path, digits):
+    """``input_noise``: each training mini-batch gets ``x + σ·N(0, 1)`` from each replica's own input stream; a
+    run resumed from its checkpoint draws the same noise as an uninterrupted one."""
+    common = dict(rule="dtp", arch="64-32-32-10", seeds=[0, 1], dtype="float64", out=str(tmp_path))
+    clean = train(make_config(epochs=2, name="clean", **common), dataset=digits, progress=False)
+    whole = train(make_config(epochs=2, name="whole", input_noise=0.3, **common), dataset=digits, progress=False)
+    assert [h["train_loss"] for h in whole.history] != [h["train_loss"] for h in clean.history]
+    part = train(make_config(epochs=1, name="part", input_noise=0.3, **common), dataset=digits, progress=False)
+    resumed = train(
+        make_config(epochs=2, name="part", input_noise=0.3, **common),
+        dataset=digits,
+        run_dir=part.run_dir,
+        resume=True,
+        progress=False,
+    )
+    for p, q in zip(resumed.net.forward_parameters(), whole.net.forward_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    # evaluation sees clean inputs: the reported errors are those of the trained net on the data as it is
+    again = evaluate(whole.net, digits.test, task=Classify())["error"].tolist()
+    assert again == [h["test_error"] for h in whole.history if h["epoch"] == 2]

@@ -188,6 +188,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             "init": "glorot",
             "epochs": 1000,
             "eval_samples": 100,
+            "input_noise": 0.3,
         },
         methods=(
             Method(
@@ -202,14 +203,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                     "noise_decay": 100,
                 },
                 paper=1.54,
-                note="without the authors' Gaussian input noise 0.3 (not in the library yet)",
             ),
             Method(
                 "bp-straight-through",
                 "bp",
                 {"lr": 4.58e-3, "straight_through": True, "optimizer": OPTIMIZER},
                 paper=1.71,
-                note="paper's figure from Raiko et al. 2014; without the input noise",
+                note="paper's figure from Raiko et al. 2014",
             ),
         ),
         smoke={**MNIST_SMOKE, "arch": "784-100-100-10", "eval_samples": 5},
