@@ -290,7 +290,10 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("error % (mean over seeds, band: min-max)")
     axes[1].legend(fontsize="small")
-    fig.suptitle(f"{experiment.name}: {experiment.description}", fontsize="medium")
+    seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
+    trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
+    ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
+    fig.suptitle(f"{experiment.name}: {experiment.description}{ran}", fontsize="medium")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
