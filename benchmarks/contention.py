@@ -132,9 +132,14 @@ def worker(args: argparse.Namespace) -> None:
 # ---- driver --------------------------------------------------------------------------------------------------
 
 
-def start_busy(n: int, delay: float = 0.0) -> list[subprocess.Popen[bytes]]:
-    """``n`` busy loops, running before the worker starts; with ``delay``, each sleeps that long first."""
-    code = f"import time; time.sleep({delay})\n{BUSY}" if delay else BUSY
+def start_busy(n: int, delay: float = 0.0, duration: float = 0.0) -> list[subprocess.Popen[bytes]]:
+    """``n`` busy loops, running before the worker starts; with ``delay``, each sleeps that long first; with
+    ``duration``, each stops after that many seconds of spinning (else when killed, after the worker)."""
+    code = BUSY
+    if duration:
+        code = f"import time\nend = time.monotonic() + {duration}\nwhile time.monotonic() < end: pass"
+    if delay:
+        code = f"import time; time.sleep({delay})\n{code}"
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
     if procs and not delay:
         time.sleep(0.3)
@@ -200,7 +205,7 @@ def _measure_once(rule: str, config: str, load: int, batches: int, args: argpars
            "--batches", str(batches), "--warmup", str(args.warmup),
            "--recheck", str(args.recheck)]  # fmt: skip
     b0, o0, t0 = busy_cpu_seconds(), own_cpu_seconds(), time.monotonic()
-    busy = start_busy(load, args.busy_delay)
+    busy = start_busy(load, args.busy_delay, args.busy_for)
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     finally:
@@ -245,6 +250,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="start the busy loops this many seconds after the worker (a load that arrives mid-run) instead of before",
     )
+    p.add_argument(
+        "--busy-for",
+        type=float,
+        default=0.0,
+        help="the busy loops stop after this many seconds (a load that leaves mid-run); 0: they run to the end",
+    )
     p.add_argument("--recheck", type=int, default=50, help="auto: update the thread policy every N mini-batches")
     p.add_argument("--json", default=None, help="write every run's figures here")
     # worker mode
@@ -276,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         + ("  ** other processes busy **" if quiet > args.max_foreign else "")
     )
     print(f"net: {NET}; timed mini-batches: {batches}; warm-up {args.warmup}; repeats {repeats}; loads {loads}"
-          + (f"; busy loops start {args.busy_delay}s after the worker" if args.busy_delay else ""))  # fmt: skip
+          + (f"; busy loops start {args.busy_delay}s after the worker" if args.busy_delay else "")
+          + (f"; busy loops stop after {args.busy_for}s" if args.busy_for else ""))  # fmt: skip
 
     # SIGTERM / SIGHUP unwind like Ctrl-C, so the busy loops are killed (finally in _measure_once)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -289,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({
                 "net": NET, "batches": batches, "warmup": args.warmup, "loads": loads, "load_before": load1,
-                "busy_delay": args.busy_delay, "max_foreign": args.max_foreign,
+                "busy_delay": args.busy_delay, "busy_for": args.busy_for, "max_foreign": args.max_foreign,
+                "recheck": args.recheck,
                 "runs": [{"rule": r, "config": c, "load": n, **res} for (r, c, n), rs in runs.items() for res in rs],
             }, indent=1))  # fmt: skip
 
