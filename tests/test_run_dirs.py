@@ -6,6 +6,7 @@ Every command runs for real in a subprocess (see clitools.py). The runs are tiny
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -335,16 +337,25 @@ def can_mount() -> bool:
 MOUNT = os.geteuid() == 0 and can_mount()
 
 
+@contextlib.contextmanager
+def tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on ``folder`` (made if missing) with mount ``options``, unmounted afterwards."""
+    if not MOUNT:
+        pytest.skip("needs root and tmpfs mounts (CI has both)")
+    folder.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 300 KiB tmpfs: room for one checkpoint of RUN's network but not for its replacement beside it."""
-    if not MOUNT:
-        pytest.skip("needs root and tmpfs mounts (CI has both); test_faults.py covers a full disk with RLIMIT_FSIZE")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
+    """A 300 KiB tmpfs: room for one checkpoint of RUN's network but not for its replacement beside it (without
+    mounts, test_faults.py still covers a full disk, with RLIMIT_FSIZE)."""
+    with tmpfs(tmp_path / "disk", "size=300k") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_keeps_every_finished_epoch_and_resumes(small_disk, reference):
@@ -364,15 +375,8 @@ def test_a_full_disk_is_one_line_keeps_every_finished_epoch_and_resumes(small_di
 
 
 def test_a_read_only_out_is_one_line(tmp_path):
-    if not MOUNT:
-        pytest.skip("needs root and tmpfs mounts (CI has both)")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as mount:
         proc = run_cli(*RUN, "--epochs", "1", "--out", mount / "runs", cwd=tmp_path)
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
     assert proc.returncode == 2, show(proc)
     assert "Read-only file system" in error_line(proc) and "give another --out" in error_line(proc)
 
@@ -451,18 +455,11 @@ def test_a_damaged_sweep_directory_is_one_line(swept, tmp_path, case):
 
 
 def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
-    if not MOUNT:
-        pytest.skip("needs root and tmpfs mounts (CI has both)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
     (tmp_path / "space.toml").write_text(
         SPACE.replace("epochs = 1", "epochs = 3")
     )  # the second checkpoint does not fit
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "size=100k") as disk:
         proc = run_cli("sweep", "space.toml", "--out", disk, "--name", "s", "-q", cwd=tmp_path)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
     assert proc.returncode == 2, show(proc)
     assert_no_traceback(proc)
     line = error_line(proc)
