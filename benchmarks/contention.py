@@ -86,7 +86,8 @@ def worker(args: argparse.Namespace) -> None:
     _, rule = build(config, dataset)
     x, y = dataset.train.x, dataset.train.y
     n_seeds, batch = len(config.seeds), config.batch_size
-    order = torch.arange(x.shape[0]).expand(n_seeds, -1)
+    # the timed mini-batches may outnumber an epoch's: walk the training set again from its start
+    order = (torch.arange(max(args.batches, args.warmup) * batch) % x.shape[0]).expand(n_seeds, -1)
     if args.warmup:
         train_epoch(rule, x, y, order[:, : args.warmup * batch], batch)
     before = resource.getrusage(resource.RUSAGE_SELF)
