@@ -20,6 +20,18 @@ of the machine spreads over all of them; the table gives medians and the range o
 default configuration's alone median (what a user without contention gets today). ``cpu/wall`` is the worker's
 CPU time (all threads, from getrusage) over wall time in the timed section (2.0: both cores busy, spinning
 included); ``invol. cs`` the involuntary context switches of the worker during the timed section.
+
+Other processes (anything but the worker and the busy loops) are measured during every run, from ``/proc/stat``
+less the CPU time of this driver's children; a run where they kept more than ``--max-foreign`` cores busy on
+average is retried (``--tries``) after waiting for the machine to go quiet, and left out of the table where a clean
+repeat exists. ``--busy-delay S`` starts the busy loops S seconds after the worker (a load that arrives mid-run:
+the worker's start-up and warm-up take ~3 s on 2 cores), ``--busy-for S`` stops them after S seconds (a load that
+leaves); ``--batches`` may then exceed an epoch (the order wraps around the training set).
+
+Measured on 2 cores (AMD EPYC VM, torch 2.13.0+cpu, libgomp; BP 300 mini-batches, DTP 80, medians of 3):
+BP alone 3.48 s, beside one busy loop 13.90 s (3.99x); threads=1 5.20 / 5.28 s; auto 3.67 / 5.43 s;
+DTP 2.35 / 8.43 s; auto 2.43 / 3.69 s. In an earlier run (default BP 3.47 / 13.84 s), OMP_WAIT_POLICY=PASSIVE
+with 2 threads took 5.92 / 6.35 s and GOMP_SPINCOUNT=0 5.38 / 5.68 s: slower alone than one thread (4.88 s).
 """
 
 from __future__ import annotations
@@ -327,8 +339,9 @@ def main(argv: list[str] | None = None) -> None:
             "table where a clean repeat exists"
         )
     first = next(iter(runs.values()))[0]
-    print(f"\nOpenMP libraries mapped in the worker: {first['openmp_libs']}; torch threads (default): "
-          f"{runs[(rules[0], cases[0][1], loads[0])][0]['threads']}")  # fmt: skip
+    defaults = [rs[0]["threads"] for (_, c, _), rs in runs.items() if c == "default"]
+    print(f"\nOpenMP libraries mapped in the worker: {first['openmp_libs']}"
+          + (f"; torch's default thread count: {defaults[0]}" if defaults else ""))  # fmt: skip
 
     header = (
         f"{'rule':5s} {'configuration':19s} {'threads':>7s} "
