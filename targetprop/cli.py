@@ -17,7 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from targetprop.config import RunConfig, apply_assignments, make_config
-from targetprop.errors import ConfigError, TargetpropError, Terminated
+from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
 from targetprop.experiments import load_config_source, preset_names, preset_path
 from targetprop.rules import RULES, get_rule
 
@@ -30,7 +30,6 @@ app = typer.Typer(
     "compare them with back-propagation.",
 )
 out = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[
     str | None,
@@ -171,9 +170,7 @@ def _threads(text: str | None) -> int | str | None:
     return int(text) if text is not None and text.strip().isdigit() else text
 
 
-def _note(message: str) -> None:
-    """A plain line on stderr (no markup, no wrapping: paths stay whole)."""
-    err.print(message, highlight=False, markup=False, soft_wrap=True)
+_note = warn  # a plain line on stderr (no markup, no wrapping: paths stay whole)
 
 
 @app.command()
