@@ -104,7 +104,7 @@ def read_header(path: Path) -> dict[str, Any]:
 
 def load(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The state saved at ``path``, its tensors on ``device``."""
-    skeleton, handle = _open(path, with_tensors=True)
+    skeleton, handle = _open(path)
     try:
         tensors = {name: handle.get_tensor(name).to(device) for name in handle.keys()}  # noqa: SIM118
     except Exception as e:  # a damaged data section: anything the reader raises means the same to the user
@@ -112,7 +112,8 @@ def load(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     return decode(skeleton, tensors)
 
 
-def _open(path: Path, with_tensors: bool = False) -> tuple[Any, Any]:
+def _open(path: Path) -> tuple[dict[str, Any], Any]:
+    """The checkpoint's skeleton (checked to be ours) and the open file, whose tensors are read on demand."""
     from safetensors import safe_open
 
     size = path.stat().st_size
@@ -136,7 +137,7 @@ def _open(path: Path, with_tensors: bool = False) -> tuple[Any, Any]:
         raise CheckpointError(f"{path} has a damaged header ({_reason(e)})") from None
     if not isinstance(skeleton, dict):
         raise CheckpointError(f"{path} has a damaged header (its state is not a table)")
-    return skeleton, handle if with_tensors else None
+    return skeleton, handle
 
 
 def load_legacy(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
