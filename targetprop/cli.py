@@ -299,15 +299,15 @@ def reproduce(
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png."""
+    """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png
+    (and, for the auto-encoder, filters.png and the classifier on its features)."""
     from targetprop.experiments.paper import EXPERIMENTS
     from targetprop.reproduce import reproduce as run_reproduce
 
     if list_:
         for e in EXPERIMENTS:
             aliases = f" (alias: {', '.join(e.aliases)})" if e.aliases else ""
-            status = "" if e.runnable else f"  [not yet runnable: {e.why_not}]"
-            out.print(f"{e.name}{aliases}: {e.description}{status}", highlight=False, markup=False, soft_wrap=True)
+            out.print(f"{e.name}{aliases}: {e.description}", highlight=False, markup=False, soft_wrap=True)
             for m in e.methods:
                 paper = f"paper {e.paper_metric} {m.paper}" if m.paper is not None else "paper: no figure"
                 params = ", ".join(f"{k}={v}" for k, v in m.params.items() if k not in ("optimizer", "schedule"))
@@ -315,6 +315,10 @@ def reproduce(
                 out.print(
                     f"    {m.name}: {m.rule} ({params}); {paper}{extra}", highlight=False, markup=False, soft_wrap=True
                 )
+            figures = "table.md, errors.png (train and test error against epochs, every method)"
+            if e.probe is not None:
+                figures += ", filters.png (the learned filters), classifier test error on the learned code"
+            out.print(f"    figures: {figures}", highlight=False, markup=False, soft_wrap=True)
         return
     if resume is not None and (out_dir is not None or name_ is not None):
         raise ConfigError("--resume names the reproduce directory; drop --out and --name")

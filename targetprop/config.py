@@ -72,6 +72,8 @@ class RunConfig(BaseModel):
     task: Literal["classify", "reconstruct"] = "classify"
     """What the network learns: classify (targets are the labels) or reconstruct (targets are the inputs: an
     auto-encoder; needs a sigmoid or linear output as wide as the input)."""
+    tied_weights: bool = False
+    """An auto-encoder n-H-n whose decoder weights are the encoder's transposed (the DTP paper's auto-encoder)."""
     output: Literal["softmax", "sigmoid", "linear"] = "softmax"
     """Output unit and its cost: softmax + cross-entropy, sigmoid + binary cross-entropy, linear + squared error."""
     init: str = "orthogonal"
@@ -174,6 +176,10 @@ class RunConfig(BaseModel):
                 raise ConfigError(f"[{key}] must be a table of {key}'s hyper-parameters, got {value!r}")
             rule_config(key, value)  # validates
         sizes = parse_architecture(self.architecture)
+        if self.tied_weights and (len(sizes) != 3 or sizes[0] != sizes[2]):
+            raise ConfigError(
+                f"tied_weights needs an auto-encoder n-H-n such as 784-1000-784, got arch {self.architecture}"
+            )
         for key in ("activation", "eval_activation"):
             units = getattr(self, key)
             if isinstance(units, list) and len(units) not in (1, len(sizes) - 2):

@@ -11,6 +11,12 @@ output unit applied to ``a_M`` and the cost is ``L(a_M, y)``.
 
 Every parameter carries a leading replica dimension ``R``: ``W_i`` is ``(R, n_i, n_{i−1})`` and activity is
 ``(R, B, n)``, so R independently initialised networks train in one process through batched matrix products.
+
+An auto-encoder ``n-H-n`` may have *tied* weights (``tied=True``, the DTP paper's auto-encoder): the decoder's
+``W_2`` is ``W_1ᵀ``. Both are kept as parameters, ``W_2`` set to ``W_1ᵀ`` at initialisation, and every optimiser
+of the forward weights hands both the same direction, ``G = G_{W_1} + G_{W_2}ᵀ`` (and ``Gᵀ``), the gradient with
+respect to the one shared matrix (see :meth:`Network.tied_pairs`). Element-wise optimisers commute with the
+transpose, so ``W_2 = W_1ᵀ`` holds exactly, step after step, with no code in the rules.
 """
 
 from __future__ import annotations
@@ -208,10 +214,18 @@ class Network(nn.Module):
         replicas: int = 1,
         feedback: str = "hidden",
         feedback_units: Sequence[str | None] | None = None,
+        tied: bool = False,
     ):
         super().__init__()
         sizes = list(sizes)
         n_layers = len(sizes) - 1
+        if tied and (n_layers != 2 or sizes[0] != sizes[2]):
+            arch = "-".join(map(str, sizes))
+            raise ConfigError(
+                f"tied weights need an auto-encoder n-H-n (the decoder's weights are the encoder's transposed), "
+                f"got {arch}"
+            )
+        self.tied = tied
         if len(hidden) != n_layers - 1:
             raise ConfigError(
                 f"{n_layers - 1} hidden layers but {len(hidden)} hidden unit names; give one name, or one per layer"
@@ -284,6 +298,7 @@ class Network(nn.Module):
         init: str = "orthogonal",
         feedback: str = "hidden",
         feedback_units: Sequence[str | None] | None = None,
+        tied: bool = False,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> Network:
@@ -291,7 +306,7 @@ class Network(nn.Module):
         sizes = parse_architecture(architecture) if isinstance(architecture, str) else list(architecture)
         n_hidden = len(sizes) - 2
         names = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
-        net = cls(sizes, names, output, len(seeds), feedback, feedback_units)
+        net = cls(sizes, names, output, len(seeds), feedback, feedback_units, tied)
         net.initialize(seeds, init)
         return net.to(device=device, dtype=dtype)
 
@@ -320,6 +335,8 @@ class Network(nn.Module):
             for layer in self.layers:
                 layer.weight[r] = init_weight((layer.n_out, layer.n_in), scheme, gen)
                 layer.bias[r] = init_bias(layer.n_out, layer.n_in, scheme, gen)
+            if self.tied:
+                self.layers[1].weight[r] = self.layers[0].weight[r].t()
             for layer in self.layers:
                 if layer.has_feedback:
                     layer.fb_weight[r] = init_weight((layer.n_in, layer.n_out), scheme, gen)
@@ -354,6 +371,11 @@ class Network(nn.Module):
             u = layer.transmit(layer(u), noise, straight_through)
         return self.layers[-1].preactivation(u)
 
+    def tied_pairs(self) -> list[tuple[int, int]]:
+        """Positions ``(i, j)`` in :meth:`forward_parameters` of matrices kept transposes of each other: ``W_1`` and
+        ``W_2`` of a tied auto-encoder (none otherwise). Optimisers give both ``G_i + G_jᵀ``."""
+        return [(0, 2)] if self.tied else []
+
     def forward_parameters(self) -> list[nn.Parameter]:
         """``W_1, b_1, …, W_M, b_M``: views, in this order, of one contiguous ``(R, P)`` buffer."""
         return [getattr(layer, name) for layer, name in self._forward_names()]
@@ -366,7 +388,9 @@ class Network(nn.Module):
         """A network holding only the given replicas (copies of their parameters)."""
         index = [index] if isinstance(index, int) else list(index)
         fb_units = [layer.feedback_unit.name if layer.feedback_unit else None for layer in self.layers]
-        net = Network(self.sizes, self.hidden_names, self.output_name, len(index), self.feedback_mode, fb_units)
+        net = Network(
+            self.sizes, self.hidden_names, self.output_name, len(index), self.feedback_mode, fb_units, self.tied
+        )
         ref = self.layers[0].weight
         net.to(device=ref.device, dtype=ref.dtype)
         with torch.no_grad():
@@ -392,7 +416,8 @@ class Network(nn.Module):
 
     def describe(self) -> str:
         hidden = ",".join(sorted(set(self.hidden_names))) or "-"
-        return f"{'-'.join(map(str, self.sizes))} {hidden} -> {self.output_name}, {self.replicas} replica(s)"
+        tied = ", tied weights" if self.tied else ""
+        return f"{'-'.join(map(str, self.sizes))} {hidden} -> {self.output_name}{tied}, {self.replicas} replica(s)"
 
 
 class UnitModule(nn.Module):

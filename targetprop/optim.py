@@ -95,6 +95,9 @@ class Optimizer:
     def __init__(self, params: Sequence[Tensor], lr: Tensor):
         self.params = list(params)
         self.lr = lr
+        self.tied: list[tuple[int, int]] = []
+        """Pairs ``(i, j)`` of parameters that are transposes of each other (a tied auto-encoder's ``W_1`` and
+        ``W_2``): :meth:`step` gives both the direction ``G = G_i + G_jᵀ`` (``Gᵀ`` for ``j``), so they stay tied."""
         self.state: dict[str, list[Tensor]] = {}
         flat = flat_buffer(self.params) if len(self.params) > 1 else None
         self.slots: list[Tensor] = [flat] if flat is not None else [p.detach() for p in self.params]
@@ -157,6 +160,8 @@ class Optimizer:
     def step(self, grads: Sequence[Tensor]) -> None:
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
+        if self.tied:
+            grads = self._tie(grads)
         if self._flat:
             if grads is not self._grad_views:  # gradients computed elsewhere than the buffer: gather them
                 for view, g in zip(self.grad_buffers(), grads, strict=True):
@@ -167,6 +172,14 @@ class Optimizer:
             return
         for i, g in enumerate(grads):
             self._update_slot(i, g)
+
+    def _tie(self, grads: Sequence[Tensor]) -> list[Tensor]:
+        """``G = G_i + G_jᵀ`` for parameter ``i`` and ``Gᵀ`` for parameter ``j``, for every tied pair."""
+        grads = list(grads)
+        for i, j in self.tied:
+            shared = grads[i] + grads[j].transpose(-1, -2)
+            grads[i], grads[j] = shared, shared.transpose(-1, -2)
+        return grads
 
     def _update_slot(self, i: int, g: Tensor) -> None:
         p, lr = self.slots[i], _lr_view(self.lr, self.slots[i])
@@ -327,9 +340,14 @@ def check_options(options: dict[str, float]) -> dict[str, float]:
 
 
 def make_optimizer(
-    name: str, params: Sequence[Tensor], lr: float | Sequence[float], options: dict[str, float] | None = None
+    name: str,
+    params: Sequence[Tensor],
+    lr: float | Sequence[float],
+    options: dict[str, float] | None = None,
+    tied: Sequence[tuple[int, int]] = (),
 ) -> Optimizer:
-    """Build optimiser ``name`` over ``params`` (each ``(R, ...)``); ``lr`` is a scalar or one value per replica."""
+    """Build optimiser ``name`` over ``params`` (each ``(R, ...)``); ``lr`` is a scalar or one value per replica;
+    ``tied`` pairs parameters kept transposes of each other (:attr:`Optimizer.tied`)."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     cls = OPTIMIZERS[name]
@@ -342,4 +360,6 @@ def make_optimizer(
         )
     params = list(params)
     lr_t = per_replica(lr, params[0].shape[0], params[0])
-    return cls(params, lr_t, **options)
+    optimizer = cls(params, lr_t, **options)
+    optimizer.tied = list(tied)
+    return optimizer

@@ -7,6 +7,10 @@ paper-style table and figure.
   table.md, table.csv per method: final test error, test error at the best-validation epoch, final train error
                       (mean ± std over seeds), seconds per epoch, and the paper's figure
   errors.png          train and test error against epochs, mean over seeds with a min-max band
+  filters.png         auto-encoders: the first 100 hidden units' input weights of each method (seed of replica 0)
+  <method>/probe.json auto-encoders: the linear classifier on the learned code (:mod:`targetprop.probe`), whose
+                      test error is the table's "classifier test error %" and the one the paper's figure is set
+                      against
 
 Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 import tomllib
@@ -24,13 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+import torch
 
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
 from targetprop.experiments.paper import Experiment, Method, get_experiment
+from targetprop.nets import Network
+from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
 from targetprop.runs import RunDir, atomic_write
+from targetprop.tasks import get_task
 
 EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")
@@ -53,6 +62,8 @@ class MethodResult:
     method: Method
     summary: dict[str, Any]
     run_dir: Path
+    probe: dict[str, Any] | None = None
+    """The linear classifier on an auto-encoder's code (``probe.json``), if the experiment has one."""
 
 
 def _read_request(folder: Path) -> dict[str, Any]:
@@ -102,8 +113,6 @@ def reproduce(
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
         folder = None
-    if not experiment.runnable:
-        raise ConfigError(f"experiment {experiment.name} is not yet runnable: {experiment.why_not}")
     overrides = {"seeds": seed_list, "epochs": epochs, "device": device, "data_dir": data_dir, "threads": threads}
     configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in experiment.methods]
     first = configs[0][1]
@@ -123,6 +132,11 @@ def reproduce(
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     with RunDir(folder).lock():
         results = _run_methods(experiment, folder, configs, overrides, dataset, progress, note)
+        probe = experiment.probe_smoke if scale == "smoke" else experiment.probe
+        if probe is not None:
+            for result in results:
+                result.probe = _probe(experiment, result, dataset, probe, note)
+            plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / experiment.methods[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
     return experiment, folder, results
@@ -163,15 +177,59 @@ def _run_methods(
     return results
 
 
+def _trained_network(run_dir: Path, dataset: Dataset) -> Network:
+    """The network of a finished run, as its last checkpoint holds it."""
+    from targetprop.train import build
+
+    folder = RunDir(run_dir)
+    config = make_config(folder.read_config()).model_copy(update={"compile": "off"})
+    state = folder.load_checkpoint(config.device)
+    if state is None:
+        raise ConfigError(f"{run_dir} has no checkpoint to read the trained network from")
+    net, _ = build(config, dataset)
+    net.load_state_dict(state["net"])
+    return net
+
+
+def _probe(
+    experiment: Experiment, result: MethodResult, dataset: Dataset, settings: ProbeSettings, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """The linear classifier on one method's learned code: read from ``probe.json`` when it was trained on the
+    same epochs with the same settings, else trained now and written there."""
+    path = result.run_dir / "probe.json"
+    epochs = int(result.summary.get("epochs", 0))
+    if path.is_file():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            kept = None
+        if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
+            return kept
+    note(f"{experiment.name} {result.method.name}: linear classifier on the learned code ({settings.epochs} epochs)")
+    net = _trained_network(result.run_dir, dataset)
+    seeds = [p["seed"] for p in result.summary["per_replica"]]
+    probe = {"autoencoder_epochs": epochs, **linear_probe(net, dataset, seeds, settings)}
+    errors = [p["test_error"] for p in probe["per_replica"]]
+    probe["test_error"] = {
+        "mean": statistics.fmean(errors),
+        "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+    }
+    text = json.dumps(probe, indent=2)
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return probe
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Table
 
 
 COLUMNS = (
-    ("final test error %", "test_error"),
-    ("test error % at best valid", "test_error_at_best_valid"),
-    ("final train error %", "train_error"),
+    ("final test {error}", "test_error"),
+    ("test {error} at best valid", "test_error_at_best_valid"),
+    ("final train {error}", "train_error"),
 )
+"""Table columns: label (with the task's error, e.g. "error %" or "reconstruction error") and summary key."""
+PROBE_COLUMN = "classifier test error %"
 
 
 def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict[str, Any]]:
@@ -184,6 +242,9 @@ def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict
             stats = s.get(key) or {}
             row[f"{key}_mean"] = stats.get("mean", math.nan)
             row[f"{key}_std"] = stats.get("std", math.nan)
+        if r.probe is not None:
+            row["classifier_test_error_mean"] = r.probe["test_error"]["mean"]
+            row["classifier_test_error_std"] = r.probe["test_error"]["std"]
         row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
         row["epochs"] = s.get("epochs")
         row["seeds"] = s.get("replicas")
@@ -208,7 +269,16 @@ def markdown_table(
         + (f"first {config.n_train} training examples, " if config.n_train else "")
         + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
     )
-    head = ["method", *(label for label, _ in COLUMNS), "s / epoch", "seeds", "paper test error %"]
+    error = get_task(config.task).error_label
+    probed = any("classifier_test_error_mean" in row for row in rows)
+    head = [
+        "method",
+        *(label.format(error=error) for label, _ in COLUMNS),
+        *([PROBE_COLUMN] if probed else []),
+        "s / epoch",
+        "seeds",
+        "paper test error %",
+    ]
     lines = [
         f"# {experiment.name}: {experiment.description}",
         "",
@@ -222,6 +292,11 @@ def markdown_table(
         cells = [
             row["method"],
             *(_pm(row[f"{key}_mean"], row[f"{key}_std"]) for _, key in COLUMNS),
+            *(
+                [_pm(row.get("classifier_test_error_mean", math.nan), row.get("classifier_test_error_std", math.nan))]
+                if probed
+                else []
+            ),
             f"{row['seconds_per_epoch']:.2f}",
             f"{row['seeds']}" + (f" ({row['diverged_seeds']} diverged)" if row["diverged_seeds"] else ""),
             "-" if paper == "" else f"{paper:.2f}",
@@ -230,6 +305,13 @@ def markdown_table(
     notes = [f"- {row['method']}: {row['note']}" for row in rows if row["note"]]
     if experiment.paper_metric == "test accuracy %":
         notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
+    if probed:
+        notes.insert(
+            0,
+            f"- {PROBE_COLUMN}: a softmax regression on each seed's frozen code h = f(x) after the last epoch, at its "
+            "best validation epoch (targetprop/probe.py); the paper's figure is set against it; the reconstruction "
+            "error is the mean squared error per image, ||s(a) − x||²",
+        )
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
@@ -281,19 +363,53 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path)
             ax.plot(epochs, mean, color=color, label=r.method.name, marker="o" if len(epochs) < 10 else None)
             ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
             paper = experiment.paper_error(r.method)
-            if key == "test_error" and paper is not None:
+            if key == "test_error" and paper is not None and experiment.probe is None:
                 ax.axhline(paper, color=color, linestyle=":", linewidth=1, label=f"{r.method.name} (paper)")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("symlog", linthresh=1.0)  # linear below 1 %: a train error of 0 stays on the plot
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("error % (mean over seeds, band: min-max)")
+    error = results[0].summary.get("error", "error %") if results else "error %"
+    axes[0].set_ylabel(f"{error} (mean over seeds, band: min-max)")
     axes[1].legend(fontsize="small")
     seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
     trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
     ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
     fig.suptitle(f"{experiment.name}: {experiment.description}{ran}", fontsize="medium")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def plot_filters(experiment: Experiment, results: list[MethodResult], dataset: Dataset, path: Path) -> None:
+    """The input weights of the first 100 hidden units of each method's first replica, as images (each scaled
+    to its own range): the paper's figure of the auto-encoder's filters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shape = dataset.input_shape[-2:] if len(dataset.input_shape) >= 2 else (1, dataset.n_inputs)
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5.3), layout="constrained", squeeze=False)
+    for ax, r in zip(axes[0], results, strict=True):
+        weight = _trained_network(r.run_dir, dataset).layers[0].weight[0].detach().float().cpu()
+        units = weight[:100]
+        low = units.amin(1, keepdim=True)
+        span = (units.amax(1, keepdim=True) - low).clamp_min(1e-12)
+        images = ((units - low) / span).view(-1, *shape)
+        side = math.ceil(math.sqrt(len(images)))
+        grid = torch.ones(side * (shape[0] + 1), side * (shape[1] + 1))
+        for k, image in enumerate(images):
+            row, col = divmod(k, side)
+            grid[
+                row * (shape[0] + 1) : row * (shape[0] + 1) + shape[0],
+                col * (shape[1] + 1) : col * (shape[1] + 1) + shape[1],
+            ] = image
+        ax.imshow(grid.numpy(), cmap="gray", interpolation="nearest")
+        seed = r.summary["per_replica"][0]["seed"]
+        ax.set_title(f"{r.method.name} ({r.method.rule}), seed {seed}, {r.summary.get('epochs')} epochs")
+        ax.axis("off")
+    fig.suptitle(f"{experiment.name}: input weights of the first {len(images)} hidden units", fontsize="medium")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 

@@ -48,6 +48,7 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         seeds=config.seeds,
         init=config.init,
         feedback=rule_cls.feedback_maps(rule_config),
+        tied=config.tied_weights,
         device=config.device,
         dtype=getattr(torch, config.dtype),
     )

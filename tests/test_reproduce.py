@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import json
 import math
 import pickle
 import tarfile
@@ -26,7 +27,7 @@ from targetprop.train import train, training_subset
 needs_mnist = pytest.mark.skipif(
     not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
 )
-CLASSIFICATION = [e.name for e in EXPERIMENTS if e.runnable]
+EXPERIMENT_NAMES = [e.name for e in EXPERIMENTS]
 
 
 def check_outputs(folder: Path, methods: list[str], epochs: int, seeds: int) -> list[dict[str, str]]:
@@ -67,14 +68,13 @@ def test_list_names_every_experiment_its_methods_and_figures(tmp_path: Path) -> 
             assert f"    {m.name}: {m.rule}" in proc.stdout
     for figure in ("1.94", "1.86", "3.15", "1.62", "50.37", "53.72", "1.54", "1.71", "1.35"):
         assert figure in proc.stdout
-    assert "autoencoder" in proc.stdout and "not yet runnable" in proc.stdout
+    assert proc.stdout.count("    figures: table.md, errors.png") == len(EXPERIMENTS)
+    assert "filters.png" in proc.stdout  # the auto-encoder's
     assert "alias: mnist-paper" in proc.stdout
 
 
-def test_autoencoder_and_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
-    proc = run_cli("reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path / "runs", cwd=tmp_path)
-    assert proc.returncode == 2 and "not yet runnable" in error_line(proc)
-    proc = run_cli("reproduce", "mnist-sigmoid", cwd=tmp_path)
+def test_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
+    proc = run_cli("reproduce", "mnist-sigmoid", "--out", tmp_path / "runs", cwd=tmp_path)
     assert proc.returncode == 2 and "mnist-tanh" in error_line(proc)
     assert_no_traceback(proc)
     assert not (tmp_path / "runs").exists()
@@ -97,7 +97,7 @@ def test_paper_figures_are_test_errors_and_cifar_accuracy_is_converted() -> None
     assert [stochastic.paper_error(m) for m in stochastic.methods] == [1.54, 1.71]
 
 
-@pytest.mark.parametrize("name", CLASSIFICATION)
+@pytest.mark.parametrize("name", EXPERIMENT_NAMES)
 def test_every_method_config_is_valid_at_both_scales(name: str) -> None:
     e = get_experiment(name)
     for m in e.methods:
@@ -159,6 +159,32 @@ def test_mnist_experiment_smoke_runs_end_to_end(name: str, tmp_path: Path) -> No
         paper = e.paper_error(m)
         assert row["paper_test_error"] == ("" if paper is None else str(paper))
     assert "| method |" in proc.stdout  # the table is printed
+
+
+@needs_mnist
+def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path) -> None:
+    proc = run_cli("reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    rows = check_outputs(folder, ["dtp", "bp"], epochs=3, seeds=2)
+    assert (folder / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (folder / "table.md").read_text()
+    assert "final test reconstruction error" in markdown and "classifier test error %" in markdown
+    for row in rows:
+        metrics = read_jsonl(folder / row["method"] / "metrics.jsonl")
+        first = [m["test_error"] for m in metrics if m["epoch"] == 1]
+        last = [m["test_error"] for m in metrics if m["epoch"] == 3]
+        assert all(b < a for a, b in zip(first, last, strict=True)), (row["method"], first, last)  # it learns
+        # a linear classifier on 100 learned features of 5,000 images: far better than chance, far from perfect
+        assert 2.0 < float(row["classifier_test_error_mean"]) < 40.0, row
+        probe = json.loads((folder / row["method"] / "probe.json").read_text())
+        assert [p["seed"] for p in probe["per_replica"]] == [0, 1] and probe["autoencoder_epochs"] == 3
+    assert rows[0]["paper_test_error"] == "1.35"
+    # resuming a finished experiment trains nothing and reads the classifiers back
+    before = (folder / "dtp" / "probe.json").stat().st_mtime_ns
+    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before
 
 
 @needs_mnist

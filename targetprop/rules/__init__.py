@@ -7,6 +7,7 @@ from targetprop.rules.base import Rule, RuleConfig
 from targetprop.rules.bp import BP
 from targetprop.rules.dfa import DFA
 from targetprop.rules.dtp import DTP
+from targetprop.rules.dtp_autoencoder import DTPAutoencoder
 from targetprop.rules.fa import FA
 from targetprop.rules.tp import TP
 
@@ -14,6 +15,7 @@ RULES: dict[str, type[Rule]] = {
     "bp": BP,
     "tp": TP,
     "dtp": DTP,
+    "dtp-ae": DTPAutoencoder,
     "fa": FA,
     "dfa": DFA,
 }

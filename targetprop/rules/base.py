@@ -75,7 +75,9 @@ class Rule(ABC):
         self.task = task if task is not None else Classify()
         """What the network learns (its targets ``y`` and its error): see :mod:`targetprop.tasks`."""
         self.epoch = 0
-        self.optimizer = make_optimizer(config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args)
+        self.optimizer = make_optimizer(
+            config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args, tied=net.tied_pairs()
+        )
 
     @classmethod
     def feedback_maps(cls, config: RuleConfig) -> str:

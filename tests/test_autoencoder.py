@@ -1,0 +1,121 @@
+"""The DTP paper's auto-encoder: tied weights, the hidden target ``ĥ = 2h − f(z)`` and its layer-local losses, and
+the linear classifier on the learned code."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from targetprop import Network, ReplicaRandom
+from targetprop.config import make_config
+from targetprop.data import load_dataset
+from targetprop.errors import ConfigError
+from targetprop.probe import ProbeSettings, encoder_features, linear_probe
+from targetprop.rules.bp import BP, BPConfig
+from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
+from targetprop.tasks import Reconstruct
+from targetprop.train import train
+
+
+def tied_net(replicas: int = 2) -> Network:
+    return Network.from_spec(
+        "6-4-6", "sigmoid", "sigmoid", seeds=list(range(replicas)), feedback="none", tied=True, dtype=torch.float64
+    )
+
+
+def batch(replicas: int = 2, size: int = 5) -> torch.Tensor:
+    return torch.rand(replicas, size, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+
+def test_tied_net_starts_tied_and_refuses_other_architectures():
+    net = tied_net()
+    assert torch.equal(net.layers[1].weight, net.layers[0].weight.transpose(1, 2))
+    assert net.tied_pairs() == [(0, 2)]
+    with pytest.raises(ConfigError, match="n-H-n"):
+        Network.from_spec("6-4-5", "sigmoid", "sigmoid", tied=True)
+    with pytest.raises(ConfigError, match="tied_weights needs an auto-encoder"):
+        make_config(data="digits", arch="64-32-10", tied_weights=True)
+
+
+def test_bp_on_tied_weights_is_the_gradient_of_the_shared_matrix():
+    """The optimiser's direction for W is ∂L/∂W of the cost with the decoder's weights Wᵀ: autograd on one W."""
+    net, x = tied_net(), batch()
+    rule = BP(net, BPConfig(lr=0.01, optimizer="sgd"), ReplicaRandom([0, 1], "train"), Reconstruct())
+    grads, _ = rule.forward_updates(x, x)
+    shared = rule.optimizer._tie(grads)
+    w = net.layers[0].weight.detach().clone().requires_grad_(True)
+    b1, b2 = net.layers[0].bias.detach(), net.layers[1].bias.detach()
+    h = torch.sigmoid(torch.baddbmm(b1.unsqueeze(1), x, w.transpose(1, 2)))
+    a = torch.baddbmm(b2.unsqueeze(1), h, w)
+    (expected,) = torch.autograd.grad(net.output_unit.loss(a, x).sum(), w)
+    torch.testing.assert_close(shared[0], expected)
+    torch.testing.assert_close(shared[2], expected.transpose(1, 2))
+
+
+@pytest.mark.parametrize("optimizer", ["centered_rmsprop", "adam", "sgd"])
+@pytest.mark.parametrize("rule_cls", [BP, DTPAutoencoder])
+def test_tied_weights_stay_exactly_tied_while_training(optimizer, rule_cls):
+    net = tied_net()
+    rule = rule_cls(net, rule_cls.Config(lr=0.05, optimizer=optimizer), ReplicaRandom([0, 1], "train"), Reconstruct())
+    before = net.layers[0].weight.detach().clone()
+    for k in range(5):
+        rule.step(batch() + 0.01 * k, batch())
+    assert not torch.equal(net.layers[0].weight, before)
+    assert torch.equal(net.layers[1].weight, net.layers[0].weight.transpose(1, 2))
+
+
+def test_hidden_target_and_layer_local_directions_by_autograd():
+    """ĥ = 2h − f(z) with h = f(x) and z = g(h + ε); the encoder's direction is ∂/∂(W, b) of ||f(x̃) − ĥ||² (mean
+    over the batch, ĥ fixed), the decoder's ∂/∂(Wᵀ, c) of the cost of z with the code h + ε fixed."""
+    net, clean = tied_net(), batch()
+    noisy = clean + 0.1 * torch.randn(clean.shape, dtype=clean.dtype, generator=torch.Generator().manual_seed(4))
+    config = DTPAutoencoderConfig(lr=0.01, noise=0.2)
+    rule = DTPAutoencoder(net, config, ReplicaRandom([0, 1], "train"), Reconstruct())
+    grads, _ = rule.forward_updates(noisy, clean)
+
+    eps = ReplicaRandom([0, 1], "train").normal((5, 4), torch.float64)  # the draw the rule made
+    enc_w, enc_b = (p.detach().clone().requires_grad_(True) for p in (net.layers[0].weight, net.layers[0].bias))
+    dec_w, dec_b = (p.detach().clone().requires_grad_(True) for p in (net.layers[1].weight, net.layers[1].bias))
+
+    def f(u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(torch.baddbmm(enc_b.unsqueeze(1), u, enc_w.transpose(1, 2)))
+
+    with torch.no_grad():
+        h = f(clean)
+        code = h + 0.2 * eps
+        z = torch.sigmoid(torch.baddbmm(dec_b.unsqueeze(1), code, dec_w.transpose(1, 2)))
+        h_hat = 2 * h - f(z)
+    encoder_loss = (f(noisy) - h_hat).square().sum(-1).mean(-1).sum()
+    decoder_loss = net.output_unit.loss(torch.baddbmm(dec_b.unsqueeze(1), code, dec_w.transpose(1, 2)), clean).sum()
+    expected = [*torch.autograd.grad(encoder_loss, (enc_w, enc_b)), *torch.autograd.grad(decoder_loss, (dec_w, dec_b))]
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_dtp_ae_needs_the_tied_reconstruction_net():
+    net = Network.from_spec("6-4-6", "sigmoid", "sigmoid", feedback="none")
+    with pytest.raises(ConfigError, match="tied_weights=true"):
+        DTPAutoencoder(net, DTPAutoencoderConfig(), ReplicaRandom([0], "train"), Reconstruct())
+    cfg = make_config(data="digits", rule="dtp-ae", arch="64-32-64", output="sigmoid", task="reconstruct")
+    with pytest.raises(ConfigError, match="tied_weights=true"):
+        train(cfg, progress=False)
+
+
+def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):
+    """On digits, DTP lowers the reconstruction error, and a softmax regression on its 64 learned features classifies
+    the test digits with under 10 % error (chance: 90 %)."""
+    digits = load_dataset("digits")
+    cfg = make_config(
+        data="digits", rule="dtp-ae", arch="64-64-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, input_noise=0.1, epochs=20, seeds=[0, 1], threads=1, out=str(tmp_path),
+        **{"dtp-ae": {"lr": 1e-3}},
+    )  # fmt: skip
+    result = train(cfg, dataset=digits, progress=False)
+    first = [r["test_error"] for r in result.history if r["epoch"] == 1]
+    last = [r["test_error"] for r in result.history if r["epoch"] == 20]
+    assert all(b < 0.6 * a for a, b in zip(first, last, strict=True)), (first, last)
+    assert encoder_features(result.net, digits.test.x).shape == (2, len(digits.test), 64)
+    probe = linear_probe(result.net, digits, [0, 1], ProbeSettings(epochs=30, lr=1e-2))
+    errors = [p["test_error"] for p in probe["per_replica"]]
+    assert all(e < 10.0 for e in errors), errors
+    print("reconstruction error, epoch 1 -> 20:", first, last, "classifier test error %:", errors)
