@@ -366,10 +366,16 @@ class Network(nn.Module):
         return acts
 
     def forward(self, x: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
-        u = self._batched(x)
-        for layer in self.layers[:-1]:
-            u = layer.transmit(layer(u), noise, straight_through)
-        return self.layers[-1].preactivation(u)
+        return self.forward_from(self.layers[0].preactivation(self._batched(x)), noise, straight_through)
+
+    def forward_from(self, a_1: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
+        """The output pre-activation ``a_M`` from the first layer's pre-activation ``a_1 = W_1 x + b_1``: the rest
+        of :meth:`forward`. ``a_1`` does not depend on the noise, so passes that differ only in their samples
+        (averaged at evaluation) compute it once."""
+        a = a_1
+        for layer, above in zip(self.layers[:-1], self.layers[1:], strict=True):
+            a = above.preactivation(layer.transmit(layer.unit(a), noise, straight_through))
+        return a
 
     def tied_pairs(self) -> list[tuple[int, int]]:
         """Positions ``(i, j)`` in :meth:`forward_parameters` of matrices kept transposes of each other: ``W_1`` and

@@ -76,18 +76,16 @@ class Task(ABC):
         split: Split,
         replicas: int,
         dtype: torch.dtype,
-        samples: int = 1,
     ) -> dict[str, Tensor]:
-        """Per-replica error and mean cost on a split. ``forward(x)`` gives the output pre-activation; with
-        ``samples > 1`` (stochastic units) the outputs ``s(a_M)`` of that many passes are averaged first."""
+        """Per-replica error and mean cost on a split. ``forward(x)`` gives the output pre-activation (for
+        stochastic units, the one of the outputs averaged over passes: see :func:`targetprop.train.evaluate`)."""
         errors = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
         losses = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
         targets = self.targets(split)
         for start in range(0, len(targets), EVAL_CHUNK):
             x = split.x[start : start + EVAL_CHUNK].to(dtype)
             y = self.expand(targets[start : start + EVAL_CHUNK], replicas, dtype)
-            # with several passes, their averaged output, expressed as the pre-activation that gives it
-            a = forward(x) if samples == 1 else out.inverse(sum(out(forward(x)) for _ in range(samples)) / samples)
+            a = forward(x)
             losses += out.sample_loss(a, y).sum(-1).float()
             errors += self.sample_errors(out, a, y).sum(-1).float()
         n = len(targets)

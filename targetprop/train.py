@@ -94,14 +94,18 @@ def evaluate(
     ``samples`` passes' outputs."""
     stochastic = any(not layer.unit.deterministic for layer in net.layers[:-1])
     sample = noise.uniform_like if noise is not None else (lambda h: torch.rand_like(h))
-    return (task or Classify()).evaluate(
-        lambda x: net(x, sample),
-        net.output_unit,
-        split,
-        net.replicas,
-        net.layers[0].weight.dtype,
-        samples if stochastic else 1,
-    )
+    samples = samples if stochastic else 1
+    out = net.output_unit
+
+    def forward(x: Tensor) -> Tensor:
+        """``a_M``; with several passes, their averaged output expressed as the pre-activation that gives it
+        (``s^{-1}(mean s(a_M))``), the first layer's pre-activation computed once for all passes."""
+        if samples == 1:
+            return net(x, sample)
+        a_1 = net.layers[0].preactivation(net._batched(x))
+        return out.inverse(sum(out(net.forward_from(a_1, sample)) for _ in range(samples)) / samples)
+
+    return (task or Classify()).evaluate(forward, out, split, net.replicas, net.layers[0].weight.dtype)
 
 
 @contextlib.contextmanager
