@@ -1,10 +1,16 @@
-"""Diagnostics, computed only when asked: how a rule's updates compare with back-propagation's.
+"""Diagnostics, computed only when asked (``diagnostics = true``): how a rule's learning compares with
+back-propagation's on the same batch, and what each rule has of its own. Nothing here knows a rule by name.
 
-- :func:`update_angles`: per layer and replica, the angle between the rule's update of ``W_i`` and the BP
-  gradient ``∂L/∂W_i`` on the same batch (0° = the same direction, 90° = orthogonal);
-- :func:`inverse_errors`: per layer and replica, the reconstruction error of the learned inverse,
-  ``(1/B) Σ_b ||g_i(f_i(h_{i−1})) − h_{i−1}||²`` (no corruption); an output layer's inverse reads the
-  pre-activation ``a_M`` (``first_target = "output"``, see :mod:`targetprop.rules.tp`).
+Every measurement is ``(R, L)``: one value per replica and per layer (NaN where a layer has none).
+
+- ``angle_deg`` (:func:`update_angles`): the angle between the rule's update of ``W_i`` and the BP gradient
+  ``∂L/∂W_i`` (0° = the same direction, 90° = orthogonal), layers ``1..M``;
+- ``signal_angle_deg`` (:func:`signal_angles`): the same in activity space, between the direction in which the
+  rule moves ``h_i`` (:meth:`~targetprop.rules.base.Rule.signal`: a target minus the activity, a feedback signal,
+  a synthetic gradient's negative) and ``−∂L/∂h_i``, the hidden layers ``1..M−1``, for rules that expose one;
+- whatever the rule reports itself (:meth:`~targetprop.rules.base.Rule.diagnostics`), e.g. ``inverse_error``
+  for the target-propagation family (:func:`targetprop.rules.tp.inverse_errors`), ``feedback_angle_deg`` and
+  ``feedback_norm_ratio`` for FA and DFA.
 """
 
 from __future__ import annotations
@@ -14,16 +20,9 @@ import math
 import torch
 from torch import Tensor
 
-from targetprop.nets import Network
 from targetprop.rules import Rule
-from targetprop.rules.bp import BP
-
-
-def angle(a: Tensor, b: Tensor) -> Tensor:
-    """Angle in degrees between ``a[r]`` and ``b[r]`` for each replica r (flattened); NaN where one is zero."""
-    a, b = a.flatten(1), b.flatten(1)
-    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
-    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
+from targetprop.rules.base import angle_deg
+from targetprop.rules.bp import BP, descent_directions
 
 
 @torch.no_grad()
@@ -32,21 +31,30 @@ def update_angles(rule: Rule, x: Tensor, y: Tensor) -> Tensor:
 
     Uses the rule's current state; changes nothing. Stochastic units draw from the rule's training stream.
     """
-    bp = BP(rule.net, BP.Config(), rule.noise)
+    bp = BP(rule.net, BP.Config(), rule.noise, rule.task)
     theirs, _ = rule.forward_updates(x, y)
     exact, _ = bp.forward_updates(x, y)
-    return torch.stack([angle(theirs[2 * i], exact[2 * i]) for i in range(rule.net.depth)], dim=1)
+    return torch.stack([angle_deg(theirs[2 * i], exact[2 * i]) for i in range(rule.net.depth)], dim=1)
 
 
 @torch.no_grad()
-def inverse_errors(net: Network, x: Tensor) -> Tensor:
-    """``(R, M)``: reconstruction error of each layer's inverse on the clean activity; NaN where none."""
-    acts = net.activity(x, torch.rand_like)
-    cols = []
-    for i, layer in enumerate(net.layers, start=1):
-        if layer.has_feedback:
-            state = acts.a[i] if layer.is_output else acts.h[i]
-            cols.append((layer.inverse(state) - acts.h[i - 1]).pow(2).sum(-1).mean(-1))
-        else:
-            cols.append(torch.full((net.replicas,), math.nan, dtype=acts.h[0].dtype, device=acts.h[0].device))
+def signal_angles(rule: Rule, x: Tensor, y: Tensor) -> Tensor | None:
+    """``(R, M)``: angle between the rule's :meth:`~targetprop.rules.base.Rule.signal` at each hidden layer and
+    ``−∂L/∂h_i`` (NaN for the output layer); None for a rule without a signal."""
+    signals = rule.signal(x, y)
+    if signals is None:
+        return None
+    exact = descent_directions(rule.net, x, y, rule.sample)
+    cols = [angle_deg(s, e) for s, e in zip(signals, exact, strict=True)]
+    cols.append(torch.full_like(cols[0], math.nan) if cols else x.new_full((rule.net.replicas,), math.nan))
     return torch.stack(cols, dim=1)
+
+
+def measure(rule: Rule, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Every diagnostic of ``rule`` on the batch ``(x, y)``, each ``(R, M)``: the metrics a run logs per epoch."""
+    out = {"angle_deg": update_angles(rule, x, y)}
+    signal = signal_angles(rule, x, y)
+    if signal is not None:
+        out["signal_angle_deg"] = signal
+    out.update(rule.diagnostics(x, y))
+    return out

@@ -368,6 +368,17 @@ class Network(nn.Module):
     def forward(self, x: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
         return self.forward_from(self.layers[0].preactivation(self._batched(x)), noise, straight_through)
 
+    @torch.no_grad()
+    def predict(self, x: Tensor, noise: Noise | None = None, samples: int = 1) -> Tensor:
+        """The feed-forward prediction ``a_M``. With ``samples > 1`` and stochastic units, the outputs ``s(a_M)``
+        of that many passes averaged, returned as the pre-activation that gives them (``s^{-1}(mean s(a_M))``);
+        the first layer's pre-activation, which no sample changes, is computed once."""
+        if samples == 1 or all(layer.unit.deterministic for layer in self.layers[:-1]):
+            return self(x, noise)
+        out = self.output_unit
+        a_1 = self.layers[0].preactivation(self._batched(x))
+        return out.inverse(sum(out(self.forward_from(a_1, noise)) for _ in range(samples)) / samples)
+
     def forward_from(self, a_1: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
         """The output pre-activation ``a_M`` from the first layer's pre-activation ``a_1 = W_1 x + b_1``: the rest
         of :meth:`forward`. ``a_1`` does not depend on the noise, so passes that differ only in their samples

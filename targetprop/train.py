@@ -21,7 +21,7 @@ from torch import Tensor
 
 from targetprop.config import RunConfig
 from targetprop.data import Dataset, Split, load_dataset
-from targetprop.diagnostics import inverse_errors, update_angles
+from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError, DivergedError, Interrupted, Terminated, warn
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
@@ -88,24 +88,20 @@ def _check_memory(sizes: list[int], replicas: int, feedback: str, config: RunCon
 
 @torch.no_grad()
 def evaluate(
-    net: Network, split: Split, noise: ReplicaRandom | None = None, samples: int = 1, task: Task | None = None
+    net: Network,
+    split: Split,
+    noise: ReplicaRandom | None = None,
+    samples: int = 1,
+    task: Task | None = None,
+    rule: Rule | None = None,
 ) -> dict[str, Tensor]:
-    """Per-replica error (the task's: % for classification) and mean cost on a split; stochastic units average
-    ``samples`` passes' outputs."""
-    stochastic = any(not layer.unit.deterministic for layer in net.layers[:-1])
+    """Per-replica error (the task's: % for classification) and mean cost on a split, from what ``rule`` predicts
+    (:meth:`Rule.predict`; without a rule, the feed-forward pass); stochastic units average ``samples`` passes."""
     sample = noise.uniform_like if noise is not None else (lambda h: torch.rand_like(h))
-    samples = samples if stochastic else 1
-    out = net.output_unit
-
-    def forward(x: Tensor) -> Tensor:
-        """``a_M``; with several passes, their averaged output expressed as the pre-activation that gives it
-        (``s^{-1}(mean s(a_M))``), the first layer's pre-activation computed once for all passes."""
-        if samples == 1:
-            return net(x, sample)
-        a_1 = net.layers[0].preactivation(net._batched(x))
-        return out.inverse(sum(out(net.forward_from(a_1, sample)) for _ in range(samples)) / samples)
-
-    return (task or Classify()).evaluate(forward, out, split, net.replicas, net.layers[0].weight.dtype)
+    predict = rule.predict if rule is not None else net.predict
+    return (task or Classify()).evaluate(
+        lambda x: predict(x, sample, samples), net.output_unit, split, net.replicas, net.layers[0].weight.dtype
+    )
 
 
 @contextlib.contextmanager
@@ -391,15 +387,14 @@ def _train_locked(
             )
             with evaluation_units(net, config.eval_activation):
                 evals = {
-                    name: evaluate(net, split, eval_rng, config.eval_samples, task)
+                    name: evaluate(net, split, eval_rng, config.eval_samples, task, rule)
                     for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
                 }
             if config.diagnostics:
                 probe = min(1000, n_train)
                 x_probe, y_probe = x_train[:probe], task.expand(y_train[:probe], reps, dtype)
-                sums["angle_deg"] = update_angles(rule, x_probe, y_probe)
-                sums["inverse_error"] = inverse_errors(net, x_probe)
-                counts["angle_deg"] = counts["inverse_error"] = 1
+                for key, value in measure(rule, x_probe, y_probe).items():
+                    sums[key], counts[key] = value, 1
             batch_loss = (sums["loss"] / counts["loss"]).tolist()
             batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
             extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}

@@ -9,8 +9,9 @@ import torch
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
 from targetprop.data import load_dataset
-from targetprop.diagnostics import inverse_errors, update_angles
+from targetprop.diagnostics import update_angles
 from targetprop.rules import get_rule
+from targetprop.rules.tp import inverse_errors
 from targetprop.train import train
 
 

@@ -237,12 +237,12 @@ def test_dtp_equals_tp_with_exact_inverse(first_target, output):
     acts = net.activity(x)
     # the inverse is exact: g_i(h_i) = h_{i−1}; the output layer's inverts its pre-activation, g_M(a_M) = h_{M−1}
     for i in range(2, dtp.top + 1):
-        torch.testing.assert_close(net.layer(i).inverse(dtp.state(acts, i)), acts.h[i - 1])
+        torch.testing.assert_close(net.layer(i).inverse(dtp.target_site(acts, i)), acts.h[i - 1])
     t_dtp, t_tp = dtp.targets(acts, y), tp.targets(acts, y)
     assert t_dtp.keys() == t_tp.keys()
     for i in t_dtp:
         torch.testing.assert_close(t_dtp[i], t_tp[i], atol=1e-10, rtol=1e-10)
-        assert (t_dtp[i] - dtp.state(acts, i)).abs().max() > 1e-3  # the targets do move
+        assert (t_dtp[i] - dtp.target_site(acts, i)).abs().max() > 1e-3  # the targets do move
     g_dtp, _ = dtp.forward_updates(x, y)
     g_tp, _ = tp.forward_updates(x, y)
     for a, b in zip(g_dtp, g_tp, strict=True):

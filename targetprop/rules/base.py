@@ -13,6 +13,23 @@ drives every rule the same way::
 ``train_pass`` is ``step`` on each mini-batch in turn; a rule may override it to share work between the
 mini-batches of a pass when the pass leaves that work's inputs unchanged (DTP's inverse pass, whose forward
 weights are frozen), as long as every mini-batch gets the update ``step`` would give it.
+
+**What a rule carries.** Everything a rule holds besides the network's own parameters lives in one place, its
+:class:`RuleState` (``rule.state``): named tensors with a leading replica dimension, each either trained by one of
+the rule's optimisers (synthetic-gradient predictors) or a buffer (FA's fixed feedback matrices, persistent
+states), and the optimisers themselves (with their moments). Checkpoints, resume and :meth:`Rule.state_dict` with
+a replica selection handle every rule through it, so a new rule that registers its tensors there needs no code
+of its own to be saved, resumed or split by replica (the explicit state of optax's ``init``/``update``).
+
+**How a trained network predicts** belongs to the rule too: :meth:`Rule.predict` is the feed-forward pass by
+default; a rule whose network settles by relaxation (equilibrium propagation) overrides it, and the trainer's
+evaluation calls it.
+
+**What a rule can show.** :meth:`Rule.signal` gives the direction in which the rule moves each hidden layer's
+activity (a target minus the activity, a feedback signal, a synthetic gradient's negative), which the diagnostics
+set against back-propagation's ``−∂L/∂h_i``; :meth:`Rule.diagnostics` adds what only that rule has (an inverse's
+error, the feedback matrices' angle with the forward weights, a predictor's error). Neither is computed unless
+diagnostics are switched on.
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ from targetprop.nets import Network
 from targetprop.optim import Optimizer, make_optimizer, per_replica
 from targetprop.replicas import ReplicaRandom
 from targetprop.tasks import Classify, Task
+from targetprop.units import Noise
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Scalar = PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)]
@@ -64,6 +82,71 @@ class RuleConfig(BaseModel):
         return None if v is None else check_options(v)
 
 
+class RuleState:
+    """What a rule carries besides the network: named tensors, each ``(R, ...)`` (replica first), trained by one
+    of the rule's optimisers or kept as buffers, and the optimisers.
+
+    A name holds one tensor or a list of tensors (one per layer, say). :meth:`state_dict` gives every optimiser's
+    state and every named tensor (or only some replicas of them); :meth:`load_state_dict` copies them back in
+    place, refusing a tensor whose shape does not fit with one line naming it."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, Tensor | list[Tensor]] = {}
+        self.optimizers: dict[str, Optimizer] = {}
+
+    def add(self, name: str, value: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+        """Register ``value`` (a tensor or a list of tensors, replica first) under ``name``; returns it."""
+        if name in self.tensors or name in ("epoch", "optimizers"):
+            raise ValueError(f"the rule already carries {name!r}")
+        self.tensors[name] = value
+        return value
+
+    def add_optimizer(self, name: str, optimizer: Optimizer) -> Optimizer:
+        """Register the optimiser ``name`` (its moments are saved and restored with the rule)."""
+        self.optimizers[name] = optimizer
+        return optimizer
+
+    def state_dict(self, replicas: Sequence[int] | None = None) -> dict[str, Any]:
+        """``{"optimizers": {...}, name: tensor(s), ...}``, copies; with ``replicas``, only those replicas."""
+
+        def pick(t: Tensor) -> Tensor:
+            return t.detach().clone() if replicas is None else t.detach()[list(replicas)].clone()
+
+        out: dict[str, Any] = {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}}
+        if replicas is not None:
+            out["optimizers"] = {k: _select(v, replicas) for k, v in out["optimizers"].items()}
+        for name, value in self.tensors.items():
+            out[name] = [pick(t) for t in value] if isinstance(value, list) else pick(value)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, value in self.tensors.items():
+            if name not in state:
+                raise KeyError(f"the rule's {name!r} is missing")
+            saved = state[name]
+            mine = value if isinstance(value, list) else [value]
+            theirs = saved if isinstance(saved, list) else [saved]
+            if len(mine) != len(theirs) or any(m.shape != t.shape for m, t in zip(mine, theirs, strict=True)):
+                shapes = [tuple(t.shape) for t in theirs]
+                raise ValueError(f"the rule's {name!r} has shapes {[tuple(m.shape) for m in mine]}, saved {shapes}")
+            with torch.no_grad():
+                for m, t in zip(mine, theirs, strict=True):
+                    m.copy_(t)
+
+
+def _select(state: Any, replicas: Sequence[int]) -> Any:
+    """The replicas ``replicas`` of every tensor in a nested state (an optimiser's: replica first)."""
+    if isinstance(state, Tensor):
+        return state[list(replicas)].clone() if state.dim() > 0 else state.clone()
+    if isinstance(state, dict):
+        return {k: _select(v, replicas) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_select(v, replicas) for v in state)
+    return state
+
+
 class Rule(ABC):
     """A credit-assignment rule. Subclasses set ``name`` and ``Config`` and implement :meth:`forward_updates`."""
 
@@ -75,8 +158,13 @@ class Rule(ABC):
         self.task = task if task is not None else Classify()
         """What the network learns (its targets ``y`` and its error): see :mod:`targetprop.tasks`."""
         self.epoch = 0
-        self.optimizer = make_optimizer(
-            config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args, tied=net.tied_pairs()
+        self.state = RuleState()
+        """What the rule carries (tensors, optimisers): see :class:`RuleState`."""
+        self.optimizer = self.state.add_optimizer(
+            "forward",
+            make_optimizer(
+                config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args, tied=net.tied_pairs()
+            ),
         )
 
     @classmethod
@@ -101,6 +189,22 @@ class Rule(ABC):
         """The update directions this rule would give the forward parameters on a batch (as gradients: the
         optimiser descends them), in the order of ``net.forward_parameters()``, and the batch metrics.
         Changes nothing. Used by :meth:`step` and by the diagnostics."""
+
+    def predict(self, x: Tensor, noise: Noise | None = None, samples: int = 1) -> Tensor:
+        """The output pre-activation ``a_M`` ``(R, B, n_out)`` the trained network gives ``x``: by default the
+        feed-forward pass, averaged over ``samples`` passes for stochastic units (:meth:`Network.predict`)."""
+        return self.net.predict(x, noise, samples)
+
+    def signal(self, x: Tensor, y: Tensor) -> list[Tensor] | None:
+        """For diagnostics: per hidden layer ``i = 1..M−1``, the direction ``(R, B, n_i)`` in which this rule moves
+        the activity ``h_i`` on this batch (to be set against ``−∂L/∂h_i``); None where the rule has none.
+        Changes nothing."""
+        return None
+
+    def diagnostics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """For diagnostics: what only this rule has, each ``(R, L)`` per layer (NaN where a layer has none), e.g.
+        an inverse's reconstruction error. Changes nothing."""
+        return {}
 
     def metrics(self, a: Tensor, y: Tensor, loss: Tensor | None = None) -> dict[str, Tensor]:
         """The batch cost and the task's summed error from the output pre-activation ``a``."""
@@ -133,15 +237,15 @@ class Rule(ABC):
         self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:
-        return {"forward": self.optimizer}
+        return dict(self.state.optimizers)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()}}
+    def state_dict(self, replicas: Sequence[int] | None = None) -> dict[str, Any]:
+        """The epoch and everything the rule carries (:class:`RuleState`); with ``replicas``, only those."""
+        return {"epoch": self.epoch, **self.state.state_dict(replicas)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = state["epoch"]
-        for k, o in self.optimizers().items():
-            o.load_state_dict(state["optimizers"][k])
+        self.state.load_state_dict(state)
 
 
 def per_replica_view(value: Tensor, like: Tensor) -> Tensor:
@@ -152,3 +256,10 @@ def per_replica_view(value: Tensor, like: Tensor) -> Tensor:
 def as_tensor(value: Scalar, net: Network) -> Tensor:
     """A hyper-parameter as an ``(R,)`` tensor on the network's device (one value, or one per replica)."""
     return per_replica(value, net.replicas, net.layers[0].weight)
+
+
+def angle_deg(a: Tensor, b: Tensor) -> Tensor:
+    """Angle in degrees between ``a[r]`` and ``b[r]`` (each flattened) for every replica r; NaN where one is 0."""
+    a, b = a.flatten(1), b.flatten(1)
+    cos = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))

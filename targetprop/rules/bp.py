@@ -21,8 +21,25 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, linear_grads, matmul
+from targetprop.nets import Activity, Network, linear_grads, matmul
 from targetprop.rules.base import Rule, RuleConfig, Scalar
+from targetprop.units import Noise
+
+
+@torch.no_grad()
+def descent_directions(net: Network, x: Tensor, y: Tensor, noise: Noise | None = None) -> list[Tensor]:
+    """``−∂L/∂u_i`` for the hidden layers ``i = 1..M−1``: back-propagation's direction for the activity each
+    layer sends up (``= −∂L/∂h_i`` for units that transmit their state; through sign or Bernoulli units, the
+    straight-through reading)."""
+    acts = net.activity(x, noise)
+    delta = net.output_unit.loss_grad(acts.logits, y)
+    directions = []
+    for i in range(net.depth, 1, -1):
+        grad_u = matmul(delta, net.layer(i).weight)
+        directions.append(-grad_u)
+        below = net.layer(i - 1)
+        delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], grad_u)
+    return directions[::-1]
 
 
 class BPConfig(RuleConfig):
@@ -83,3 +100,7 @@ class BP(Rule):
             metrics = self.metrics(acts.logits, y)
             self.optimizer.step(grads)
         return metrics
+
+    def signal(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """``−∂L/∂h_i``, the hidden layers' descent directions (the reference the diagnostics compare against)."""
+        return descent_directions(self.net, x, y, self.sample)

@@ -19,11 +19,14 @@ The matrices are drawn, saved and restored as FA's are (see :mod:`targetprop.rul
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from targetprop.nets import Activity, Network, matmul
 from targetprop.replicas import ReplicaRandom
+from targetprop.rules.base import angle_deg
 from targetprop.rules.fa import RandomFeedbackConfig, RandomFeedbackRule
 from targetprop.tasks import Task
 
@@ -37,7 +40,7 @@ class DFA(RandomFeedbackRule):
         super().__init__(net, config, noise, task)
         self.widths = [layer.n_out for layer in net.layers[:-1]]
         if self.feedback:  # D_1, ..., D_{M−1} drawn one by one, kept side by side
-            self.feedback = [torch.cat(self.feedback, dim=-1)]
+            self.feedback = self.carry_feedback([torch.cat(self.feedback, dim=-1)])
 
     def feedback_shapes(self) -> list[tuple[int, int]]:
         """``D_i`` is ``(n_out, n_i)`` for the hidden layers ``i = 1..M−1``."""
@@ -61,3 +64,30 @@ class DFA(RandomFeedbackRule):
             for i, (layer, g) in enumerate(zip(net.layers[:-1], projected, strict=True), start=1)
         ]
         return [*deltas, e]
+
+    @torch.no_grad()
+    def signal(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """``−e D_i``, the feedback each hidden layer ``i = 1..M−1`` receives (in place of ``−∂L/∂h_i``)."""
+        acts = self.net.activity(x, self.sample)
+        e = self.net.output_unit.loss_grad(acts.a[-1], y)
+        return [-matmul(e, d) for d in self.matrices()]
+
+    @torch.no_grad()
+    def diagnostics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per hidden layer ``i``, the angle and norm ratio between ``D_i`` and the product of the forward weights
+        above it, ``W_M ⋯ W_{i+1}`` ``(n_out, n_i)`` (the matrix back-propagation would use in a linear net):
+        ``feedback_angle_deg``, ``feedback_norm_ratio`` (``||W_M ⋯ W_{i+1}|| / ||D_i||``); NaN for the output."""
+        angles, ratios = [], []
+        path = self.net.layer(self.net.depth).weight
+        products = [path]
+        for i in range(self.net.depth - 1, 1, -1):
+            path = matmul(path, self.net.layer(i).weight)
+            products.append(path)
+        for d, w in zip(self.matrices(), products[::-1], strict=True):
+            angles.append(angle_deg(w, d))
+            ratios.append(w.flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1))
+        gap = self.net.layers[0].weight.new_full((self.net.replicas,), math.nan)
+        return {
+            "feedback_angle_deg": torch.stack([*angles, gap], 1),
+            "feedback_norm_ratio": torch.stack([*ratios, gap], 1),
+        }

@@ -16,15 +16,17 @@ identity on the way back, as the straight-through estimator does: ``δ_{i−1}``
 The feedback matrices of replica ``r`` are drawn from its seed's own ``"feedback"`` stream (see
 :mod:`targetprop.replicas`): the forward initialisation of a seed is the same as under every other rule, a seed
 gives the same ``B_i`` on every device and dtype, and R replicas follow the paths of R single runs. They belong
-to the rule (not to the network) and travel in its ``state_dict``, so a resumed run continues exactly.
+to the rule (not to the network): they are carried in its :class:`~targetprop.rules.base.RuleState`, so they are
+saved and restored with it and a resumed run continues exactly.
 Everything is closed form, batched over replicas, without autograd and without host synchronisation.
 """
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -32,7 +34,7 @@ from torch import Tensor
 from targetprop.nets import Activity, Network, init_weight, linear_grads, matmul
 from targetprop.optim import per_replica
 from targetprop.replicas import ReplicaRandom, generator
-from targetprop.rules.base import Rule, RuleConfig, Scalar
+from targetprop.rules.base import Rule, RuleConfig, Scalar, angle_deg
 from targetprop.tasks import Task
 
 
@@ -80,9 +82,16 @@ class RandomFeedbackRule(Rule):
         if len(noise.seeds) != net.replicas:
             raise ValueError(f"{net.replicas} replicas but {len(noise.seeds)} seeds in the rule's random streams")
         ref = net.layers[0].weight
-        self.feedback: list[Tensor] = draw_feedback(
-            noise.seeds, self.feedback_shapes(), config.feedback_init, config.feedback_scale, ref.detach()
+        self.feedback: list[Tensor] = self.carry_feedback(
+            draw_feedback(
+                noise.seeds, self.feedback_shapes(), config.feedback_init, config.feedback_scale, ref.detach()
+            )
         )
+
+    def carry_feedback(self, matrices: list[Tensor]) -> list[Tensor]:
+        """Keep the matrices as the rule's ``"feedback"`` (saved and restored with it: :class:`RuleState`)."""
+        self.state.tensors.pop("feedback", None)
+        return self.state.add("feedback", matrices)  # type: ignore[return-value]
 
     @abstractmethod
     def feedback_shapes(self) -> list[tuple[int, int]]:
@@ -110,17 +119,6 @@ class RandomFeedbackRule(Rule):
         self.optimizer.step(grads)
         return metrics
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "feedback": [b.clone() for b in self.feedback]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        saved = state["feedback"]
-        if len(saved) != len(self.feedback):
-            raise ValueError(f"expected {len(self.feedback)} feedback matrices, got {len(saved)}")
-        for b, s in zip(self.feedback, saved, strict=True):
-            b.copy_(s)
-
 
 class FA(RandomFeedbackRule):
     """Feedback alignment: the error travels down through fixed random ``B_i`` in place of ``W_i``."""
@@ -147,15 +145,26 @@ class FA(RandomFeedbackRule):
         return deltas[::-1]
 
     @torch.no_grad()
+    def signal(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """``−δ_{i+1} B_{i+1}``, the feedback each hidden layer ``i = 1..M−1`` receives (in place of ``−∂L/∂h_i``)."""
+        deltas = self.deltas(self.net.activity(x, self.sample), y)
+        return [-matmul(deltas[i], self.matrix(i + 1)) for i in range(1, self.net.depth)]
+
+    def diagnostics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """``feedback_angle_deg`` and ``feedback_norm_ratio`` of :meth:`alignment`, NaN for layer 1 (no ``B_1``)."""
+        angles, ratios = self.alignment()
+        gap = angles.new_full((angles.shape[0], 1), math.nan)
+        return {"feedback_angle_deg": torch.cat([gap, angles], 1), "feedback_norm_ratio": torch.cat([gap, ratios], 1)}
+
+    @torch.no_grad()
     def alignment(self) -> tuple[Tensor, Tensor]:
         """Angle (degrees) between ``W_i`` and ``B_i`` and the norm ratio ``||W_i|| / ||B_i||``, each ``(R, M − 1)``
         for ``i = 2..M``: FA's "learning to learn", the forward weights turning towards the feedback."""
         angles, ratios = [], []
         for i in range(2, self.net.depth + 1):
-            w, b = self.net.layer(i).weight.flatten(1), self.matrix(i).flatten(1)
-            cos = (w * b).sum(1) / (w.norm(dim=1) * b.norm(dim=1))
-            angles.append(torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0))))
-            ratios.append(w.norm(dim=1) / b.norm(dim=1))
+            w, b = self.net.layer(i).weight, self.matrix(i)
+            angles.append(angle_deg(w, b))
+            ratios.append(w.flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1))
         if not angles:  # no layer above the first
             none = self.net.layers[0].weight.new_zeros(self.net.replicas, 0)
             return none, none.clone()

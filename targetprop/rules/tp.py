@@ -50,6 +50,7 @@ mini-batch: the same numbers as step by step.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, Literal
 
@@ -129,22 +130,19 @@ class TargetPropagation(Rule):
         fb_params = net.feedback_parameters()
         self.feedback_optimizer: Optimizer | None = None
         if fb_params:
-            self.feedback_optimizer = make_optimizer(
-                config.feedback_optimizer or config.optimizer,
-                fb_params,
-                config.lr_feedback,
-                config.feedback_optimizer_args,
+            self.feedback_optimizer = self.state.add_optimizer(
+                "feedback",
+                make_optimizer(
+                    config.feedback_optimizer or config.optimizer,
+                    fb_params,
+                    config.lr_feedback,
+                    config.feedback_optimizer_args,
+                ),
             )
 
     @classmethod
     def feedback_maps(cls, config: RuleConfig) -> str:
         return "all" if getattr(config, "first_target", "last_hidden") == "output" else "hidden"
-
-    def optimizers(self) -> dict[str, Optimizer]:
-        opts = {"forward": self.optimizer}
-        if self.feedback_optimizer is not None:
-            opts["feedback"] = self.feedback_optimizer
-        return opts
 
     def schedule(self) -> list[tuple[str, ...]]:
         if self.top < 2:  # no inverse to train
@@ -161,7 +159,7 @@ class TargetPropagation(Rule):
 
     # ---- targets -------------------------------------------------------------------------------------------
 
-    def state(self, acts: Activity, i: int) -> Tensor:
+    def target_site(self, acts: Activity, i: int) -> Tensor:
         """What layer i's target sits on and its inverse reads: ``h_i`` for a hidden layer, the pre-activation
         ``a_M`` for the output layer (``first_target = "output"``)."""
         return acts.a[i] if i == self.net.depth else acts.h[i]
@@ -179,7 +177,7 @@ class TargetPropagation(Rule):
             grad = out.loss_grad(a_m, y)
         else:  # gradient through the output layer only: ∂L/∂u_{M−1} = (∂L/∂a_M) W_M
             grad = matmul(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
-        h = self.state(acts, self.top)
+        h = self.target_site(acts, self.top)
         return h - per_replica_view(self.eta_hat, h) * grad
 
     def propagate(self, layer: Layer, h_below: Tensor, h: Tensor, target: Tensor) -> Tensor:
@@ -189,11 +187,24 @@ class TargetPropagation(Rule):
 
     def targets(self, acts: Activity, y: Tensor) -> dict[int, Tensor]:
         """``{i: ĥ_i}`` for the layers ``i = 1..T`` that train on a layer-local loss; with
-        ``first_target = "output"``, ``{M: â_M}`` is the target of the output pre-activation (see :meth:`state`)."""
+        ``first_target = "output"``, ``{M: â_M}`` is the target of the output pre-activation (see :meth:`target_site`)."""
         targets = {self.top: self.first_target(acts, y)}
         for i in range(self.top, 1, -1):
-            targets[i - 1] = self.propagate(self.net.layer(i), acts.h[i - 1], self.state(acts, i), targets[i])
+            targets[i - 1] = self.propagate(self.net.layer(i), acts.h[i - 1], self.target_site(acts, i), targets[i])
         return targets
+
+    # ---- diagnostics ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def signal(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """``ĥ_i − h_i`` for the hidden layers ``i = 1..M−1``: where the targets move the activity."""
+        acts = self.net.activity(x, self.sample)
+        targets = self.targets(acts, y)
+        return [targets[i] - acts.h[i] for i in range(1, self.net.depth)]
+
+    def diagnostics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """``inverse_error``: each inverse's reconstruction error on the clean activity (:func:`inverse_errors`)."""
+        return {"inverse_error": inverse_errors(self.net, x)}
 
     # ---- forward weights -----------------------------------------------------------------------------------
 
@@ -247,7 +258,7 @@ class TargetPropagation(Rule):
     def corrupt(self, acts: Activity, eps: Tensor, stacked: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``t_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
         the forward weights only; for the output layer (``T = M``) the feedback input is the pre-activation
-        ``W_M t(h̃_{M−1}) + b_M``, what :meth:`state` gives ``g_M``. One tensor per layer, or with ``stacked`` one
+        ``W_M t(h̃_{M−1}) + b_M``, what :meth:`target_site` gives ``g_M``. One tensor per layer, or with ``stacked`` one
         ``(R·L, rows, n)`` tensor each (see :meth:`_stackable`)."""
         layers = self._inverse_layers()
         widths = [layer.n_in for _, layer in layers]
@@ -459,3 +470,18 @@ class TP(TargetPropagation):
     def propagate(self, layer: Layer, h_below: Tensor, h: Tensor, target: Tensor) -> Tensor:
         """``ĥ_{i−1} = g_i(ĥ_i)``."""
         return layer.inverse(target)
+
+
+@torch.no_grad()
+def inverse_errors(net: Network, x: Tensor) -> Tensor:
+    """``(R, M)``: reconstruction error ``(1/B) Σ_b ||g_i(f_i(h_{i−1})) − h_{i−1}||²`` of each layer's inverse on
+    the clean activity (an output layer's inverse reads the pre-activation ``a_M``); NaN where none."""
+    acts = net.activity(x, torch.rand_like)
+    cols = []
+    for i, layer in enumerate(net.layers, start=1):
+        if layer.has_feedback:
+            state = acts.a[i] if layer.is_output else acts.h[i]
+            cols.append((layer.inverse(state) - acts.h[i - 1]).pow(2).sum(-1).mean(-1))
+        else:
+            cols.append(torch.full((net.replicas,), math.nan, dtype=acts.h[0].dtype, device=acts.h[0].device))
+    return torch.stack(cols, dim=1)
