@@ -1,4 +1,5 @@
-"""The ``targetprop`` command line: ``train``, ``compare``, ``reproduce``, ``sweep``, ``inspect``, ``rules``, ``presets``.
+"""The ``targetprop`` command line: ``train``, ``compare``, ``reproduce``, ``sweep``, ``inspect``, ``plot``, ``rules``,
+``presets``.
 
 Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
 written.
@@ -423,6 +424,31 @@ def inspect(
     from targetprop.inspection import inspect_folder
 
     inspect_folder(Path(folder), out)
+
+
+@app.command()
+def plot(
+    folder: Annotated[
+        str,
+        typer.Argument(metavar="RUN", help="A run directory, or a folder of them (what compare or reproduce made)."),
+    ],
+    out_file: Annotated[str | None, typer.Option("--out", help="PNG file to write (default: RUN/metrics.png).")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metrics to draw, e.g. test_error,angle_deg (default: all).")
+    ] = None,
+) -> None:
+    """Draw every per-epoch metric of a run against epochs, one panel each (mean over replicas, min-max band;
+    per-layer metrics one line per layer; several runs side by side), into one PNG."""
+    from targetprop.plots import plot_metrics
+
+    names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
+    figure = plot_metrics(Path(folder), Path(out_file) if out_file is not None else None, names, note=_note)
+    out.print(
+        f"wrote {figure.path} ({len(figure.metrics)} panels: {', '.join(figure.metrics)})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("rules")
