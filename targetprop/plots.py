@@ -198,17 +198,21 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
                 ax.fill_between(metric.epochs, low[:, i], high[:, i], color=color, alpha=0.2, linewidth=0)
                 if np.isfinite(mean[:, i]).any():
                     drawn, lines = True, lines + 1
+        epochs = np.concatenate([r.metrics[name].epochs for r in runs if name in r.metrics])
+        first, last = int(epochs.min()), int(epochs.max())
+        if not drawn or last - first < 2:  # few epochs: whole-number ticks, not a zoom onto one point
+            ax.set_xlim(first - 0.5, last + 0.5)
+            ax.set_xticks(range(first, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not drawn:
-            epochs = np.concatenate([r.metrics[name].epochs for r in runs if name in r.metrics])
-            ax.set_xlim(epochs.min() - 0.5, epochs.max() + 0.5)
             ax.set_yticks([])
             ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
         per_layer = any(name in r.metrics and r.metrics[name].per_layer for r in runs)
         ax.set_title(f"{name} (per layer)" if per_layer else name)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        if lines > 1:
+        if lines > 1 or (several and lines):
             ax.legend(fontsize="x-small")
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
