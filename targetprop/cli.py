@@ -61,6 +61,14 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a key: KEY=VALUE (run) or RULE.KEY=VALUE, e.g. dtp.eta_hat=0.5."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+TensorBoardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard",
+        help="Also write every metric of every epoch as TensorBoard scalars under RUN/tensorboard/ "
+        "(pip install 'targetprop[tensorboard]').",
+    ),
+]
 
 
 def _options(**kw: Any) -> dict[str, Any]:
@@ -89,6 +97,7 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
     ] = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
@@ -115,10 +124,17 @@ def train(
         if ignored:
             raise ConfigError(
                 f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                "(only --epochs, --device, --threads, --data-dir and --set of learning rates, η̂ and noise may change)"
+                "(only --epochs, --device, --threads, --data-dir, --tensorboard and --set of learning rates, η̂ and "
+                "noise may change)"
             )
         with run_dir.lock():
-            overrides = _options(epochs=epochs, device=device, data_dir=data_dir, threads=_threads(threads))
+            overrides = _options(
+                epochs=epochs,
+                device=device,
+                data_dir=data_dir,
+                threads=_threads(threads),
+                tensorboard=tensorboard or None,
+            )
             plan = plan_resume(run_dir, set_ or [], **overrides)
             cfg = plan.config
             for line in plan.notes:
@@ -142,7 +158,7 @@ def train(
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
         )
-        cfg = make_config(base, rule=rule, out=out_dir, name=name, **common)
+        cfg = make_config(base, rule=rule, out=out_dir, name=name, tensorboard=tensorboard or None, **common)
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
@@ -193,6 +209,7 @@ def compare(
     out_dir: OutOpt = None,
     name: NameOpt = None,
     set_: SetOpt = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train several rules on the same data, architecture and seeds; print one table."""
@@ -212,7 +229,7 @@ def compare(
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )
-    configs = [make_config(base, rule=r, **common) for r in names]  # every config checked before any run
+    configs = [make_config(base, rule=r, tensorboard=tensorboard or None, **common) for r in names]  # all checked first
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
@@ -298,6 +315,7 @@ def reproduce(
     resume: Annotated[
         str | None, typer.Option(help="Continue the reproduce directory DIR (each method from its checkpoint).")
     ] = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png
@@ -334,6 +352,7 @@ def reproduce(
         out=out_dir or "runs",
         run_name=name_,
         resume=resume,
+        tensorboard=tensorboard or None,
         progress=not quiet,
         note=_note,
     )
