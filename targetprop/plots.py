@@ -184,6 +184,8 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
                 continue
             mean, low, high = metric.band()
             for i in range(mean.shape[1]):
+                if not np.isfinite(mean[:, i]).any():
+                    continue  # a layer the metric does not apply to (NaN throughout): no line, no legend entry
                 color = f"C{k}" if several or not metric.per_layer else f"C{i}"
                 parts = ([run.label] if several else []) + ([f"layer {i + 1}"] if metric.per_layer else [])
                 ax.plot(
@@ -196,8 +198,7 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
                     label=" ".join(parts) or None,
                 )
                 ax.fill_between(metric.epochs, low[:, i], high[:, i], color=color, alpha=0.2, linewidth=0)
-                if np.isfinite(mean[:, i]).any():
-                    drawn, lines = True, lines + 1
+                drawn, lines = True, lines + 1
         epochs = np.concatenate([r.metrics[name].epochs for r in runs if name in r.metrics])
         first, last = int(epochs.min()), int(epochs.max())
         if not drawn or last - first < 2:  # few epochs: whole-number ticks, not a zoom onto one point
@@ -212,7 +213,7 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
         ax.set_title(f"{name} (per layer)" if per_layer else name)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        if lines > 1 or (several and lines):
+        if lines and (several or per_layer):
             ax.legend(fontsize="x-small")
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
