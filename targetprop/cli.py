@@ -1,4 +1,5 @@
-"""The ``targetprop`` command line: ``train``, ``compare``, ``reproduce``, ``sweep``, ``inspect``, ``rules``, ``presets``.
+"""The ``targetprop`` command line: ``train``, ``compare``, ``reproduce``, ``sweep``, ``inspect``, ``plot``, ``rules``,
+``presets``.
 
 Bad input is reported as one line (``error: ...``) with exit status 2, never a traceback, and before anything is
 written.
@@ -60,6 +61,14 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a key: KEY=VALUE (run) or RULE.KEY=VALUE, e.g. dtp.eta_hat=0.5."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+TensorBoardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard",
+        help="Also write every metric of every epoch as TensorBoard scalars under RUN/tensorboard/ "
+        "(pip install 'targetprop[tensorboard]').",
+    ),
+]
 
 
 def _options(**kw: Any) -> dict[str, Any]:
@@ -88,6 +97,7 @@ def train(
     resume: Annotated[
         str | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
     ] = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
@@ -114,10 +124,17 @@ def train(
         if ignored:
             raise ConfigError(
                 f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                "(only --epochs, --device, --threads, --data-dir and --set of learning rates, η̂ and noise may change)"
+                "(only --epochs, --device, --threads, --data-dir, --tensorboard and --set of learning rates, η̂ and "
+                "noise may change)"
             )
         with run_dir.lock():
-            overrides = _options(epochs=epochs, device=device, data_dir=data_dir, threads=_threads(threads))
+            overrides = _options(
+                epochs=epochs,
+                device=device,
+                data_dir=data_dir,
+                threads=_threads(threads),
+                tensorboard=tensorboard or None,
+            )
             plan = plan_resume(run_dir, set_ or [], **overrides)
             cfg = plan.config
             for line in plan.notes:
@@ -141,7 +158,7 @@ def train(
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
         )
-        cfg = make_config(base, rule=rule, out=out_dir, name=name, **common)
+        cfg = make_config(base, rule=rule, out=out_dir, name=name, tensorboard=tensorboard or None, **common)
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
@@ -192,6 +209,7 @@ def compare(
     out_dir: OutOpt = None,
     name: NameOpt = None,
     set_: SetOpt = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train several rules on the same data, architecture and seeds; print one table."""
@@ -211,7 +229,7 @@ def compare(
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )
-    configs = [make_config(base, rule=r, **common) for r in names]  # every config checked before any run
+    configs = [make_config(base, rule=r, tensorboard=tensorboard or None, **common) for r in names]  # all checked first
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
@@ -297,6 +315,7 @@ def reproduce(
     resume: Annotated[
         str | None, typer.Option(help="Continue the reproduce directory DIR (each method from its checkpoint).")
     ] = None,
+    tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png
@@ -333,6 +352,7 @@ def reproduce(
         out=out_dir or "runs",
         run_name=name_,
         resume=resume,
+        tensorboard=tensorboard or None,
         progress=not quiet,
         note=_note,
     )
@@ -423,6 +443,31 @@ def inspect(
     from targetprop.inspection import inspect_folder
 
     inspect_folder(Path(folder), out)
+
+
+@app.command()
+def plot(
+    folder: Annotated[
+        str,
+        typer.Argument(metavar="RUN", help="A run directory, or a folder of them (what compare or reproduce made)."),
+    ],
+    out_file: Annotated[str | None, typer.Option("--out", help="PNG file to write (default: RUN/metrics.png).")] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metrics to draw, e.g. test_error,angle_deg (default: all).")
+    ] = None,
+) -> None:
+    """Draw every per-epoch metric of a run against epochs, one panel each (mean over replicas, min-max band;
+    per-layer metrics one line per layer; several runs side by side), into one PNG."""
+    from targetprop.plots import plot_metrics
+
+    names = None if metrics is None else [m.strip() for m in metrics.split(",") if m.strip()]
+    figure = plot_metrics(Path(folder), Path(out_file) if out_file is not None else None, names, note=_note)
+    out.print(
+        f"wrote {figure.path} ({len(figure.metrics)} panels: {', '.join(figure.metrics)})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("rules")

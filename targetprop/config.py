@@ -94,6 +94,9 @@ class RunConfig(BaseModel):
     """Forward passes averaged at evaluation for stochastic units."""
     diagnostics: bool = False
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
+    tensorboard: bool = False
+    """Also write every metric of every epoch as TensorBoard scalars under <run>/tensorboard/ (needs the optional
+    tensorboard package; see targetprop/board.py). A resumed run may switch it on or off."""
     device: str = "cpu"
     threads: int | Literal["auto"] = "auto"
     """CPU threads: "auto" uses the cores other processes leave free, re-measured about once a second (see
@@ -151,6 +154,15 @@ class RunConfig(BaseModel):
     def _threads(cls, v: int | str) -> int | str:
         if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1024):
             raise ConfigError(f"threads {v!r}: give auto or a whole number from 1 to 1024")
+        return v
+
+    @field_validator("tensorboard")
+    @classmethod
+    def _tensorboard(cls, v: bool) -> bool:
+        if v:
+            from targetprop.board import require
+
+            require()  # a missing package is refused with the configuration, before any folder is made
         return v
 
     @field_validator("name")

@@ -88,12 +88,14 @@ def reproduce(
     out: str | Path = "runs",
     run_name: str | None = None,
     resume: str | Path | None = None,
+    tensorboard: bool | None = None,
     dataset: Dataset | None = None,
     progress: bool = True,
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment, Path, list[MethodResult]]:
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
-    figure into the parent directory. ``dataset`` replaces loading the data (tests)."""
+    figure into the parent directory. ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
+    scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests)."""
 
     if resume is not None:
         folder = Path(resume)
@@ -113,7 +115,14 @@ def reproduce(
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
         folder = None
-    overrides = {"seeds": seed_list, "epochs": epochs, "device": device, "data_dir": data_dir, "threads": threads}
+    overrides = {
+        "seeds": seed_list,
+        "epochs": epochs,
+        "device": device,
+        "data_dir": data_dir,
+        "threads": threads,
+        "tensorboard": tensorboard,
+    }
     configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in experiment.methods]
     first = configs[0][1]
     if dataset is None:

@@ -19,8 +19,10 @@ from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 
-RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download", "threads")
+RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download", "threads", "tensorboard")
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
+UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard")
+"""Keys whose change does not change the numbers: not recorded as a change in the metrics."""
 
 
 @dataclass
@@ -108,17 +110,13 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
             f"give more than {done}"
         )
     before, after = _flat(base, rule), _flat(config.to_dict(), rule)
-    changes = {
-        k: after[k]
-        for k in sorted(after)
-        if before.get(k) != after.get(k) and k not in ("out", "name", "device", "data_dir", "download", "threads")
-    }
+    changes = {k: after[k] for k in sorted(after) if before.get(k) != after.get(k) and k not in UNRECORDED}
     return ResumePlan(config, done, changes, notes)
 
 
 def _resumable_text(rule: str) -> str:
     keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
-    return ", ".join([*keys, "--epochs", "--device", "--data-dir"])
+    return ", ".join([*keys, "--epochs", "--device", "--data-dir", "--tensorboard"])
 
 
 def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:

@@ -93,6 +93,29 @@ class Metrics:
     """The last line has no newline: an append cut short by a kill or a full disk."""
 
 
+BOOKKEEPING = ("epoch", "replica", "seed", "seconds", "changed")
+"""Columns of a metrics row that say which row it is (or how long its epoch took), not how the network did."""
+
+
+def metric_values(row: dict[str, Any]) -> dict[str, float | list[float]]:
+    """The metrics of one ``metrics.jsonl`` row: every column but :data:`BOOKKEEPING` that holds a number, or a
+    non-empty list of numbers (one per layer, e.g. ``angle_deg``); anything else (text, tables) is left out.
+    NaN and ±inf are kept: a diverged replica's value, or a layer a metric does not apply to."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    out: dict[str, float | list[float]] = {}
+    for key, value in row.items():
+        if key in BOOKKEEPING:
+            continue
+        if number(value):
+            out[key] = float(value)
+        elif isinstance(value, list) and value and all(number(v) for v in value):
+            out[key] = [float(v) for v in value]
+    return out
+
+
 class RunDir:
     """One run's folder."""
 

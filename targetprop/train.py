@@ -297,7 +297,15 @@ def train(
     same numbers an uninterrupted run gives (on the CPU); ``changes`` (see :func:`targetprop.resume.plan_resume`) are recorded in the
     metrics of the first epoch trained with them, and in ``config.toml`` once that epoch is done. The process holds
     the run directory's lock throughout: a second writer is refused.
+
+    ``on_epoch(epoch, {"rows": ..., "run_dir": ...})`` is called after each epoch's rows and checkpoint are written;
+    with ``config.tensorboard`` a :class:`targetprop.board.TensorBoardLog` writes them as TensorBoard scalars first.
     """
+    board = None
+    if config.tensorboard:
+        from targetprop.board import TensorBoardLog
+
+        board = on_epoch = TensorBoardLog(then=on_epoch)  # without the package: refused here, before anything
     device = torch.device(config.device)
     if dataset is None:
         dataset = load_dataset(
@@ -317,6 +325,8 @@ def train(
             return _train_locked(config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch)
     finally:
         torch.set_num_threads(threads)  # a library caller gets its own setting back
+        if board is not None:
+            board.close()
 
 
 def _train_locked(
@@ -477,7 +487,7 @@ def _train_locked(
                 f"test {_fmt([r['test_error'] for r in ok])}{unit}  ({seconds:.2f} s)"
             )
             if on_epoch is not None:
-                on_epoch(epoch + 1, {"rows": rows})
+                on_epoch(epoch + 1, {"rows": rows, "run_dir": run_dir.path})
             if cpu is not None:
                 cpu.update()
         summary = summarize(config, history, diverged)

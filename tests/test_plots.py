@@ -1,0 +1,265 @@
+"""`targetprop plot` (every per-epoch metric against epochs, one PNG) and `--tensorboard` (the same metrics as
+TensorBoard scalars): what they draw and write, on a run, a compare or reproduce directory and a resumed run;
+their errors.
+
+The trainings are tiny (digits, 64-16-10, 2 epochs, one thread) and run through the real command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, show
+
+from targetprop import cli
+from targetprop.plots import plot_metrics
+from targetprop.runs import metric_values
+
+TINY = ["--arch", "64-16-10", "--epochs", "2", "--threads", "1", "-q"]
+PNG = b"\x89PNG\r\n\x1a\n"
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+needs_tensorboard = pytest.mark.skipif(not HAVE_TENSORBOARD, reason="pip install 'targetprop[tensorboard]'")
+needs_mnist = pytest.mark.skipif(
+    not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
+)
+MISSING = "error: --tensorboard needs the tensorboard package: pip install 'targetprop[tensorboard]'"
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    """``targetprop ARGS`` in this process: exit status, stdout, stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = ["targetprop", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, handler)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def diagnosed(tmp_path_factory) -> Path:
+    """A DTP run with diagnostics, two seeds, two epochs."""
+    cwd = tmp_path_factory.mktemp("diagnosed")
+    proc = run_cli(
+        "train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--set", "diagnostics=true", "--out", "runs", "--name", "d",
+        cwd=cwd,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    return cwd / "runs" / "d"
+
+
+# ---- plot --------------------------------------------------------------------------------------------------
+
+
+def test_plot_draws_every_metric_with_a_panel_per_metric_and_per_layer_lists(diagnosed, tmp_path):
+    figure = plot_metrics(diagnosed, tmp_path / "all.png")
+    assert figure.path == tmp_path / "all.png" and figure.path.read_bytes()[:8] == PNG
+    assert figure.runs == ["d"]
+    for name in ("train_error", "valid_error", "test_error", "train_loss", "batch_loss", "angle_deg", "inverse_error"):
+        assert name in figure.metrics, figure.metrics
+    assert not {"epoch", "replica", "seed", "seconds"} & set(figure.metrics)
+    # numbers first, per-layer lists after them
+    assert figure.metrics[-2:] == ["angle_deg", "inverse_error"]
+
+    chosen = plot_metrics(diagnosed, tmp_path / "two.png", ["angle_deg", "test_error"])
+    assert chosen.metrics == ["angle_deg", "test_error"]
+
+
+def test_plot_command_writes_metrics_png_into_the_run_and_says_where(diagnosed):
+    proc = run_cli("plot", diagnosed, cwd=diagnosed.parent)
+    assert proc.returncode == 0, show(proc)
+    assert_no_traceback(proc)
+    path = diagnosed / "metrics.png"
+    assert path.read_bytes()[:8] == PNG
+    assert proc.stdout.startswith(f"wrote {path} ("), show(proc)
+    assert "angle_deg" in proc.stdout and "test_error" in proc.stdout
+
+
+def test_plot_draws_whatever_numeric_columns_the_rows_hold(tmp_path):
+    """Any name, numbers or per-layer lists (a future rule's metrics); text, tables and bookkeeping are not drawn."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('rule = "x"\n')
+    rows = [
+        {
+            "epoch": e,
+            "replica": r,
+            "seed": r,
+            "test_error": 10.0 - e,
+            "signal_angle_deg": [e * r, math.nan, 3.0],
+            "note": "text",
+            "changed": {"x.lr": 0.1},
+            "sg_error": math.inf,
+            "seconds": 1.0,
+        }
+        for e in (1, 2, 3)
+        for r in (0, 1)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    figure = plot_metrics(run)
+    assert figure.metrics == ["test_error", "sg_error", "signal_angle_deg"]
+    assert (run / "metrics.png").read_bytes()[:8] == PNG
+
+
+# ---- bad input: one line, exit 2, nothing written ----------------------------------------------------------
+
+
+def _config_only(tmp: Path, run: Path) -> list[str]:
+    (tmp / "fresh").mkdir()
+    (tmp / "fresh" / "config.toml").write_text('rule = "dtp"\n')
+    return ["plot", str(tmp / "fresh")]
+
+
+def _plain_folder(tmp: Path, run: Path) -> list[str]:
+    (tmp / "notes").mkdir()
+    (tmp / "notes" / "a.txt").write_text("not a run\n")
+    return ["plot", str(tmp / "notes")]
+
+
+BAD = {
+    "missing folder": (lambda tmp, run: ["plot", str(tmp / "nothere")], ["nothere", "does not exist"]),
+    "not a run directory": (_plain_folder, ["notes", "not a run directory", "holds none"]),
+    "no metrics yet": (_config_only, ["fresh", "no metrics yet"]),
+    "unknown metric": (
+        lambda tmp, run: ["plot", str(run), "--metrics", "test_error,angel_deg", "--out", str(tmp / "x.png")],
+        ["unknown metric 'angel_deg'", "available: ", "angle_deg", "test_error"],
+    ),
+    "--out a folder": (lambda tmp, run: ["plot", str(run), "--out", str(tmp)], ["is a folder"]),
+    "--out in a missing folder": (
+        lambda tmp, run: ["plot", str(run), "--out", str(tmp / "no" / "x.png")],
+        ["does not exist"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_plot_bad_input_is_one_line_exit_2_and_writes_nothing(case, diagnosed, tmp_path):
+    make_args, fragments = BAD[case]
+    args = make_args(tmp_path, diagnosed)
+    before = sorted(tmp_path.rglob("*")), sorted(diagnosed.iterdir())
+    code, stdout, stderr = run_main(args)
+    assert code == 2, (code, stdout, stderr)
+    assert stdout == "" and "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert (sorted(tmp_path.rglob("*")), sorted(diagnosed.iterdir())) == before
+
+
+def test_plot_of_a_compare_directory_draws_every_rule_in_each_panel(tmp_path):
+    board = ["--tensorboard"] if HAVE_TENSORBOARD else []
+    proc = run_cli(
+        "compare", "--rules", "dtp,bp", *TINY, "--seeds", "0-1", *board, "--out", "runs", "--name", "c", cwd=tmp_path
+    )
+    assert proc.returncode == 0, show(proc)
+    parent = tmp_path / "runs" / "c"
+    for rule in ("dtp", "bp") if board else ():  # each run directory has its own scalars
+        assert [step for step, _ in scalars(parent / rule / "tensorboard")["test_error/seed1"]] == [1, 2]
+    figure = plot_metrics(parent)
+    assert figure.runs == ["bp", "dtp"]
+    assert figure.path == parent / "metrics.png" and figure.path.read_bytes()[:8] == PNG
+    assert {"train_error", "valid_error", "test_error", "train_loss"} <= set(figure.metrics)
+    proc = run_cli("plot", parent, "--metrics", "test_error", "--out", tmp_path / "t.png", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.strip() == f"wrote {tmp_path / 't.png'} (1 panels: test_error)"
+
+
+# ---- --tensorboard -----------------------------------------------------------------------------------------
+
+
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the event files of ``folder``: tag → [(step, value), ...]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_logged(logged: dict[str, list[tuple[int, float]]], rows: list[dict]) -> None:
+    """Every metric of every row is a scalar at step = epoch, tagged METRIC/seedS or METRIC/layerI/seedS."""
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in metric_values(row).items():
+            layers = value if isinstance(value, list) else [value]
+            for i, v in enumerate(layers, start=1):
+                tag = f"{key}/layer{i}/seed{row['seed']}" if isinstance(value, list) else f"{key}/seed{row['seed']}"
+                expected.setdefault(tag, []).append((row["epoch"], v))
+    assert sorted(logged) == sorted(expected)
+    for tag, points in expected.items():
+        got = sorted(logged[tag])
+        assert [step for step, _ in got] == sorted(step for step, _ in points), tag
+        for (_, a), (_, b) in zip(got, sorted(points), strict=True):
+            assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6), (tag, a, b)
+
+
+@needs_tensorboard
+def test_tensorboard_holds_every_metric_of_every_epoch_and_a_resumed_run_appends(tmp_path):
+    proc = run_cli(
+        "train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--set", "diagnostics=true", "--tensorboard",
+        "--out", "runs", "--name", "tb", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    run = tmp_path / "runs" / "tb"
+    logged = scalars(run / "tensorboard")
+    assert [step for step, _ in logged["test_error/seed0"]] == [1, 2]
+    assert {"angle_deg/layer1/seed0", "angle_deg/layer2/seed1", "inverse_error/layer2/seed0"} <= set(logged)
+    assert not [tag for tag in logged if tag.split("/")[0] in ("epoch", "replica", "seed", "seconds")]
+    assert_logged(logged, read_jsonl(run / "metrics.jsonl"))
+
+    # the run remembers --tensorboard: resuming without the flag adds epoch 3, in a second event file
+    proc = run_cli("train", "--resume", run, "--epochs", "3", "--threads", "1", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    logged = scalars(run / "tensorboard")
+    assert [step for step, _ in logged["test_error/seed1"]] == [1, 2, 3]
+    assert_logged(logged, read_jsonl(run / "metrics.jsonl"))
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+
+
+@needs_tensorboard
+@needs_mnist
+def test_reproduce_with_tensorboard_and_a_plot_of_its_directory(tmp_path):
+    proc = run_cli(
+        "reproduce", "mnist-paper", "--scale", "smoke", "--seeds", "0", "--epochs", "1", "--threads", "1",
+        "--tensorboard", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    for method in ("dtp", "bp"):
+        assert_logged(scalars(folder / method / "tensorboard"), read_jsonl(folder / method / "metrics.jsonl"))
+    figure = plot_metrics(folder)
+    assert figure.runs == ["bp", "dtp"] and "test_error" in figure.metrics
+    assert (folder / "metrics.png").read_bytes()[:8] == PNG
+
+
+MISSING_PACKAGE = {
+    "train": ["train", "--arch", "64-16-10", "--epochs", "1", "--tensorboard"],
+    "compare": ["compare", "--arch", "64-16-10", "--epochs", "1", "--tensorboard"],
+    "reproduce": ["reproduce", "discrete", "--scale", "smoke", "--tensorboard"],
+    "run key": ["train", "--arch", "64-16-10", "--epochs", "1", "--set", "tensorboard=true"],
+}
+
+
+@pytest.mark.parametrize("case", list(MISSING_PACKAGE))
+def test_tensorboard_without_the_package_is_one_line_before_anything_is_written(case, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `from torch.utils.tensorboard ...` fails
+    code, stdout, stderr = run_main([*MISSING_PACKAGE[case], "--out", str(tmp_path / "runs"), "-q"])
+    assert code == 2, (code, stdout, stderr)
+    assert stdout == "" and stderr.strip() == MISSING, stderr
+    assert list(tmp_path.iterdir()) == []
