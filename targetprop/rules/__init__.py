@@ -9,6 +9,7 @@ from targetprop.rules.dfa import DFA
 from targetprop.rules.dtp import DTP
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder
 from targetprop.rules.fa import FA
+from targetprop.rules.sg import SyntheticGradients
 from targetprop.rules.tp import TP
 
 RULES: dict[str, type[Rule]] = {
@@ -18,6 +19,7 @@ RULES: dict[str, type[Rule]] = {
     "dtp-ae": DTPAutoencoder,
     "fa": FA,
     "dfa": DFA,
+    "sg": SyntheticGradients,
 }
 
 
