@@ -185,6 +185,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                 note="no gradient through sign: layer 1 stays untrained",
             ),
             Method(
+                "dfa",
+                "dfa",
+                {"lr": 2.55e-3, "optimizer": OPTIMIZER},
+                paper=None,
+                note="direct feedback alignment (not in the DTP paper): reaches layer 1 past the sign; lr of plain BP",
+            ),
+            Method(
                 "bp-tanh-eval-sign",
                 "bp",
                 {"lr": 2.55e-3, "optimizer": OPTIMIZER},
