@@ -5,9 +5,9 @@ Notation of the DTP paper (Lee et al. 2015), with layers numbered ``i = 1..M`` (
     forward   h_i = f_i(h_{i−1}) = s_i(W_i u_{i−1} + b_i),   u_i = t_i(h_i),   h_0 = u_0 = x
     feedback  g_i(h_i) = s̄_i(V_i t_i(h_i) + c_i)  ≈  f_i^{-1}(h_i),   with s̄_i = s_{i−1}
 
-``t_i`` is the identity for ordinary units; discrete (sign) and stochastic binary units transmit ``sign(h_i)`` or
-a Bernoulli sample of ``h_i`` (see :mod:`targetprop.units`). Layer ``M`` is the output layer: ``h_M`` is the
-output unit applied to ``a_M`` and the cost is ``L(a_M, y)``.
+``t_i`` is the identity for ordinary units; discrete units transmit ``sign(h_i)`` (sign) or ``1[h_i > 1/2]`` (step),
+stochastic binary units a Bernoulli sample of ``h_i`` (see :mod:`targetprop.units`). Layer ``M`` is the output
+layer: ``h_M`` is the output unit applied to ``a_M`` and the cost is ``L(a_M, y)``.
 
 Every parameter carries a leading replica dimension ``R``: ``W_i`` is ``(R, n_i, n_{i−1})`` and activity is
 ``(R, B, n)``, so R independently initialised networks train in one process through batched matrix products.
@@ -166,9 +166,9 @@ class Layer(nn.Module):
         return self.unit.transmit(h, noise, straight_through)
 
     def feedback_preactivation(self, h: Tensor) -> Tensor:
-        """``V t(h) + c``. A sign unit's feedback sees ``sign(h)`` (DTP paper, discrete network); a stochastic
-        unit's sees the probabilities ``h^p`` themselves (DTP paper, stochastic network)."""
-        if not self.is_output and self.unit.transmits == "sign":
+        """``V t(h) + c``. A sign unit's feedback sees ``sign(h)`` (DTP paper, discrete network), a step unit's
+        the step; a stochastic unit's sees the probabilities ``h^p`` themselves (DTP paper, stochastic network)."""
+        if not self.is_output and self.unit.discrete:
             h = self.unit.transmit(h)
         return linear(h, self.fb_weight, self.fb_bias)
 
@@ -247,7 +247,7 @@ class Network(nn.Module):
                 override = feedback_units[i - 1] if feedback_units is not None else None
                 below = units[i - 2]
                 fb = hidden_unit(override) if override else hidden_unit(below.name)
-                if not fb.deterministic or fb.transmits != "state":
+                if not fb.deterministic or fb.transmits != "state":  # g_i maps to the state below: tanh or σ
                     fb = hidden_unit("tanh" if fb.transmits == "sign" else "sigmoid")
             self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb))
         self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]

@@ -6,10 +6,20 @@ autograd graphs. Units whose outputs are discrete or random separate the *state*
 receives targets for) from the value it *transmits* to the layer above:
 
 - ``sign`` (DTP paper, discrete network): state ``h = tanh(a)``, transmits ``sign(h)`` (+1 where h > 0, else -1);
+- ``step`` (the binary step of Deep Learning ch. 6): state ``h = σ(a)``, transmits ``1`` where ``h > 1/2``
+  (``a > 0``), else ``0``: the sign unit moved to {0, 1}, since ``(sign(a) + 1)/2`` is the step and
+  ``(tanh(a/2) + 1)/2 = σ(a)``;
 - ``bernoulli`` (stochastic binary units): state ``h^p = σ(a)``, transmits a sample ``h ~ Bernoulli(h^p)``.
 
-Their transmit step has derivative zero almost everywhere (sign) or none at all (sampling): back-propagation
+Their transmit step has derivative zero almost everywhere (sign, step) or none at all (sampling): back-propagation
 through them gives no gradient below, unless the straight-through estimator treats the step as the identity.
+Target propagation trains the state: a target for ``h`` is a target for ``σ(a)`` or ``tanh(a)``, whose
+derivative is not zero. A step with no state (``h = 1[a > 0]`` itself) would give every rule, target propagation
+included, a layer-local gradient of zero: nothing could train the layer.
+
+Hidden units of Deep Learning ch. 6 that are not here: PReLU (its slope α is a learned parameter) and maxout
+(a unit is the maximum of k linear pieces, so a layer of n units has k·n pre-activations): every unit here is
+element-wise and has no parameters. ``docs/units.md`` tabulates every unit.
 
 Output units pair an output non-linearity with its cost (Goodfellow et al., Deep Learning, table 6.x):
 linear + squared error, sigmoid + binary cross-entropy, softmax + cross-entropy. Costs are sums over output
@@ -38,7 +48,7 @@ class Unit:
     name: str
     fn: Callable[[Tensor], Tensor]
     derivative: Callable[[Tensor, Tensor], Tensor]
-    transmits: str = "state"  # "state", "sign" or "bernoulli"
+    transmits: str = "state"  # "state", "sign", "step" or "bernoulli"
 
     def __call__(self, a: Tensor) -> Tensor:
         return self.fn(a)
@@ -49,7 +59,7 @@ class Unit:
             return g
         if self.name in ("tanh", "sign"):  # g ⊙ (1 − h²) in one fused kernel
             return torch.ops.aten.tanh_backward(g, h)
-        if self.name in ("sigmoid", "bernoulli"):  # g ⊙ h (1 − h)
+        if self.name in ("sigmoid", "step", "bernoulli"):  # g ⊙ h (1 − h)
             return torch.ops.aten.sigmoid_backward(g, h)
         return g * self.derivative(a, h)
 
@@ -57,12 +67,19 @@ class Unit:
     def deterministic(self) -> bool:
         return self.transmits != "bernoulli"
 
+    @property
+    def discrete(self) -> bool:
+        """Transmits a deterministic discrete value (sign, step), which is also what its feedback map reads."""
+        return self.transmits in ("sign", "step")
+
     def transmit(self, h: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
         """The value the layer above receives. With ``straight_through`` its gradient is that of the identity."""
         if self.transmits == "state":
             return h
         if self.transmits == "sign":
             u = torch.where(h > 0, 1.0, -1.0).to(h.dtype)
+        elif self.transmits == "step":  # h = σ(a) > 1/2 where a > 0
+            u = (h > 0.5).to(h.dtype)
         else:
             if noise is None:
                 raise ValueError("bernoulli units need a noise source to sample from")
@@ -99,7 +116,10 @@ HIDDEN_UNITS: dict[str, Unit] = {
         Unit("tanh", _tanh, lambda a, h: 1.0 - h * h),
         Unit("sigmoid", torch.sigmoid, lambda a, h: h * (1.0 - h)),
         Unit("hardtanh", F.hardtanh, lambda a, h: ((a > -1) & (a < 1)).to(a.dtype)),
+        Unit("abs", torch.abs, lambda a, h: torch.sign(a)),  # |a|; derivative sign(a), 0 at the kink as autograd's
+        Unit("cos", torch.cos, lambda a, h: -torch.sin(a)),
         Unit("sign", _tanh, lambda a, h: 1.0 - h * h, transmits="sign"),
+        Unit("step", torch.sigmoid, lambda a, h: h * (1.0 - h), transmits="step"),
         Unit("bernoulli", torch.sigmoid, lambda a, h: h * (1.0 - h), transmits="bernoulli"),
     )
 }

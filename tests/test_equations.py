@@ -334,11 +334,12 @@ def test_bp_matches_plain_pytorch_on_exported_replica():
     torch.testing.assert_close(net.select(1)(x)[0], plain(x))
 
 
-def test_sign_units_block_bp_unless_straight_through():
+@pytest.mark.parametrize("unit", ["sign", "step"])
+def test_discrete_units_block_bp_unless_straight_through(unit):
     cls = get_rule("bp")
     x, y = torch.rand(1, 8, 6), torch.randint(0, 3, (1, 8))
     for st, expect_zero in [(False, True), (True, False)]:
-        net = Network.from_spec("6-5-4-3", "sign", seeds=[0], feedback="none", dtype=torch.float64)
+        net = Network.from_spec("6-5-4-3", unit, seeds=[0], feedback="none", dtype=torch.float64)
         rule = cls(net, cls.Config(straight_through=st), ReplicaRandom([0], "train"))
         grads, _ = rule.forward_updates(x, y)
         assert bool(torch.count_nonzero(grads[0]) == 0) is expect_zero
@@ -351,8 +352,12 @@ def test_sign_units_block_bp_unless_straight_through():
         ("tanh", False),
         ("relu", False),
         ("sigmoid", False),
+        ("abs", False),
+        ("cos", False),
         ("sign", False),
         ("sign", True),
+        ("step", False),
+        ("step", True),
         ("bernoulli", True),
         ("bernoulli", False),
     ],
@@ -373,7 +378,7 @@ def test_closed_form_bp_equals_autograd(hidden, straight_through):
     assert any(g.abs().sum() > 0 for g in grads[False])
 
 
-@pytest.mark.parametrize(("activation", "replicas"), [("tanh", 1), ("tanh", 3), ("sign", 2)])
+@pytest.mark.parametrize(("activation", "replicas"), [("tanh", 1), ("tanh", 3), ("sign", 2), ("step", 2)])
 def test_stacked_inverse_training_equals_layer_by_layer(activation, replicas):
     """The inverses of equal-width layers train as one product over layers; it gives the per-layer numbers."""
     seeds = list(range(replicas))
@@ -398,7 +403,13 @@ def test_stacked_inverse_training_equals_layer_by_layer(activation, replicas):
 
 @pytest.mark.parametrize(
     ("architecture", "activation", "replicas"),
-    [("20-8x4-5", "tanh", 1), ("20-8x4-5", "tanh", 3), ("20-8x4-5", "sign", 2), ("20-9-7-6-5", "tanh", 2)],
+    [
+        ("20-8x4-5", "tanh", 1),
+        ("20-8x4-5", "tanh", 3),
+        ("20-8x4-5", "sign", 2),
+        ("20-8x4-5", "step", 2),
+        ("20-9-7-6-5", "tanh", 2),
+    ],
 )
 def test_chunked_inverse_pass_equals_step_by_step(architecture, activation, replicas):
     """DTP's inverse pass shares the forward-weight work between mini-batches (the forward weights are frozen

@@ -9,7 +9,7 @@ With row vectors and ``W_i`` of shape ``(n_i, n_{i−1})``, the backward pass is
 computed in closed form on the kept forward activity (no autograd graph: faster on small layers), or by
 autograd with ``autograd = true``; the two agree to rounding (tests/test_equations.py).
 
-Through discrete (sign) or stochastic (Bernoulli) units the gradient is zero (or undefined), so the layers
+Through discrete (sign, step) or stochastic (Bernoulli) units the gradient is zero (or undefined), so the layers
 below them do not learn; with ``straight_through = true`` the step is treated as the identity on the way back
 (the straight-through estimator, Bengio et al. 2013): ``δh_{i−1} ≈ s'_i(a_i) ⊙ W_iᵀ δh_i``.
 """
@@ -46,7 +46,7 @@ class BPConfig(RuleConfig):
     lr: Scalar = 0.000804
     """The DTP authors' BP learning rate for MNIST 784-240x7-10 (with centered RMSprop)."""
     straight_through: bool = False
-    """Treat sign / Bernoulli steps as the identity in the backward pass."""
+    """Treat sign / step / Bernoulli steps as the identity in the backward pass."""
     autograd: bool = False
     """Compute the gradient with torch.autograd instead of the closed-form backward pass (same numbers, slower)."""
 
@@ -70,7 +70,7 @@ class BP(Rule):
                 break
             below = net.layer(i - 1)
             if below.unit.transmits != "state" and not self.config.straight_through:
-                # sign / sampling pass no gradient: the layers below get none
+                # sign / step / sampling pass no gradient: the layers below get none
                 params = net.forward_parameters()
                 for k in range(2 * i - 2):
                     grads[k] = out[k].zero_() if out is not None else torch.zeros_like(params[k])

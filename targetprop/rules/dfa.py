@@ -9,7 +9,7 @@ a network with one hidden layer)::
     δ_i  = s'_i(a_i) ⊙ (e D_i),                        i = 1..M−1
     ∂W_i = δ_iᵀ u_{i−1},   ∂b_i = Σ_b δ_i,             i = 1..M
 
-No error travels through the layers above, so a layer learns past non-differentiable units above it: with sign or
+No error travels through the layers above, so a layer learns past non-differentiable units above it: with sign, step or
 Bernoulli units, ``δ_i`` uses the derivative of the layer's own state ``h_i = s(a_i)``, and the layers above only
 contribute the transmitted ``u_i`` they really received. All the hidden layers' ``e D_i`` come from one batched
 product with the ``D_i`` stored side by side, ``D = [D_1 | ... | D_{M−1}]`` of shape ``(R, n_out, Σ_i n_i)``.

@@ -9,7 +9,7 @@ same shape instead, so no layer needs to know the weights above it (the "weight 
     ∂W_i    = δ_iᵀ u_{i−1},   ∂b_i = Σ_b δ_i,          i = 1..M
 
 The forward weights come to align with the feedback (``W_i`` turns towards ``B_i``), after which the updates point
-within 90° of the gradient. Units that transmit a discrete value (sign, Bernoulli sample) are passed as the
+within 90° of the gradient. Units that transmit a discrete value (sign, step, Bernoulli sample) are passed as the
 identity on the way back, as the straight-through estimator does: ``δ_{i−1}`` uses the derivative of the state
 ``h_{i−1} = s(a_{i−1})``, and the weight update uses the transmitted ``u_{i−1}`` the layer above really received.
 

@@ -37,7 +37,7 @@ Where the first target sits (``first_target``):
   ``h_M = a_M``: the target, the loss and the inverse are exactly those of the paper's ``ĥ_M = h_M − η̂ ∂L/∂h_M``.
 
 ``∂L/∂h`` is the gradient of the *batch-mean* cost (as in the authors' code), so η̂ absorbs the 1/B factor.
-With sign units the first target's gradient is taken with respect to the transmitted ``u_{M−1}``.
+With sign or step units the first target's gradient is taken with respect to the transmitted ``u_{M−1}``.
 
 Schedules (``schedule``): ``"alternating"`` (authors' code) trains the inverses on every mini-batch of the epoch,
 then the forward weights on every mini-batch; ``"parallel"`` does steps 1–5 on each mini-batch, reusing the one
@@ -269,7 +269,7 @@ class TargetPropagation(Rule):
             h_below = torch.stack([acts.h[i - 1] for i, _ in layers], 1)  # (R, L, rows, n)
             h_tilde = h_below.add_(eps.view(replicas, rows, len(layers), n).transpose(1, 2)).view(-1, rows, n)
             fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
-            return [h_tilde], [first.transmit(fh) if first.unit.transmits == "sign" else fh]
+            return [h_tilde], [first.transmit(fh) if first.unit.discrete else fh]
         h_tildes, fb_ins = [], []
         for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
             h_tilde = acts.h[i - 1] + e
@@ -279,7 +279,7 @@ class TargetPropagation(Rule):
                 fb_ins.append(layer.preactivation(u_tilde))
                 continue
             fh = layer(u_tilde)
-            fb_ins.append(layer.transmit(fh) if layer.unit.transmits == "sign" else fh)
+            fb_ins.append(layer.transmit(fh) if layer.unit.discrete else fh)
         return h_tildes, fb_ins
 
     def inverse_gradients_at(
