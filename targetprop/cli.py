@@ -36,7 +36,7 @@ ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="TOML config file, or a preset name (see `targetprop presets`)."),
 ]
-DataOpt = Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist or cifar10.")]
+DataOpt = Annotated[str | None, typer.Option(help="digits, mnist, fashion-mnist, cifar10 or xor.")]
 DataDirOpt = Annotated[
     str | None,
     typer.Option(help="Folder holding the datasets (default: $TARGETPROP_DATA or ~/.cache/targetprop/data)."),

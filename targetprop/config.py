@@ -45,7 +45,9 @@ DEFAULT_ARCH = {
     "mnist": "784-240x7-10",
     "fashion-mnist": "784-240x7-10",
     "cifar10": "3072-1000x3-10",
+    "xor": "2-2-2",
 }
+"""The architecture of a run that names none, for the default task, classify (task binary on xor: give 2-2-1)."""
 
 
 class RunConfig(BaseModel):
@@ -56,7 +58,7 @@ class RunConfig(BaseModel):
     rule: str = "dtp"
     """Credit-assignment rule (see ``targetprop rules``)."""
     data: str = "digits"
-    """digits, mnist, fashion-mnist or cifar10."""
+    """digits, mnist, fashion-mnist, cifar10 or xor (the four points of Deep Learning's section 6.1)."""
     data_dir: str | None = None
     """Folder holding the datasets (default: $TARGETPROP_DATA, else ~/.cache/targetprop/data)."""
     download: bool = False
@@ -69,9 +71,10 @@ class RunConfig(BaseModel):
     """Layer sizes, e.g. 784-240x7-10 (default: one per dataset)."""
     activation: str | list[str] = "tanh"
     """Hidden unit, or one per hidden layer."""
-    task: Literal["classify", "reconstruct"] = "classify"
-    """What the network learns: classify (targets are the labels) or reconstruct (targets are the inputs: an
-    auto-encoder; needs a sigmoid or linear output as wide as the input)."""
+    task: Literal["classify", "binary", "reconstruct"] = "classify"
+    """What the network learns: classify (targets are the labels), binary (two classes, one linear or sigmoid output
+    unit whose target is the class, 0 or 1) or reconstruct (targets are the inputs: an auto-encoder; needs a sigmoid
+    or linear output as wide as the input)."""
     tied_weights: bool = False
     """An auto-encoder n-H-n whose decoder weights are the encoder's transposed (the DTP paper's auto-encoder)."""
     output: Literal["softmax", "sigmoid", "linear"] = "softmax"

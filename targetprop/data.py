@@ -1,4 +1,5 @@
-"""Datasets as whole tensors on one device: scikit-learn's digits, MNIST, Fashion-MNIST and CIFAR-10.
+"""Datasets as whole tensors on one device: scikit-learn's digits, MNIST, Fashion-MNIST, CIFAR-10, and the four
+points of XOR (Deep Learning, section 6.1).
 
 Each downloadable dataset is described by a small spec (file names, md5 checksums, mirror URLs), in the
 manner of torchvision, so tests and users can point the same loaders at their own files. Every file is
@@ -36,7 +37,7 @@ import torch
 
 from targetprop.errors import DataError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "xor")
 
 DATA_DIR_ENV = "TARGETPROP_DATA"
 """Environment variable naming the data folder when no folder is passed explicitly."""
@@ -417,6 +418,24 @@ def load_digits(*, device: str | torch.device = "cpu", n_valid: int | None = Non
 
 
 # --------------------------------------------------------------------------------------------------------
+# XOR (Goodfellow, Bengio & Courville, Deep Learning, section 6.1)
+
+
+def load_xor(*, device: str | torch.device = "cpu", n_valid: int | None = None) -> Dataset:
+    """The four points ``x ∈ {0, 1}²`` in the order (0, 0), (0, 1), (1, 0), (1, 1), labelled ``x_1 XOR x_2``
+    (0, 1, 1, 0). The task is to fit these four points, not to generalise: the training, validation and test sets
+    are all four of them."""
+    if n_valid is not None:
+        raise DataError(
+            "xor has no validation split to size (train, validation and test are its four points); drop n_valid"
+        )
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], device=device)
+    y = torch.tensor([0, 1, 1, 0], device=device)
+    train, valid, test = (Split(x.clone(), y.clone()) for _ in range(3))
+    return Dataset("xor", train=train, valid=valid, test=test, n_classes=2, input_shape=(2,))
+
+
+# --------------------------------------------------------------------------------------------------------
 # idx datasets: MNIST and Fashion-MNIST
 
 
@@ -654,6 +673,8 @@ def load_dataset(
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if key == "digits":
         return load_digits(device=device, n_valid=n_valid)
+    if key == "xor":
+        return load_xor(device=device, n_valid=n_valid)
     spec = default_spec(key) if spec is None else spec
     if isinstance(spec, IdxSpec):
         return load_idx(spec, data_dir, device=device, download=download, n_valid=n_valid, mirrors=mirrors)

@@ -1,10 +1,14 @@
 """What a network learns: the targets it is trained towards and how it is scored.
 
 The trainer, the rules and the evaluation know only "the target of a sample" and "the task's error"; a task says
-what those are. Two tasks:
+what those are. Three tasks:
 
 - ``classify``: the target of a sample is its class; the output unit's cost compares the output with its one-hot
   code; the error is the percentage of samples whose largest output is not their class.
+- ``binary``: two classes through *one* output unit whose target is the class itself, ``t ∈ {0, 1}``: a linear
+  unit on the squared error ``(a_M − t)²`` (Deep Learning, section 6.1: the XOR network) or a sigmoid unit on the
+  binary cross-entropy (the Bernoulli output of section 6.2.2.2); the error is the percentage of samples whose
+  output ``s(a_M)`` lies on the wrong side of 1/2.
 - ``reconstruct``: the target of a sample is the sample itself (an auto-encoder, e.g. 784-1000-784); the cost
   compares the output with the input (sigmoid + binary cross-entropy for inputs in [0, 1], or linear + squared
   error); the error is the mean squared reconstruction error per sample, ``(1/N) Σ_n ||s(a_M) − x_n||²``.
@@ -117,6 +121,35 @@ class Classify(Task):
         return 100.0
 
 
+class Binary(Task):
+    name = "binary"
+    error_label = "error %"
+
+    def targets(self, split: Split) -> Tensor:
+        """The class as a number, ``t = y`` ``(N, 1)``: one dense target per sample for the one output unit."""
+        return split.y.to(torch.float32).unsqueeze(-1)
+
+    def n_outputs(self, dataset: Dataset) -> int:
+        return 1
+
+    def check(self, sizes: list[int], output: str, dataset: Dataset, arch: str) -> None:
+        if dataset.n_classes != 2:
+            raise ConfigError(f"task binary needs two classes, {dataset.name} has {dataset.n_classes}: use classify")
+        super().check(sizes, output, dataset, arch)
+        if output == "softmax":
+            raise ConfigError(
+                "task binary has one output unit, where a softmax is always 1: use --output linear (squared error) "
+                "or sigmoid (binary cross-entropy)"
+            )
+
+    def sample_errors(self, out: OutputUnit, a: Tensor, y: Tensor) -> Tensor:
+        """1 where ``s(a_M) > 1/2`` and ``t = 0``, or ``s(a_M) ≤ 1/2`` and ``t = 1``; else 0."""
+        return ((out(a) > 0.5) != (y > 0.5)).squeeze(-1).to(a.dtype)
+
+    def scale(self) -> float:
+        return 100.0
+
+
 class Reconstruct(Task):
     name = "reconstruct"
     error_label = "reconstruction error"
@@ -142,7 +175,7 @@ class Reconstruct(Task):
         return 1.0
 
 
-TASKS: dict[str, type[Task]] = {"classify": Classify, "reconstruct": Reconstruct}
+TASKS: dict[str, type[Task]] = {"classify": Classify, "binary": Binary, "reconstruct": Reconstruct}
 
 
 def get_task(name: str) -> Task:
