@@ -29,7 +29,8 @@ from targetprop.rules.bp import BP, descent_directions
 def update_angles(rule: Rule, x: Tensor, y: Tensor) -> Tensor:
     """``(R, M)``: angle between the rule's update of each layer's weights and the BP gradient, in degrees.
 
-    Uses the rule's current state; changes nothing. Stochastic units draw from the rule's training stream.
+    Uses the rule's current state; changes nothing. Stochastic units draw from the rule's training stream. BP
+    learns the rule's task (its targets ``y`` and its batch metrics).
     """
     bp = BP(rule.net, BP.Config(), rule.noise, rule.task)
     theirs, _ = rule.forward_updates(x, y)

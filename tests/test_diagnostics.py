@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from targetprop import Network, ReplicaRandom
@@ -52,3 +53,19 @@ def test_trainer_logs_diagnostics_per_layer(tmp_path):
     # the inverses learn: their reconstruction error falls over training
     assert rows[-1]["inverse_error"][1] < rows[0]["inverse_error"][1]
     assert all(a < 90 for a in rows[-1]["angle_deg"][1:])
+
+
+@pytest.mark.parametrize("rule", ["bp", "dtp"])
+@pytest.mark.parametrize(
+    ("data", "task", "arch", "output"),
+    [("xor", "binary", "2-4-4-1", "linear"), ("digits", "reconstruct", "64-16-64", "sigmoid")],
+)
+def test_diagnostics_run_with_dense_targets(tmp_path, rule, data, task, arch, output):
+    """Dense targets (a binary class as a number, an auto-encoder's input): the BP reference learns the rule's task."""
+    common = dict(rule=rule, epochs=1, diagnostics=True, threads=1, out=str(tmp_path))
+    cfg = make_config(data=data, task=task, arch=arch, output=output, **common)
+    result = train(cfg, dataset=load_dataset(data), progress=False)
+    angles = result.history[-1]["angle_deg"]
+    assert len(angles) == len(arch.split("-")) - 1
+    # BP agrees with itself, and DTP's output layer trains on the cost itself (to float32 rounding)
+    assert max(angles if rule == "bp" else angles[-1:]) < 0.1
