@@ -292,10 +292,10 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
 def reproduce(
     name: Annotated[
         str | None,
-        typer.Argument(metavar="NAME", help="Experiment of the DTP paper (see --list), e.g. mnist-tanh."),
+        typer.Argument(metavar="NAME", help="Experiment (see --list): the DTP paper's, e.g. mnist-tanh, or xor."),
     ] = None,
     list_: Annotated[
-        bool, typer.Option("--list", help="List the experiments, their methods and the paper's figures.")
+        bool, typer.Option("--list", help="List the experiments, their methods and the papers' figures.")
     ] = False,
     seeds: Annotated[
         str | None, typer.Option(help="Seeds, one replica each (default: 0-9; 0-1 at --scale smoke).")
@@ -318,9 +318,9 @@ def reproduce(
     tensorboard: TensorBoardOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run one of the DTP paper's experiments with all its methods; write table.md, table.csv and errors.png
-    (and, for the auto-encoder, filters.png and the classifier on its features)."""
-    from targetprop.experiments.paper import EXPERIMENTS
+    """Run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its methods; write table.md,
+    table.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features)."""
+    from targetprop.experiments import EXPERIMENTS
     from targetprop.reproduce import reproduce as run_reproduce
 
     if list_:

@@ -1,11 +1,12 @@
-"""``targetprop reproduce NAME``: run one of the DTP paper's experiments with all its methods, then write the
-paper-style table and figure.
+"""``targetprop reproduce NAME``: run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its
+methods, then write the paper-style table and figure.
 
 <out>/reproduce-<name>-<time>/
   experiment.toml     what was asked: experiment, scale, seeds, epochs (``--resume DIR`` reads it)
   <method>/           one run directory per method (all seeds as replicas), see :mod:`targetprop.runs`
   table.md, table.csv per method: final test error, test error at the best-validation epoch, final train error
-                      (mean ± std over seeds), seconds per epoch, and the paper's figure
+                      (mean ± std over seeds), seconds per epoch, and the paper's figure; an experiment may add
+                      columns and notes of its own (xor: the seeds that solved it, the book's weights checked)
   errors.png          train and test error against epochs, mean over seeds with a min-max band
   filters.png         auto-encoders: the first 100 hidden units' input weights of each method (seed of replica 0)
   <method>/probe.json auto-encoders: the linear classifier on the learned code (:mod:`targetprop.probe`), whose
@@ -34,7 +35,8 @@ import torch
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
-from targetprop.experiments.paper import Experiment, Method, get_experiment
+from targetprop.experiments import get_experiment
+from targetprop.experiments.paper import Experiment, Method
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
@@ -254,6 +256,9 @@ def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict
         if r.probe is not None:
             row["classifier_test_error_mean"] = r.probe["test_error"]["mean"]
             row["classifier_test_error_std"] = r.probe["test_error"]["std"]
+        if experiment.columns:
+            config = make_config(RunDir(r.run_dir).read_config())
+            row.update({c.key: c.value(r.method, config, s) for c in experiment.columns})
         row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
         row["epochs"] = s.get("epochs")
         row["seeds"] = s.get("replicas")
@@ -284,6 +289,7 @@ def markdown_table(
         "method",
         *(label.format(error=error) for label, _ in COLUMNS),
         *([PROBE_COLUMN] if probed else []),
+        *(c.label for c in experiment.columns),
         "s / epoch",
         "seeds",
         "paper test error %",
@@ -306,6 +312,7 @@ def markdown_table(
                 if probed
                 else []
             ),
+            *(str(row[c.key]) for c in experiment.columns),
             f"{row['seconds_per_epoch']:.2f}",
             f"{row['seeds']}" + (f" ({row['diverged_seeds']} diverged)" if row["diverged_seeds"] else ""),
             "-" if paper == "" else f"{paper:.2f}",
@@ -321,6 +328,8 @@ def markdown_table(
             "best validation epoch (targetprop/probe.py); the paper's figure is set against it; the reconstruction "
             "error is the mean squared error per image, ||s(a) − x||²",
         )
+    if experiment.notes is not None:
+        notes += [f"- {line}" for line in experiment.notes()]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,9 @@
-"""Bundled experiment configurations (TOML files beside this module), used as ``--config NAME``."""
+"""Bundled experiments: configurations (TOML files beside this module), used as ``--config NAME``, and the
+experiments ``targetprop reproduce NAME`` runs, one module per source:
+
+- :mod:`targetprop.experiments.paper`: the DTP paper's (Lee et al. 2015), and the types every experiment uses;
+- :mod:`targetprop.experiments.deep_learning_book`: Deep Learning, chapter 6 (Goodfellow et al. 2016): xor.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,24 @@ from typing import Any
 
 from targetprop.config import load_toml
 from targetprop.errors import ConfigError
+from targetprop.experiments import deep_learning_book, paper
+from targetprop.experiments.paper import Experiment
+
+EXPERIMENTS: tuple[Experiment, ...] = paper.EXPERIMENTS + deep_learning_book.EXPERIMENTS
+"""Every experiment ``targetprop reproduce`` knows, in the order ``--list`` shows them."""
+
+
+def experiment_names() -> list[str]:
+    return [e.name for e in EXPERIMENTS]
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name`` or one of its aliases (``mnist-paper`` is ``mnist-tanh``)."""
+    key = name.strip().lower()
+    for e in EXPERIMENTS:
+        if key == e.name or key in e.aliases:
+            return e
+    raise ConfigError(f"no experiment named {name!r}; experiments: {', '.join(experiment_names())}")
 
 
 def preset_path(name: str) -> Path | None:

@@ -5,14 +5,17 @@ the methods it compares (a rule, its hyper-parameters and any run keys of its ow
 reports for each method, and a *smoke* scale that runs the whole experiment in about a minute on one CPU thread
 (a subset of the data, a small network, a few epochs: a check that it runs, not a result).
 
-Settings the papers and the code do not give are marked in each method's ``note``.
+Settings the papers and the code do not give are marked in each method's ``note``. :class:`Method` and
+:class:`Experiment` are the types every experiment module uses (see :mod:`targetprop.experiments`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from targetprop.config import RunConfig
 from targetprop.errors import ConfigError
 from targetprop.probe import ProbeSettings
 
@@ -34,6 +37,18 @@ class Method:
 
 
 @dataclass(frozen=True)
+class Column:
+    """A column of an experiment's own in its table: one cell per method, computed when the table is written."""
+
+    key: str
+    """Its name in table.csv."""
+    label: str
+    """Its heading in table.md."""
+    value: Callable[[Method, RunConfig, dict[str, Any]], str]
+    """The cell of a method, from the method, its run configuration and its run's summary."""
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     description: str
@@ -48,6 +63,10 @@ class Experiment:
     """For an auto-encoder: the linear classifier trained on each method's learned code (:mod:`targetprop.probe`);
     the paper's figure is then that classifier's test error."""
     probe_smoke: ProbeSettings | None = None
+    columns: tuple[Column, ...] = ()
+    """Columns of its own in the table, after the errors (xor: the seeds that solved it)."""
+    notes: Callable[[], list[str]] | None = None
+    """Lines of its own under the table, computed when it is written (xor: the book's weights checked)."""
 
     def paper_error(self, method: Method) -> float | None:
         """The paper's figure of ``method`` as a test error % (accuracies converted)."""
@@ -278,16 +297,3 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         probe_smoke=ProbeSettings(epochs=3),
     ),
 )
-
-
-def experiment_names() -> list[str]:
-    return [e.name for e in EXPERIMENTS]
-
-
-def get_experiment(name: str) -> Experiment:
-    """The experiment called ``name`` or one of its aliases (``mnist-paper`` is ``mnist-tanh``)."""
-    key = name.strip().lower()
-    for e in EXPERIMENTS:
-        if key == e.name or key in e.aliases:
-            return e
-    raise ConfigError(f"no experiment named {name!r}; experiments: {', '.join(experiment_names())}")
