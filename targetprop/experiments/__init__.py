@@ -2,7 +2,8 @@
 experiments ``targetprop reproduce NAME`` runs, one module per source:
 
 - :mod:`targetprop.experiments.paper`: the DTP paper's (Lee et al. 2015), and the types every experiment uses;
-- :mod:`targetprop.experiments.deep_learning_book`: Deep Learning, chapter 6 (Goodfellow et al. 2016): xor.
+- :mod:`targetprop.experiments.deep_learning_book`: Deep Learning, chapter 6 (Goodfellow et al. 2016): xor;
+- :mod:`targetprop.experiments.rules_mnist`: every rule on Bartunov et al. 2018's fully connected MNIST net.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 
 from targetprop.config import load_toml
 from targetprop.errors import ConfigError
-from targetprop.experiments import deep_learning_book, paper
+from targetprop.experiments import deep_learning_book, paper, rules_mnist
 from targetprop.experiments.paper import Experiment
 
-EXPERIMENTS: tuple[Experiment, ...] = paper.EXPERIMENTS + deep_learning_book.EXPERIMENTS
+EXPERIMENTS: tuple[Experiment, ...] = paper.EXPERIMENTS + rules_mnist.EXPERIMENTS + deep_learning_book.EXPERIMENTS
 """Every experiment ``targetprop reproduce`` knows, in the order ``--list`` shows them."""
 
 

@@ -1,0 +1,72 @@
+"""Every rule on one network: Bartunov et al. 2018's fully connected MNIST setting, as ``targetprop reproduce``
+runs it (``rules-mnist``).
+
+Bartunov, Santoro, Richards, Marris, Hinton & Lillicrap, *Assessing the scalability of biologically-motivated deep
+learning algorithms and architectures*, NeurIPS 2018: 784-256x5-10 tanh, Adam, Glorot initialisation, the best
+test error within 500 epochs of 60 random configurations per method (BRIEF.md, "More reference settings"): BP
+1.48 %, FA 1.85 %, DFA 2.75 %, DTP (alternating) 1.83 %. Their learning rates are read from a damaged extraction
+and are starting points, not their exact values; the batch size, η̂ and the inverse noise of DTP, and anything
+about synthetic gradients, are not theirs: each method's ``note`` says so.
+"""
+
+from __future__ import annotations
+
+from targetprop.experiments.paper import Experiment, Method
+
+BASE = {
+    "data": "mnist",
+    "arch": "784-256x5-10",
+    "activation": "tanh",
+    "output": "softmax",
+    "init": "glorot",
+    "batch_size": 100,
+    "shuffle": True,
+    "epochs": 100,
+}
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment(
+        name="rules-mnist",
+        description=(
+            "MNIST 784-256x5-10 tanh, Adam, glorot: BP, FA, DFA, DTP and synthetic gradients on one net "
+            "(Bartunov et al. 2018's fully connected setting), 100 epochs"
+        ),
+        base=BASE,
+        methods=(
+            Method(
+                "bp", "bp", {"lr": 1.5e-4, "optimizer": "adam"}, paper=1.48, note="Bartunov et al.: best of 500 epochs"
+            ),
+            Method("fa", "fa", {"lr": 1.7e-4, "optimizer": "adam"}, paper=1.85, note="Bartunov et al."),
+            Method("dfa", "dfa", {"lr": 1.7e-3, "optimizer": "adam"}, paper=2.75, note="Bartunov et al."),
+            Method(
+                "dtp",
+                "dtp",
+                {
+                    "lr": 7.6e-4,
+                    "lr_feedback": 3.1e-4,
+                    "optimizer": "adam",
+                    "schedule": "alternating",
+                    "eta_hat": 0.3277,
+                    "noise": 0.36,
+                },
+                paper=1.83,
+                note="Bartunov et al.'s learning rates; η̂ and the inverse noise are the DTP authors' MNIST values",
+            ),
+            Method(
+                "sg-conditioned",
+                "sg",
+                {"lr": 1.5e-4, "optimizer": "adam", "conditioned": True, "lr_synthetic": 1e-3},
+                paper=None,
+                note="cDNI (not in Bartunov et al.): BP's learning rate; the predictors' not tuned on MNIST",
+            ),
+            Method(
+                "sg",
+                "sg",
+                {"lr": 1.5e-4, "optimizer": "adam", "lr_synthetic": 1e-3},
+                paper=None,
+                note="DNI (not in Bartunov et al.): BP's learning rate; the predictors' not tuned on MNIST",
+            ),
+        ),
+        smoke={"n_train": 5000, "epochs": 3, "arch": "784-64x3-10"},
+    ),
+)
