@@ -97,6 +97,12 @@ def _tanh(a: Tensor) -> Tensor:
     return torch.sigmoid(a * 2.0) * 2.0 - 1.0
 
 
+def _hardsigmoid(a: Tensor) -> Tensor:
+    """``ρ(a) = clip(a, 0, 1)``, the hard sigmoid of equilibrium propagation (Scellier & Bengio 2017). Not
+    ``torch.nn.functional.hardsigmoid``, which is ``clip(a/6 + 1/2, 0, 1)``."""
+    return a.clamp(0.0, 1.0)
+
+
 def _one(a: Tensor, h: Tensor) -> Tensor:
     return torch.ones_like(a)
 
@@ -115,6 +121,7 @@ HIDDEN_UNITS: dict[str, Unit] = {
         Unit("softplus", F.softplus, lambda a, h: torch.sigmoid(a)),
         Unit("tanh", _tanh, lambda a, h: 1.0 - h * h),
         Unit("sigmoid", torch.sigmoid, lambda a, h: h * (1.0 - h)),
+        Unit("hardsigmoid", _hardsigmoid, lambda a, h: ((a > 0) & (a < 1)).to(a.dtype)),
         Unit("hardtanh", F.hardtanh, lambda a, h: ((a > -1) & (a < 1)).to(a.dtype)),
         Unit("abs", torch.abs, lambda a, h: torch.sign(a)),  # |a|; derivative sign(a), 0 at the kink as autograd's
         Unit("cos", torch.cos, lambda a, h: -torch.sin(a)),
