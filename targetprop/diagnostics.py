@@ -8,6 +8,9 @@ Every measurement is ``(R, L)``: one value per replica and per layer (NaN where 
 - ``signal_angle_deg`` (:func:`signal_angles`): the same in activity space, between the direction in which the
   rule moves ``h_i`` (:meth:`~targetprop.rules.base.Rule.signal`: a target minus the activity, a feedback signal,
   a synthetic gradient's negative) and ``−∂L/∂h_i``, the hidden layers ``1..M−1``, for rules that expose one;
+- the BP references are those the rule names (:meth:`~targetprop.rules.base.Rule.exact_updates`,
+  :meth:`~targetprop.rules.base.Rule.exact_signal`): the feed-forward network's, or for a network that settles by
+  relaxation (EP) the gradient of the cost at its fixed point;
 - whatever the rule reports itself (:meth:`~targetprop.rules.base.Rule.diagnostics`), e.g. ``inverse_error``
   for the target-propagation family (:func:`targetprop.rules.tp.inverse_errors`), ``feedback_angle_deg`` and
   ``feedback_norm_ratio`` for FA and DFA.
@@ -22,7 +25,6 @@ from torch import Tensor
 
 from targetprop.rules import Rule
 from targetprop.rules.base import angle_deg
-from targetprop.rules.bp import BP, descent_directions
 
 
 @torch.no_grad()
@@ -32,9 +34,8 @@ def update_angles(rule: Rule, x: Tensor, y: Tensor) -> Tensor:
     Uses the rule's current state; changes nothing. Stochastic units draw from the rule's training stream. BP
     learns the rule's task (its targets ``y`` and its batch metrics).
     """
-    bp = BP(rule.net, BP.Config(), rule.noise, rule.task)
     theirs, _ = rule.forward_updates(x, y)
-    exact, _ = bp.forward_updates(x, y)
+    exact = rule.exact_updates(x, y)
     return torch.stack([angle_deg(theirs[2 * i], exact[2 * i]) for i in range(rule.net.depth)], dim=1)
 
 
@@ -45,7 +46,7 @@ def signal_angles(rule: Rule, x: Tensor, y: Tensor) -> Tensor | None:
     signals = rule.signal(x, y)
     if signals is None:
         return None
-    exact = descent_directions(rule.net, x, y, rule.sample)
+    exact = rule.exact_signal(x, y)
     cols = [angle_deg(s, e) for s, e in zip(signals, exact, strict=True)]
     cols.append(torch.full_like(cols[0], math.nan) if cols else x.new_full((rule.net.replicas,), math.nan))
     return torch.stack(cols, dim=1)

@@ -53,6 +53,8 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         dtype=getattr(torch, config.dtype),
     )
     rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device), task)
+    if rule.indexed:  # it keeps something per training example (EP's persistent states)
+        rule.bind_examples(len(dataset.train))
     if config.compile != "off":
         rule.compile(config.compile)
     return net, rule
@@ -244,7 +246,8 @@ def train_epoch(
 ) -> tuple[dict[str, Tensor], dict[str, int], float]:
     """One epoch: every pass of ``rule.schedule()`` over the mini-batches ``order[:, k*B:(k+1)*B]``; with
     ``input_noise`` σ, each mini-batch of each pass gets ``x + σ·N(0, 1)`` drawn from ``input_rng`` (the DTP
-    authors' stochastic network trains on inputs with σ = 0.3).
+    authors' stochastic network trains on inputs with σ = 0.3). A rule that is ``indexed`` also gets each
+    mini-batch's positions in the training set, ``(x, y, index)``.
 
     Returns the per-replica sums of the rule's metrics (still on the device), how many terms each sum has
     (samples for ``errors``, batches otherwise), and the wall time of the epoch.
@@ -256,10 +259,12 @@ def train_epoch(
     start = time.perf_counter()
     sizes = [min(batch, order.shape[1] - k * batch) for k in range(n_batches)]
     for phases in rule.schedule():
-        batches = ((x[idx], y[idx]) for idx in order.split(batch, dim=1))
+        batches = ((x[idx], y[idx], *([idx] if rule.indexed else [])) for idx in order.split(batch, dim=1))
         if input_noise > 0:
             assert input_rng is not None, "input noise needs its random streams"
-            batches = ((xb.add_(input_rng.normal(xb.shape[1:], xb.dtype), alpha=input_noise), yb) for xb, yb in batches)
+            batches = (
+                (xb.add_(input_rng.normal(xb.shape[1:], xb.dtype), alpha=input_noise), *rest) for xb, *rest in batches
+            )
         for size, metrics in zip(sizes, rule.train_pass(batches, phases), strict=True):
             for key, value in metrics.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()

@@ -25,11 +25,18 @@ of its own to be saved, resumed or split by replica (the explicit state of optax
 default; a rule whose network settles by relaxation (equilibrium propagation) overrides it, and the trainer's
 evaluation calls it.
 
+**What a rule keeps per training example** (EP's persistent states): a rule with ``indexed`` true is told the
+size of the training set once, :meth:`Rule.bind_examples`, before training or restoring a checkpoint, and its
+:meth:`Rule.train_pass` receives ``(x, y, index)`` triples, ``index`` ``(R, B)`` the positions of the mini-batch's
+examples in the training set (each replica's own order). Other rules receive ``(x, y)`` pairs, as before.
+
 **What a rule can show.** :meth:`Rule.signal` gives the direction in which the rule moves each hidden layer's
 activity (a target minus the activity, a feedback signal, a synthetic gradient's negative), which the diagnostics
-set against back-propagation's ``−∂L/∂h_i``; :meth:`Rule.diagnostics` adds what only that rule has (an inverse's
-error, the feedback matrices' angle with the forward weights, a predictor's error). Neither is computed unless
-diagnostics are switched on.
+set against back-propagation's ``−∂L/∂h_i`` (:meth:`Rule.exact_signal`); its updates are set against BP's gradient
+(:meth:`Rule.exact_updates`). Both references are those of the feed-forward network unless the rule's network
+computes otherwise (EP's: the gradient of the cost at its free fixed point). :meth:`Rule.diagnostics` adds what
+only that rule has (an inverse's error, the feedback matrices' angle with the forward weights, a predictor's
+error). None of this is computed unless diagnostics are switched on.
 """
 
 from __future__ import annotations
@@ -152,6 +159,8 @@ class Rule(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[RuleConfig]] = RuleConfig
+    indexed: bool = False
+    """Whether :meth:`train_pass` wants each mini-batch's example positions (see the module's docstring)."""
 
     def __init__(self, net: Network, config: RuleConfig, noise: ReplicaRandom, task: Task | None = None):
         self.net, self.config, self.noise = net, config, noise
@@ -175,6 +184,12 @@ class Rule(ABC):
     def schedule(self) -> list[tuple[str, ...]]:
         """Passes over the training set in one epoch, each a tuple of phases run on every mini-batch."""
         return [("forward",)]
+
+    def bind_examples(self, n: int) -> None:
+        """Called by the trainer, for a rule that is ``indexed``, with the number ``n`` of training examples, before
+        training or restoring a checkpoint: the rule allocates (and registers in its state) what it keeps per
+        example."""
+        raise NotImplementedError(f"rule {self.name!r} is indexed but keeps nothing per example")
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based), e.g. for noise schedules."""
@@ -200,6 +215,21 @@ class Rule(ABC):
         the activity ``h_i`` on this batch (to be set against ``−∂L/∂h_i``); None where the rule has none.
         Changes nothing."""
         return None
+
+    def exact_updates(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """For diagnostics: back-propagation's gradient ``∂L/∂θ`` of the model this rule trains, in the order of
+        ``net.forward_parameters()``, to set :meth:`forward_updates` against: by default the feed-forward network's
+        (the ``bp`` rule's). Changes nothing."""
+        from targetprop.rules.bp import BP
+
+        return BP(self.net, BP.Config(), self.noise, self.task).forward_updates(x, y)[0]
+
+    def exact_signal(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """For diagnostics: ``−∂L/∂h_i`` for the hidden layers, to set :meth:`signal` against: by default the
+        feed-forward network's. Changes nothing."""
+        from targetprop.rules.bp import descent_directions
+
+        return descent_directions(self.net, x, y, self.sample)
 
     def diagnostics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """For diagnostics: what only this rule has, each ``(R, L)`` per layer (NaN where a layer has none), e.g.
