@@ -8,6 +8,7 @@ from targetprop.rules.bp import BP
 from targetprop.rules.dfa import DFA
 from targetprop.rules.dtp import DTP
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder
+from targetprop.rules.ep import EquilibriumPropagation
 from targetprop.rules.fa import FA
 from targetprop.rules.sg import SyntheticGradients
 from targetprop.rules.tp import TP
@@ -20,6 +21,7 @@ RULES: dict[str, type[Rule]] = {
     "fa": FA,
     "dfa": DFA,
     "sg": SyntheticGradients,
+    "ep": EquilibriumPropagation,
 }
 
 
