@@ -13,6 +13,7 @@ from targetprop.config import make_config
 from targetprop.data import Split, load_dataset
 from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError
+from targetprop.experiments import load_config_source
 from targetprop.rules import RULES, get_rule
 from targetprop.rules.base import angle_deg
 from targetprop.rules.ep import EquilibriumPropagation
@@ -57,6 +58,16 @@ def test_registered_and_refuses_what_it_cannot_relax():
     with pytest.raises(ConfigError, match="normalises that scale away"):
         make_config(rule="ep", ep={"optimizer": "adam"})
     assert make_config(rule="ep", ep={"optimizer": "adam", "layer_lr": [1.0], "lr": 1e-3}).rule_config().lr == 1e-3
+
+
+def test_preset_holds_the_authors_settings():
+    """``--config ep-mnist``: the code's 784-500-10 run (``net1``) in our units, the rule's defaults but for the
+    persistent states."""
+    cfg = make_config(load_config_source("ep-mnist"))
+    assert (cfg.rule, cfg.data, cfg.architecture, cfg.batch_size, cfg.epochs) == ("ep", "mnist", "784-500-10", 20, 25)
+    assert (cfg.hidden_units, cfg.output, cfg.init, cfg.shuffle) == ("hardsigmoid", "linear", "glorot", False)
+    ep = cfg.rule_config()
+    assert ep.persistent and ep.model_dump() == {**EquilibriumPropagation.Config().model_dump(), "persistent": True}
 
 
 # ---- the free phase -------------------------------------------------------------------------------------------
