@@ -292,7 +292,9 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
 def reproduce(
     name: Annotated[
         str | None,
-        typer.Argument(metavar="NAME", help="Experiment (see --list): the DTP paper's, e.g. mnist-tanh, or xor."),
+        typer.Argument(
+            metavar="NAME", help="Experiment (see --list): the DTP paper's, e.g. mnist-tanh, xor, or early-inference."
+        ),
     ] = None,
     list_: Annotated[
         bool, typer.Option("--list", help="List the experiments, their methods and the papers' figures.")
@@ -322,6 +324,7 @@ def reproduce(
     table.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features)."""
     from targetprop.experiments import EXPERIMENTS
     from targetprop.reproduce import reproduce as run_reproduce
+    from targetprop.reproduce import self_running
 
     if list_:
         for e in EXPERIMENTS:
@@ -338,6 +341,9 @@ def reproduce(
             if e.probe is not None:
                 figures += ", filters.png (the learned filters), classifier test error on the learned code"
             out.print(f"    figures: {figures}", highlight=False, markup=False, soft_wrap=True)
+        for other in self_running():
+            out.print(f"{other.name}: {other.description}", highlight=False, markup=False, soft_wrap=True)
+            out.print(f"    figures: {other.figures}", highlight=False, markup=False, soft_wrap=True)
         return
     if resume is not None and (out_dir is not None or name_ is not None):
         raise ConfigError("--resume names the reproduce directory; drop --out and --name")

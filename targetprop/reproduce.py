@@ -14,6 +14,9 @@ methods, then write the paper-style table and figure.
                       against
 
 Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
+
+An experiment that trains no methods (a measurement, such as ``early-inference``) runs itself: it is registered in
+:func:`self_running` and writes its own table and figures into the folder (see :class:`SelfRunning`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import tomli_w
 import torch
@@ -35,7 +38,7 @@ import torch
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
-from targetprop.experiments import get_experiment
+from targetprop.experiments import experiment_names, get_experiment
 from targetprop.experiments.paper import Experiment, Method
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, linear_probe
@@ -94,11 +97,29 @@ def reproduce(
     dataset: Dataset | None = None,
     progress: bool = True,
     note: Callable[[str], None] = lambda line: None,
-) -> tuple[Experiment, Path, list[MethodResult]]:
+) -> tuple[Experiment | SelfRunning, Path, list[MethodResult]]:
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
     figure into the parent directory. ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
-    scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests)."""
+    scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
+    experiment that runs itself (:func:`self_running`) is handed to :func:`reproduce_self_running`."""
 
+    asked_for = _read_request(Path(resume))["experiment"] if resume is not None else name
+    if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
+        return reproduce_self_running(
+            itself,
+            name,
+            seeds=seeds,
+            epochs=epochs,
+            scale=scale,
+            device=device,
+            data_dir=data_dir,
+            threads=threads,
+            out=out,
+            run_name=run_name,
+            resume=resume,
+            tensorboard=tensorboard,
+            note=note,
+        )
     if resume is not None:
         folder = Path(resume)
         asked = _read_request(folder)
@@ -113,7 +134,7 @@ def reproduce(
     else:
         if name is None:
             raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
-        experiment = get_experiment(name)
+        experiment = _get_experiment(name)
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
         folder = None
@@ -151,6 +172,15 @@ def reproduce(
         settings = RunDir(folder / experiment.methods[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
     return experiment, folder, results
+
+
+def _get_experiment(name: str) -> Experiment:
+    """The paper's experiment ``name``; the one-line error names every experiment, those that run themselves too."""
+    try:
+        return get_experiment(name)
+    except ConfigError:
+        names = [*experiment_names(), *(e.name for e in self_running())]
+        raise ConfigError(f"no experiment named {name!r}; experiments: {', '.join(names)}") from None
 
 
 def _run_methods(
@@ -443,3 +473,100 @@ def write_report(
     atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
     plot_errors(experiment, results, folder / "errors.png")
     return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Experiments that run themselves
+
+
+class SelfRunning(Protocol):
+    """An experiment that trains no methods through the trainer (a measurement on a network, say), so runs itself:
+    :meth:`run` writes ``table.md`` and its figures into ``folder``. ``targetprop reproduce NAME`` makes the folder,
+    records the request in ``experiment.toml`` (``--resume DIR`` runs it again there, with the same scale and seeds)
+    and ``--list`` shows it."""
+
+    name: str
+    description: str
+    aliases: tuple[str, ...]
+    figures: str
+    """What ``run`` writes, for ``--list``."""
+    default_seeds: tuple[tuple[str, str], ...]
+    """``(scale, seeds)`` pairs: the seeds each scale runs unless asked otherwise."""
+
+    def run(
+        self,
+        folder: Path,
+        *,
+        scale: str,
+        seeds: list[int],
+        data_dir: str | None,
+        epochs: int | None,
+        note: Callable[[str], None],
+    ) -> Any: ...
+
+
+def self_running() -> tuple[SelfRunning, ...]:
+    """The experiments that run themselves (their modules are imported when asked for)."""
+    from targetprop.experiments.early_inference import EARLY_INFERENCE
+
+    return (EARLY_INFERENCE,)
+
+
+def find_self_running(name: str) -> SelfRunning | None:
+    key = name.strip().lower()
+    return next((e for e in self_running() if key == e.name or key in e.aliases), None)
+
+
+def reproduce_self_running(
+    experiment: SelfRunning,
+    name: str | None,
+    *,
+    seeds: str | list[int] | None,
+    epochs: int | None,
+    scale: str | None,
+    device: str | None,
+    data_dir: str | None,
+    threads: int | str | None,
+    out: str | Path,
+    run_name: str | None,
+    resume: str | Path | None,
+    tensorboard: bool | None,
+    note: Callable[[str], None],
+) -> tuple[SelfRunning, Path, list[MethodResult]]:
+    """Run ``experiment`` in a new folder under ``out`` (or again in ``resume``, with its recorded scale and seeds)."""
+    if device not in (None, "cpu"):
+        raise ConfigError(f"{experiment.name} runs on the CPU; drop --device {device}")
+    if tensorboard:
+        raise ConfigError(f"{experiment.name} trains no methods: --tensorboard does not apply")
+    if resume is not None:
+        folder: Path | None = Path(resume)
+        asked = _read_request(folder)
+        if name is not None and find_self_running(name) is not experiment:
+            raise ConfigError(f"{folder} holds experiment {asked['experiment']!r}, not {name!r}")
+        for key, value in (("scale", scale), ("seeds", seeds)):
+            if value is not None and (parse_seeds(value) if key == "seeds" else value) != asked[key]:
+                raise ConfigError(f"{folder} was run with {key} {asked[key]!r}; a resumed run keeps its {key}")
+        scale, seed_list = asked["scale"], list(asked["seeds"])
+        epochs = epochs if epochs is not None else asked.get("epochs")
+    else:
+        folder = None
+        scale = scale or "full"
+        defaults = dict(experiment.default_seeds)
+        if scale not in defaults:
+            raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(defaults)}")
+        seed_list = parse_seeds(seeds if seeds is not None else defaults[scale])
+    if folder is None:
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
+    request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
+    if epochs is not None:
+        request["epochs"] = epochs
+    atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
+    previous = torch.get_num_threads()
+    try:
+        if isinstance(threads, int):
+            torch.set_num_threads(threads)
+        with RunDir(folder).lock():
+            experiment.run(folder, scale=scale, seeds=seed_list, data_dir=data_dir, epochs=epochs, note=note)
+    finally:
+        torch.set_num_threads(previous)
+    return experiment, folder, []
