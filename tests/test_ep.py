@@ -28,6 +28,15 @@ def digits():
     return load_dataset("digits")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The relaxations are many small products: one thread (two spin-wait each other on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make(arch: str, seeds=(0, 1), bias: float = 0.0, **cfg) -> EquilibriumPropagation:
     net = Network.from_spec(arch, "hardsigmoid", "linear", seeds=list(seeds), init="glorot", feedback="none", dtype=F64)
     with torch.no_grad():
@@ -181,9 +190,6 @@ def test_diagnostics_set_ep_against_the_gradient_at_its_fixed_point():
     assert out["angle_deg"].shape == (2, 3) and out["signal_angle_deg"].shape == (2, 3)
     assert out["angle_deg"].max() < 1.0, out
     assert out["signal_angle_deg"][:, :-1].max() < 1.0, out
-    # with the authors' 20 + 4 iterations and β = 1 the update still points within 90° of the gradient
-    rough = make("8-6-6-4", seeds=(0, 1), bias=0.3, layer_lr=[0.1])
-    assert measure(rough, x, y)["angle_deg"].max() < 90.0
 
 
 # ---- prediction by relaxation -------------------------------------------------------------------------------------
