@@ -99,7 +99,8 @@ def _tanh(a: Tensor) -> Tensor:
 
 def _hardsigmoid(a: Tensor) -> Tensor:
     """``ρ(a) = clip(a, 0, 1)``, the hard sigmoid of equilibrium propagation (Scellier & Bengio 2017). Not
-    ``torch.nn.functional.hardsigmoid``, which is ``clip(a/6 + 1/2, 0, 1)``."""
+    ``torch.nn.functional.hardsigmoid``, which is ``clip(a/6 + 1/2, 0, 1)``. Its derivative is 1 on the closed
+    interval ``[0, 1]``, as autograd gives for ``torch.clamp`` (and Theano for the authors' ``clip``)."""
     return a.clamp(0.0, 1.0)
 
 
@@ -121,7 +122,7 @@ HIDDEN_UNITS: dict[str, Unit] = {
         Unit("softplus", F.softplus, lambda a, h: torch.sigmoid(a)),
         Unit("tanh", _tanh, lambda a, h: 1.0 - h * h),
         Unit("sigmoid", torch.sigmoid, lambda a, h: h * (1.0 - h)),
-        Unit("hardsigmoid", _hardsigmoid, lambda a, h: ((a > 0) & (a < 1)).to(a.dtype)),
+        Unit("hardsigmoid", _hardsigmoid, lambda a, h: ((a >= 0) & (a <= 1)).to(a.dtype)),
         Unit("hardtanh", F.hardtanh, lambda a, h: ((a > -1) & (a < 1)).to(a.dtype)),
         Unit("abs", torch.abs, lambda a, h: torch.sign(a)),  # |a|; derivative sign(a), 0 at the kink as autograd's
         Unit("cos", torch.cos, lambda a, h: -torch.sin(a)),
