@@ -321,10 +321,10 @@ def reproduce(
     quiet: QuietOpt = False,
 ) -> None:
     """Run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its methods; write table.md,
-    table.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features)."""
-    from targetprop.experiments import EXPERIMENTS
+    table.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features). A
+    measurement that trains no methods (early-inference) writes its own table and figure."""
+    from targetprop.experiments import EXPERIMENTS, SELF_RUNNING
     from targetprop.reproduce import reproduce as run_reproduce
-    from targetprop.reproduce import self_running
 
     if list_:
         for e in EXPERIMENTS:
@@ -341,7 +341,7 @@ def reproduce(
             if e.probe is not None:
                 figures += ", filters.png (the learned filters), classifier test error on the learned code"
             out.print(f"    figures: {figures}", highlight=False, markup=False, soft_wrap=True)
-        for other in self_running():
+        for other in SELF_RUNNING:
             out.print(f"{other.name}: {other.description}", highlight=False, markup=False, soft_wrap=True)
             out.print(f"    figures: {other.figures}", highlight=False, markup=False, soft_wrap=True)
         return

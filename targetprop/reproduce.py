@@ -16,7 +16,8 @@ methods, then write the paper-style table and figure.
 Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
 
 An experiment that trains no methods (a measurement, such as ``early-inference``) runs itself: it is registered in
-:func:`self_running` and writes its own table and figures into the folder (see :class:`SelfRunning`).
+``targetprop.experiments.SELF_RUNNING`` and writes its own table and figures into the folder (see
+:class:`~targetprop.experiments.paper.SelfRunning`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import tomli_w
 import torch
@@ -38,8 +39,8 @@ import torch
 from targetprop.config import RunConfig, make_config
 from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
-from targetprop.experiments import experiment_names, get_experiment
-from targetprop.experiments.paper import Experiment, Method
+from targetprop.experiments import find_self_running, get_experiment
+from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
@@ -101,7 +102,7 @@ def reproduce(
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
     figure into the parent directory. ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
     scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
-    experiment that runs itself (:func:`self_running`) is handed to :func:`reproduce_self_running`."""
+    experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
 
     asked_for = _read_request(Path(resume))["experiment"] if resume is not None else name
     if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
@@ -134,7 +135,7 @@ def reproduce(
     else:
         if name is None:
             raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
-        experiment = _get_experiment(name)
+        experiment = get_experiment(name)
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
         folder = None
@@ -172,15 +173,6 @@ def reproduce(
         settings = RunDir(folder / experiment.methods[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
     return experiment, folder, results
-
-
-def _get_experiment(name: str) -> Experiment:
-    """The paper's experiment ``name``; the one-line error names every experiment, those that run themselves too."""
-    try:
-        return get_experiment(name)
-    except ConfigError:
-        names = [*experiment_names(), *(e.name for e in self_running())]
-        raise ConfigError(f"no experiment named {name!r}; experiments: {', '.join(names)}") from None
 
 
 def _run_methods(
@@ -477,44 +469,6 @@ def write_report(
 
 # ------------------------------------------------------------------------------------------------------------
 # Experiments that run themselves
-
-
-class SelfRunning(Protocol):
-    """An experiment that trains no methods through the trainer (a measurement on a network, say), so runs itself:
-    :meth:`run` writes ``table.md`` and its figures into ``folder``. ``targetprop reproduce NAME`` makes the folder,
-    records the request in ``experiment.toml`` (``--resume DIR`` runs it again there, with the same scale and seeds)
-    and ``--list`` shows it."""
-
-    name: str
-    description: str
-    aliases: tuple[str, ...]
-    figures: str
-    """What ``run`` writes, for ``--list``."""
-    default_seeds: tuple[tuple[str, str], ...]
-    """``(scale, seeds)`` pairs: the seeds each scale runs unless asked otherwise."""
-
-    def run(
-        self,
-        folder: Path,
-        *,
-        scale: str,
-        seeds: list[int],
-        data_dir: str | None,
-        epochs: int | None,
-        note: Callable[[str], None],
-    ) -> Any: ...
-
-
-def self_running() -> tuple[SelfRunning, ...]:
-    """The experiments that run themselves (their modules are imported when asked for)."""
-    from targetprop.experiments.early_inference import EARLY_INFERENCE
-
-    return (EARLY_INFERENCE,)
-
-
-def find_self_running(name: str) -> SelfRunning | None:
-    key = name.strip().lower()
-    return next((e for e in self_running() if key == e.name or key in e.aliases), None)
 
 
 def reproduce_self_running(

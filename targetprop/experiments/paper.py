@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from targetprop.config import RunConfig
 from targetprop.errors import ConfigError
@@ -83,6 +84,32 @@ class Experiment:
     @property
     def method_names(self) -> str:
         return ", ".join(m.name for m in self.methods)
+
+
+class SelfRunning(Protocol):
+    """An experiment that trains no methods through the trainer (a measurement on a network, say), so runs itself:
+    :meth:`run` writes ``table.md`` and its figures into ``folder``. ``targetprop reproduce NAME`` makes the folder,
+    records the request in ``experiment.toml`` (``--resume DIR`` runs it again there, with the same scale and seeds)
+    and ``--list`` shows it."""
+
+    name: str
+    description: str
+    aliases: tuple[str, ...]
+    figures: str
+    """What ``run`` writes, for ``--list``."""
+    default_seeds: tuple[tuple[str, str], ...]
+    """``(scale, seeds)`` pairs: the seeds each scale runs unless asked otherwise."""
+
+    def run(
+        self,
+        folder: Path,
+        *,
+        scale: str,
+        seeds: list[int],
+        data_dir: str | None,
+        epochs: int | None,
+        note: Callable[[str], None],
+    ) -> Any: ...
 
 
 # The DTP authors' optimiser for every method: centered RMSprop with momentum (conti_dtp.py).
