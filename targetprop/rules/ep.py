@@ -38,7 +38,8 @@ checks both against finite differences).
 ``||s_M − t||²`` without the ½, so its ``β = 0.5`` nudges as our ``β = 1`` (the paper's value), and its update
 divides by its own ``β``: its learning rates ``[0.1, 0.05]`` are ``layer_lr = [0.2, 0.1]`` here. The defaults are
 the code's 784-500-10 settings in our units: ``β = 1`` with a random sign, ``ε = 0.5``, 20 + 4 iterations,
-batch 20 (the run's key), Glorot initialisation (the run's key).
+batch 20 (the run's key), Glorot initialisation (the run's key); its persistent states are off by default (they
+hold R × examples × units numbers) and on in the preset ``ep-mnist``.
 
 **Prediction** is read at the free fixed point: :meth:`EquilibriumPropagation.predict` relaxes ``eval_steps``
 iterations from ``s = 0`` and returns ``s_M``, which the trainer's evaluation scores (the network needs a
@@ -69,7 +70,8 @@ PositiveInt = Annotated[int, Field(ge=1, le=100_000)]
 
 
 class EPConfig(RuleConfig):
-    """Defaults: the authors' 784-500-10 settings (``train_model.py``, ``net1``) in this module's units."""
+    """Defaults: the authors' 784-500-10 settings (``train_model.py``, ``net1``) in this module's units, but for the
+    persistent states (off; the preset ``ep-mnist`` turns them on)."""
 
     lr: Scalar = 1.0
     """Factor of every layer's learning rate (one value, or one per replica); layer i learns at lr · layer_lr[i]."""
