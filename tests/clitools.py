@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -133,3 +136,23 @@ def assert_same_run(run_dir: Path, ref_dir: Path, epochs: int, replicas: int = 2
     summary = json.loads((run_dir / "summary.json").read_text())
     ref_summary = json.loads((ref_dir / "summary.json").read_text())
     assert summary["per_replica"] == ref_summary["per_replica"]
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    """``targetprop ARGS`` in this process: exit status, stdout, stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
+    sys.argv = ["targetprop", *args]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                from targetprop import cli
+
+                cli.main()
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+        signal.signal(signal.SIGTERM, handler)
+    return code, stdout.getvalue(), stderr.getvalue()

@@ -8,19 +8,15 @@ count of cases is quoted in the README's reliability section.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import re
-import signal
-import sys
 import tempfile
 from pathlib import Path
 
+from clitools import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from targetprop import cli
 from targetprop.nets import INITS
 from targetprop.rules import RULES
 from targetprop.units import HIDDEN_UNITS
@@ -140,23 +136,6 @@ def _is_valid_empty_toml(data: bytes) -> bool:
         return tomllib.loads(data.decode()) == {}
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
-    sys.argv = ["targetprop", *args]
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def assert_refused(args: list[str], out: Path) -> None:

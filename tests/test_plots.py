@@ -7,19 +7,15 @@ The trainings are tiny (digits, 64-16-10, 2 epochs, one thread) and run through 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import math
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, show
+from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, run_main, show
 
-from targetprop import cli
 from targetprop.plots import plot_metrics
 from targetprop.runs import metric_values
 
@@ -31,24 +27,6 @@ needs_mnist = pytest.mark.skipif(
     not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
 )
 MISSING = "error: --tensorboard needs the tensorboard package: pip install 'targetprop[tensorboard]'"
-
-
-def run_main(args: list[str]) -> tuple[int, str, str]:
-    """``targetprop ARGS`` in this process: exit status, stdout, stderr."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
-    sys.argv = ["targetprop", *args]
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                cli.main()
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +48,12 @@ def test_plot_draws_every_metric_with_a_panel_per_metric_and_per_layer_lists(dia
     figure = plot_metrics(diagnosed, tmp_path / "all.png")
     assert figure.path == tmp_path / "all.png" and figure.path.read_bytes()[:8] == PNG
     assert figure.runs == ["d"]
-    for name in ("train_error", "valid_error", "test_error", "train_loss", "batch_loss", "angle_deg", "inverse_error"):
+    lists = ["angle_deg", "signal_angle_deg", "inverse_error"]  # the diagnostics of a DTP run, per layer
+    for name in ("train_error", "valid_error", "test_error", "train_loss", "batch_loss", *lists):
         assert name in figure.metrics, figure.metrics
     assert not {"epoch", "replica", "seed", "seconds"} & set(figure.metrics)
     # numbers first, per-layer lists after them
-    assert figure.metrics[-2:] == ["angle_deg", "inverse_error"]
+    assert figure.metrics[-3:] == lists
 
     chosen = plot_metrics(diagnosed, tmp_path / "two.png", ["angle_deg", "test_error"])
     assert chosen.metrics == ["angle_deg", "test_error"]
