@@ -156,3 +156,21 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
         sys.argv = argv
         signal.signal(signal.SIGTERM, handler)
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+def whole_and_resumed(dataset, epochs: int = 3, **common):
+    """The same run trained ``epochs`` epochs at once, and 1 epoch then resumed through the trainer's checkpoint
+    to ``epochs``: ``(whole, resumed)`` results, to be compared bit for bit."""
+    from targetprop.config import make_config
+    from targetprop.train import train
+
+    whole = train(make_config(epochs=epochs, name="whole", **common), dataset=dataset, progress=False)
+    part = train(make_config(epochs=1, name="part", **common), dataset=dataset, progress=False)
+    resumed = train(
+        make_config(epochs=epochs, name="part", **common),
+        dataset=dataset,
+        run_dir=part.run_dir,
+        resume=True,
+        progress=False,
+    )
+    return whole, resumed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clitools import whole_and_resumed
 
 from targetprop import Network, ReplicaRandom, checkpoint
 from targetprop.config import make_config
@@ -230,11 +231,7 @@ def test_state_dict_round_trip_continues_identically(name):
 def test_resumed_run_equals_uninterrupted_run(tmp_path, digits, name):
     """Through the trainer's checkpoint: 1 epoch, then resumed to 3, equals 3 epochs at once."""
     common = dict(rule=name, arch="64-24-24-10", seeds=[0, 3], dtype="float64", out=str(tmp_path))
-    whole = train(make_config(epochs=3, name="whole", **common), dataset=digits, progress=False)
-    part = train(make_config(epochs=1, name="part", **common), dataset=digits, progress=False)
-    resumed = train(
-        make_config(epochs=3, name="part", **common), dataset=digits, run_dir=part.run_dir, resume=True, progress=False
-    )
+    whole, resumed = whole_and_resumed(digits, **common)
     for p, q in zip(resumed.net.forward_parameters(), whole.net.forward_parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     assert [h["test_error"] for h in resumed.history] == [h["test_error"] for h in whole.history]

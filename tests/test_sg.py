@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clitools import whole_and_resumed
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
@@ -145,11 +146,7 @@ def test_conditioned_synthetic_gradients_learn_digits(digits, tmp_path):
 def test_resumed_run_equals_uninterrupted_run(digits, tmp_path):
     """The predictors and their optimiser travel in the checkpoint (the rule's RuleState)."""
     common = dict(rule="sg", arch="64-24-24-10", seeds=[0, 3], dtype="float64", out=str(tmp_path), threads=1)
-    whole = train(make_config(epochs=3, name="whole", **common), dataset=digits, progress=False)
-    part = train(make_config(epochs=1, name="part", **common), dataset=digits, progress=False)
-    resumed = train(
-        make_config(epochs=3, name="part", **common), dataset=digits, run_dir=part.run_dir, resume=True, progress=False
-    )
+    whole, resumed = whole_and_resumed(digits, **common)
     for p, q in zip(resumed.net.forward_parameters(), whole.net.forward_parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     for p, q in zip(resumed.rule.predictors, whole.rule.predictors, strict=True):
