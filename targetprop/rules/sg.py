@@ -143,18 +143,21 @@ class SyntheticGradients(Rule):
 
     # ---- the backward pass with synthetic gradients -------------------------------------------------------------
 
-    def backward(self, acts: Activity, y: Tensor) -> tuple[list[Tensor], dict[int, tuple[Tensor, Tensor]]]:
-        """``[δ_1, ..., δ_M]`` and, per predictor site ``i``, ``(ĝ_i, what the block above sends down)``."""
+    def backward(
+        self, acts: Activity, y: Tensor
+    ) -> tuple[list[Tensor], dict[int, tuple[Tensor, Tensor, Tensor, Tensor | None]]]:
+        """``[δ_1, ..., δ_M]`` and, per predictor site ``i``, ``(ĝ_i, what the block above sends down, φ, z)``:
+        the prediction with the predictor's input and hidden activity, which its own gradients reuse."""
         net = self.net
         deltas: list[Tensor] = [net.output_unit.loss_grad(acts.logits, y)]
-        at_sites: dict[int, tuple[Tensor, Tensor]] = {}
+        at_sites: dict[int, tuple[Tensor, Tensor, Tensor, Tensor | None]] = {}
         for i in range(net.depth, 1, -1):
             from_above = matmul(deltas[-1], net.layer(i).weight)  # ∂L/∂u_{i−1} as the block above sees it
             below = net.layer(i - 1)
             if i - 1 in self.sites:  # predictors work per sample: ĝ ≈ B ∂L/∂h of the batch-mean cost L
                 batch = from_above.shape[1]
-                g_hat = self.predict_gradient(self.sites.index(i - 1), acts.h[i - 1], y)[0]
-                at_sites[i - 1] = (g_hat, from_above * batch)
+                g_hat, phi, z = self.predict_gradient(self.sites.index(i - 1), acts.h[i - 1], y)
+                at_sites[i - 1] = (g_hat, from_above * batch, phi, z)
                 from_above = g_hat / batch
             deltas.append(below.unit.vjp(acts.a[i - 1], acts.h[i - 1], from_above))
         return deltas[::-1], at_sites
@@ -179,8 +182,9 @@ class SyntheticGradients(Rule):
             synthetic: list[Tensor] = []
             loss = acts.h[0].new_zeros(self.net.replicas)
             for k, i in enumerate(self.sites):
-                g_hat, phi, z = self.predict_gradient(k, acts.h[i], y)
-                target = at_sites[i][1] if exact is None else -exact[i - 1] * acts.h[i].shape[1]
+                g_hat, target, phi, z = at_sites[i]
+                if exact is not None:
+                    target = -exact[i - 1] * acts.h[i].shape[1]
                 loss += (g_hat - target).square().sum(-1).mean(-1)
                 synthetic += self.predictor_gradients(k, g_hat, target, phi, z)
             metrics = self.metrics(acts.logits, y)
