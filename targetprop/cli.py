@@ -266,6 +266,8 @@ def _pm(stats: dict[str, float] | None) -> str:
 
 
 def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None = None) -> None:
+    from targetprop.train import seeds_cell
+
     table = Table(title=title)
     error = next((s["error"] for _, s, _ in rows if "error" in s), "error %")  # the task's: % for classification
     table.add_column("rule")
@@ -275,15 +277,13 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
     table.add_column("s / epoch", justify="right")
     table.add_column("seeds", justify="right")
     for rule, s, _ in rows:
-        n = s.get("replicas", 0)
-        div = s.get("diverged_seeds") or []
         table.add_row(
             rule,
             _pm(s.get("test_error")),
             _pm(s.get("train_error")),
             _pm(s.get("valid_error")),
             f"{s['seconds_per_epoch']:.2f}" if "seconds_per_epoch" in s else "-",
-            f"{n}" + (f" ({len(div)} diverged)" if div else ""),
+            seeds_cell(s.get("replicas", 0), len(s.get("diverged_seeds") or []), len(s.get("collapsed_seeds") or [])),
         )
     out.print(table)
 

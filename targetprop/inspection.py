@@ -106,6 +106,13 @@ def inspect_run(run: RunDir, out: Console) -> None:
                 _line(out, f"  {key}: {_number(stats['mean'])} ± {_number(stats.get('std'))} %")
         if summary.get("diverged_seeds"):
             _line(out, f"  diverged seeds: {summary['diverged_seeds']}")
+        collapsed = [(p["seed"], p["collapsed_at"]) for p in summary.get("per_replica", []) if p.get("collapsed_at")]
+        if collapsed:
+            _line(
+                out,
+                "  collapsed to chance (counted in the means): "
+                + ", ".join(f"seed {seed} at epoch {epoch}" for seed, epoch in collapsed),
+            )
 
 
 def inspect_sweep(folder: Path, out: Console) -> None:

@@ -46,6 +46,7 @@ from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
 from targetprop.runs import RunDir, atomic_write
 from targetprop.tasks import get_task
+from targetprop.train import seeds_cell
 
 EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")
@@ -285,6 +286,7 @@ def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict
         row["epochs"] = s.get("epochs")
         row["seeds"] = s.get("replicas")
         row["diverged_seeds"] = len(s.get("diverged_seeds") or [])
+        row["collapsed_seeds"] = len(s.get("collapsed_seeds") or [])
         paper = experiment.paper_error(r.method)
         row["paper_test_error"] = paper if paper is not None else ""
         row["paper_reported"] = f"{r.method.paper} ({experiment.paper_metric})" if r.method.paper is not None else ""
@@ -336,7 +338,7 @@ def markdown_table(
             ),
             *(str(row[c.key]) for c in experiment.columns),
             f"{row['seconds_per_epoch']:.2f}",
-            f"{row['seeds']}" + (f" ({row['diverged_seeds']} diverged)" if row["diverged_seeds"] else ""),
+            seeds_cell(row["seeds"], row["diverged_seeds"], row.get("collapsed_seeds", 0)),
             "-" if paper == "" else f"{paper:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")

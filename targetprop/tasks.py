@@ -72,6 +72,12 @@ class Task(ABC):
     def scale(self) -> float:
         """Factor from the mean per-sample error to the error reported (100 for percentages)."""
 
+    def chance_error(self, split: Split) -> float | None:
+        """The error of a net that has learned nothing of the inputs, or None where the task has no such level.
+        The trainer flags a replica that falls back to it after learning (see :func:`targetprop.train.collapse_epoch`).
+        """
+        return None
+
     @torch.no_grad()
     def evaluate(
         self,
@@ -120,6 +126,9 @@ class Classify(Task):
     def scale(self) -> float:
         return 100.0
 
+    def chance_error(self, split: Split) -> float | None:
+        return majority_error(split)
+
 
 class Binary(Task):
     name = "binary"
@@ -149,6 +158,9 @@ class Binary(Task):
     def scale(self) -> float:
         return 100.0
 
+    def chance_error(self, split: Split) -> float | None:
+        return majority_error(split)
+
 
 class Reconstruct(Task):
     name = "reconstruct"
@@ -173,6 +185,12 @@ class Reconstruct(Task):
 
     def scale(self) -> float:
         return 1.0
+
+
+def majority_error(split: Split) -> float:
+    """Error % of always answering the most frequent class: ``100 (1 − max_k N_k / N)``."""
+    counts = torch.bincount(split.y.long().flatten())
+    return 100.0 * (1.0 - counts.max().item() / len(split.y))
 
 
 TASKS: dict[str, type[Task]] = {"classify": Classify, "binary": Binary, "reconstruct": Reconstruct}

@@ -182,8 +182,46 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f}±{statistics.stdev(values):.2f}"
 
 
-def summarize(config: RunConfig, history: list[dict[str, Any]], diverged: set[int]) -> dict[str, Any]:
-    """Final and best-validation errors per replica; mean and standard deviation over replicas."""
+COLLAPSE_LEARNED = 0.5
+"""A replica has learned once its train error falls below this fraction of the chance error."""
+COLLAPSE_BACK = 0.9
+"""A replica that had learned has collapsed when its train error climbs back to this fraction of chance."""
+
+
+def collapse_epoch(rows: list[dict[str, Any]], chance: float | None) -> int | None:
+    """The first epoch at which a replica that had learned fell back to chance, or None.
+
+    ``rows`` are one replica's metrics rows in epoch order; ``chance`` the task's
+    :meth:`~targetprop.tasks.Task.chance_error` on the training set. Learned: a train error below
+    ``COLLAPSE_LEARNED × chance``; collapsed: afterwards a train error at or above ``COLLAPSE_BACK × chance``.
+    A collapse keeps the loss finite (e.g. every ReLU silent, or the output saturated on one class), so the
+    divergence check does not see it; the error figures of such a replica still count in the means.
+    """
+    if not chance:
+        return None
+    learned = False
+    for h in rows:
+        error = h["train_error"]
+        if not math.isfinite(error):
+            continue
+        if error < COLLAPSE_LEARNED * chance:
+            learned = True
+        elif learned and error >= COLLAPSE_BACK * chance:
+            return int(h["epoch"])
+    return None
+
+
+def seeds_cell(replicas: int, diverged: int, collapsed: int) -> str:
+    """A table's seeds cell: the replicas, with how many diverged or collapsed, e.g. "3 (2 collapsed)"."""
+    flagged = [f"{n} {word}" for n, word in ((diverged, "diverged"), (collapsed, "collapsed")) if n]
+    return f"{replicas}" + (f" ({', '.join(flagged)})" if flagged else "")
+
+
+def summarize(
+    config: RunConfig, history: list[dict[str, Any]], diverged: set[int], chance: float | None = None
+) -> dict[str, Any]:
+    """Final and best-validation errors per replica; mean and standard deviation over the replicas that did not
+    diverge. Replicas that collapsed to ``chance`` (:func:`collapse_epoch`) are named but still counted."""
     last_epoch = max(r["epoch"] for r in history)
     per_replica = []
     for r, seed in enumerate(config.seeds):
@@ -195,6 +233,7 @@ def summarize(config: RunConfig, history: list[dict[str, Any]], diverged: set[in
             {
                 "seed": seed,
                 "diverged": r in diverged,
+                "collapsed_at": None if r in diverged else collapse_epoch(rows, chance),
                 "train_error": final["train_error"],
                 "valid_error": final["valid_error"],
                 "test_error": final["test_error"],
@@ -224,6 +263,8 @@ def summarize(config: RunConfig, history: list[dict[str, Any]], diverged: set[in
         "replicas": len(config.seeds),
         "seconds_per_epoch": statistics.median(epoch_seconds),
         "diverged_seeds": [config.seeds[r] for r in sorted(diverged)],
+        "collapsed_seeds": [p["seed"] for p in per_replica if p["collapsed_at"] is not None],
+        "chance_error": chance,
         **{k: stats(k) for k in ("train_error", "valid_error", "test_error", "test_error_at_best_valid")},
         "per_replica": per_replica,
     }
@@ -379,6 +420,7 @@ def _train_locked(
     bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
     unit = "%" if task.scale() == 100.0 else ""
+    chance = task.chance_error(dataset.train)
     warned: set[int] = set()
     pending = dict(changes)  # recorded with the first epoch trained under them
     cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
@@ -469,8 +511,21 @@ def _train_locked(
                 )
                 warned.update(blowing)
             diverged |= bad
-            run_dir.append_metrics(rows)
             history.extend(rows)
+            collapsed = [
+                r
+                for r in range(reps)
+                if r not in diverged | warned
+                and collapse_epoch([h for h in history if h["replica"] == r], chance) == epoch + 1
+            ]
+            if collapsed:
+                warn(
+                    f"warning: seed(s) {[config.seeds[r] for r in collapsed]} fell back to chance at epoch {epoch + 1} "
+                    f"(train error {_fmt([rows[r]['train_error'] for r in collapsed])}{unit}, chance {chance:.2f}{unit}) "
+                    "with a finite loss; consider lower learning rates or η̂"
+                )
+                warned.update(collapsed)
+            run_dir.append_metrics(rows)
             if pending:  # the change has taken effect: config.toml says so from now on
                 run_dir.write_config(config.to_dict())
                 pending = {}
@@ -495,7 +550,7 @@ def _train_locked(
                 on_epoch(epoch + 1, {"rows": rows, "run_dir": run_dir.path})
             if cpu is not None:
                 cpu.update()
-        summary = summarize(config, history, diverged)
+        summary = summarize(config, history, diverged, chance)
         run_dir.write_summary(summary)
     except BaseException as e:
         bar.close()

@@ -291,6 +291,27 @@ DIVERGING = {
 }
 
 
+def test_a_replica_that_learned_then_fell_back_to_chance_is_flagged(tmp_path):
+    # A ReLU net learns for 3 epochs, then a learning rate of 30 silences its units: the loss stays finite (no
+    # divergence), the error returns to chance. The run says so, the summary names the seeds and the epoch, and
+    # the table's seeds column counts them; their errors still count in the means.
+    train = ["train", "--rule", "bp", "--activation", "relu", "--arch", "64-32-10", "--seeds", "0-1"]
+    sgd = ["--set", "bp.optimizer=sgd", "--out", tmp_path / "runs", "--name", "run"]
+    first = run_cli(*train, "--epochs", "3", "--set", "bp.lr=0.3", *sgd, cwd=tmp_path)
+    assert first.returncode == 0, show(first)
+    assert "collapsed" not in first.stdout + first.stderr, show(first)
+    proc = run_cli("train", "--resume", tmp_path / "runs" / "run", "--epochs", "5", "--set", "bp.lr=30", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "warning: seed(s) [0, 1] fell back to chance at epoch 4" in proc.stderr, show(proc)
+    assert "collapsed" in proc.stdout, show(proc)  # the table's seeds cell: "2 (2 collapsed)", however it wraps
+    summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
+    assert summary["collapsed_seeds"] == [0, 1] and summary["diverged_seeds"] == []
+    assert [p["collapsed_at"] for p in summary["per_replica"]] == [4, 4]
+    assert 85 < summary["chance_error"] < 95  # 100 % less the share of digits' most frequent class
+    assert summary["train_error"]["mean"] > 0.9 * summary["chance_error"]
+    assert summary["test_error_at_best_valid"]["mean"] < 40  # the epochs before the collapse are kept
+
+
 @pytest.mark.parametrize("case", list(DIVERGING))
 def test_divergence_is_one_line_exit_2_naming_epoch_and_checkpoint(case, tmp_path):
     lr, epoch = DIVERGING[case]
