@@ -71,6 +71,8 @@ class Figure:
     """The panels, in order: one metric name each."""
     runs: list[str]
     """The runs drawn (their folder names)."""
+    log_scale: list[str]
+    """The panels drawn on a log y axis (:func:`spans_decades`)."""
 
 
 def find_runs(folder: Path) -> list[tuple[str, RunDir]]:
@@ -161,11 +163,24 @@ def plot_metrics(
             raise ConfigError(f"unknown metric {unknown[0]!r} in --metrics; available: {', '.join(names)}")
         names = list(dict.fromkeys(metrics))
     path = _output(folder, out)
-    _draw(folder, runs, names, path)
-    return Figure(path, names, [r.label for r in runs])
+    log_scale = _draw(folder, runs, names, path)
+    return Figure(path, names, [r.label for r in runs], log_scale)
 
 
-def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
+LOG_DECADES = 3
+"""A panel whose values are all positive and span more than this many decades gets a log y axis (a metric that
+grows by orders of magnitude, e.g. the inverse error of a run that breaks down, is otherwise a flat line and a
+wall)."""
+
+
+def spans_decades(values: np.ndarray) -> bool:
+    """True when the finite values are all positive and ``max / min > 10^LOG_DECADES``."""
+    finite = values[np.isfinite(values)]
+    return finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 10**LOG_DECADES
+
+
+def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> list[str]:
+    """Draw the panels into ``path``; return the names of those drawn on a log y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,8 +191,10 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols, 3.5 * rows), layout="constrained", squeeze=False)
     several = len(runs) > 1
+    log_scale: list[str] = []
     for ax, name in zip(axes.flat, names, strict=False):
         drawn, lines = False, 0
+        shown: list[np.ndarray] = []  # the values drawn in this panel, for the choice of a log axis
         for k, run in enumerate(runs):
             metric = run.metrics.get(name)
             if metric is None:
@@ -199,6 +216,7 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
                 )
                 ax.fill_between(metric.epochs, low[:, i], high[:, i], color=color, alpha=0.2, linewidth=0)
                 drawn, lines = True, lines + 1
+                shown += [low[:, i], high[:, i]]
         epochs = np.concatenate([r.metrics[name].epochs for r in runs if name in r.metrics])
         first, last = int(epochs.min()), int(epochs.max())
         if not drawn or last - first < 2:  # few epochs: whole-number ticks, not a zoom onto one point
@@ -210,7 +228,11 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
             ax.set_yticks([])
             ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
         per_layer = any(name in r.metrics and r.metrics[name].per_layer for r in runs)
-        ax.set_title(f"{name} (per layer)" if per_layer else name)
+        log = drawn and spans_decades(np.concatenate(shown))
+        if log:
+            ax.set_yscale("log")
+            log_scale.append(name)
+        ax.set_title(f"{name}" + (" (per layer)" if per_layer else "") + (", log scale" if log else ""))
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         if lines and (several or per_layer):
@@ -221,3 +243,4 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> None:
     fig.suptitle(f"{folder}: mean over replicas ({replicas}), band min-max", fontsize="medium")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+    return log_scale

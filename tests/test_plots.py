@@ -93,6 +93,28 @@ def test_plot_draws_whatever_numeric_columns_the_rows_hold(tmp_path):
     figure = plot_metrics(run)
     assert figure.metrics == ["test_error", "sg_error", "signal_angle_deg"]
     assert (run / "metrics.png").read_bytes()[:8] == PNG
+    assert figure.log_scale == []  # 7-9 and 0-6: linear axes
+
+
+def test_a_metric_that_grows_by_orders_of_magnitude_gets_a_log_axis(tmp_path):
+    """A run that breaks down: one layer's inverse error grows from 3 to 3e13 (a linear axis shows a flat line
+    and a wall); the error stays on a linear axis, and so does a metric that touches zero."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('rule = "dtp"\n')
+    rows = [
+        {
+            "epoch": e,
+            "replica": 0,
+            "train_error": 5.0 + e,
+            "inverse_error": [3.0, 3.0 * 10 ** (e * 13 / 5)],
+            "angle_deg": [0.0, 10.0 * e],
+        }
+        for e in range(6)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    figure = plot_metrics(run)
+    assert figure.log_scale == ["inverse_error"]
 
 
 # ---- bad input: one line, exit 2, nothing written ----------------------------------------------------------
