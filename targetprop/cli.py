@@ -20,6 +20,7 @@ from rich.table import Table
 from targetprop.config import RunConfig, apply_assignments, make_config
 from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
 from targetprop.experiments import load_config_source, preset_names, preset_path
+from targetprop.health import seeds_cell
 from targetprop.rules import RULES, get_rule
 
 app = typer.Typer(
@@ -266,8 +267,6 @@ def _pm(stats: dict[str, float] | None) -> str:
 
 
 def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None = None) -> None:
-    from targetprop.train import seeds_cell
-
     table = Table(title=title)
     error = next((s["error"] for _, s, _ in rows if "error" in s), "error %")  # the task's: % for classification
     table.add_column("rule")

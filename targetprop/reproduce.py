@@ -41,12 +41,12 @@ from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
+from targetprop.health import seeds_cell
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
 from targetprop.runs import RunDir, atomic_write
 from targetprop.tasks import get_task
-from targetprop.train import seeds_cell
 
 EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")

@@ -74,7 +74,7 @@ class Task(ABC):
 
     def chance_error(self, split: Split) -> float | None:
         """The error of a net that has learned nothing of the inputs, or None where the task has no such level.
-        The trainer flags a replica that falls back to it after learning (see :func:`targetprop.train.collapse_epoch`).
+        The trainer flags a replica that falls back to it after learning (see :func:`targetprop.health.collapse_epoch`).
         """
         return None
 

@@ -23,6 +23,7 @@ from targetprop.config import RunConfig
 from targetprop.data import Dataset, Split, load_dataset
 from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError, DivergedError, Interrupted, Terminated, warn
+from targetprop.health import ReplicaHealth, collapse_epoch
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
 from targetprop.resume import history_on_resume, restore_state
@@ -182,41 +183,6 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f}±{statistics.stdev(values):.2f}"
 
 
-COLLAPSE_LEARNED = 0.5
-"""A replica has learned once its train error falls below this fraction of the chance error."""
-COLLAPSE_BACK = 0.9
-"""A replica that had learned has collapsed when its train error climbs back to this fraction of chance."""
-
-
-def collapse_epoch(rows: list[dict[str, Any]], chance: float | None) -> int | None:
-    """The first epoch at which a replica that had learned fell back to chance, or None.
-
-    ``rows`` are one replica's metrics rows in epoch order; ``chance`` the task's
-    :meth:`~targetprop.tasks.Task.chance_error` on the training set. Learned: a train error below
-    ``COLLAPSE_LEARNED × chance``; collapsed: afterwards a train error at or above ``COLLAPSE_BACK × chance``.
-    A collapse keeps the loss finite (e.g. every ReLU silent, or the output saturated on one class), so the
-    divergence check does not see it; the error figures of such a replica still count in the means.
-    """
-    if not chance:
-        return None
-    learned = False
-    for h in rows:
-        error = h["train_error"]
-        if not math.isfinite(error):
-            continue
-        if error < COLLAPSE_LEARNED * chance:
-            learned = True
-        elif learned and error >= COLLAPSE_BACK * chance:
-            return int(h["epoch"])
-    return None
-
-
-def seeds_cell(replicas: int, diverged: int, collapsed: int) -> str:
-    """A table's seeds cell: the replicas, with how many diverged or collapsed, e.g. "3 (2 collapsed)"."""
-    flagged = [f"{n} {word}" for n, word in ((diverged, "diverged"), (collapsed, "collapsed")) if n]
-    return f"{replicas}" + (f" ({', '.join(flagged)})" if flagged else "")
-
-
 def summarize(
     config: RunConfig, history: list[dict[str, Any]], diverged: set[int], chance: float | None = None
 ) -> dict[str, Any]:
@@ -322,10 +288,6 @@ def training_subset(dataset: Dataset, n_train: int) -> Dataset:
     return dataclasses.replace(dataset, train=Split(dataset.train.x[:n_train], dataset.train.y[:n_train]))
 
 
-LOSS_WARNING = 1e6
-"""A finite loss above this gets a warning: it is on its way to overflow."""
-
-
 def train(
     config: RunConfig,
     *,
@@ -393,7 +355,7 @@ def _train_locked(
     rngs = {"train_rng": train_rng, "eval_rng": eval_rng, **({"input_rng": input_rng} if input_rng is not None else {})}
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    diverged: set[int] = set()
+    health = ReplicaHealth(config.seeds, rule.task.chance_error(dataset.train), warn)
     reps = net.replicas
     try:
         if resume:
@@ -401,7 +363,7 @@ def _train_locked(
             if state is not None:
                 restore_state(net, rule, rngs, state, str(run_dir.checkpoint_path))
                 start_epoch = int(state["epoch"])
-                diverged = set(state.get("diverged", []))
+                health.diverged = set(state.get("diverged", []))
             history = history_on_resume(run_dir, state, reps)
             if state is None:
                 run_dir.write_config(config.to_dict())
@@ -420,8 +382,6 @@ def _train_locked(
     bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
     unit = "%" if task.scale() == 100.0 else ""
-    chance = task.chance_error(dataset.train)
-    warned: set[int] = set()
     pending = dict(changes)  # recorded with the first epoch trained under them
     cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
 
@@ -473,11 +433,8 @@ def _train_locked(
                 if pending:
                     row["changed"] = pending
                 rows.append(row)
-            bad = {
-                r for r in range(reps) if not math.isfinite(batch_loss[r]) or not math.isfinite(rows[r]["train_loss"])
-            }
-            newly = bad - diverged
-            if newly and len(bad) == reps:
+            history.extend(rows)
+            if health.after_epoch(epoch + 1, rows, history, unit):
                 kept = run_dir.has_checkpoint()
                 where = (
                     f"last good checkpoint: {run_dir.checkpoint_path} (epoch {epoch})"
@@ -493,38 +450,6 @@ def _train_locked(
                 raise DivergedError(
                     f"training diverged at epoch {epoch + 1} (loss is not finite for every replica); {where}; {fix}"
                 )
-            if newly:
-                warn(
-                    f"warning: seed(s) {[config.seeds[r] for r in sorted(newly)]} diverged at epoch {epoch + 1}; "
-                    "the other replicas go on"
-                )
-            blowing = [
-                r
-                for r in range(reps)
-                if r not in bad | warned and max(batch_loss[r], rows[r]["train_loss"]) > LOSS_WARNING
-            ]
-            if blowing:
-                worst = max(max(batch_loss[r], rows[r]["train_loss"]) for r in blowing)
-                warn(
-                    f"warning: seed(s) {[config.seeds[r] for r in blowing]} reached a loss of {worst:.3g} at epoch "
-                    f"{epoch + 1}: training is blowing up; consider lower learning rates or η̂"
-                )
-                warned.update(blowing)
-            diverged |= bad
-            history.extend(rows)
-            collapsed = [
-                r
-                for r in range(reps)
-                if r not in diverged | warned
-                and collapse_epoch([h for h in history if h["replica"] == r], chance) == epoch + 1
-            ]
-            if collapsed:
-                warn(
-                    f"warning: seed(s) {[config.seeds[r] for r in collapsed]} fell back to chance at epoch {epoch + 1} "
-                    f"(train error {_fmt([rows[r]['train_error'] for r in collapsed])}{unit}, chance {chance:.2f}{unit}) "
-                    "with a finite loss; consider lower learning rates or η̂"
-                )
-                warned.update(collapsed)
             run_dir.append_metrics(rows)
             if pending:  # the change has taken effect: config.toml says so from now on
                 run_dir.write_config(config.to_dict())
@@ -535,12 +460,12 @@ def _train_locked(
                     "net": net.state_dict(),
                     "rule": rule.state_dict(),
                     **{key: rng.state_dict() for key, rng in rngs.items()},
-                    "diverged": sorted(diverged),
+                    "diverged": sorted(health.diverged),
                     "config": config.to_dict(),
                     "history": history,
                 }
             )
-            ok = [row for r, row in enumerate(rows) if r not in diverged] or rows
+            ok = [row for r, row in enumerate(rows) if r not in health.diverged] or rows
             bar.epoch_done(
                 f"{label} epoch {epoch + 1}/{config.epochs}: "
                 f"train {_fmt([r['train_error'] for r in ok])}{unit} valid {_fmt([r['valid_error'] for r in ok])}{unit} "
@@ -550,7 +475,7 @@ def _train_locked(
                 on_epoch(epoch + 1, {"rows": rows, "run_dir": run_dir.path})
             if cpu is not None:
                 cpu.update()
-        summary = summarize(config, history, diverged, chance)
+        summary = summarize(config, history, health.diverged, health.chance)
         run_dir.write_summary(summary)
     except BaseException as e:
         bar.close()
