@@ -317,6 +317,13 @@ def reproduce(
         str | None, typer.Option(help="Continue the reproduce directory DIR (each method from its checkpoint).")
     ] = None,
     tensorboard: TensorBoardOpt = False,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help="Only these methods, e.g. dtp,bp (see --list); with --resume, the methods the directory holds "
+            "from now on (add one to it later)."
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its methods; write table.md,
@@ -358,6 +365,7 @@ def reproduce(
         run_name=name_,
         resume=resume,
         tensorboard=tensorboard or None,
+        methods=methods,
         progress=not quiet,
         note=_note,
     )

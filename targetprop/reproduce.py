@@ -73,6 +73,20 @@ class MethodResult:
     """The linear classifier on an auto-encoder's code (``probe.json``), if the experiment has one."""
 
 
+def chosen_methods(experiment: Experiment, methods: str | list[str]) -> list[str]:
+    """The method names asked for (a list, or one comma-separated string), checked against the experiment's."""
+    names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
+    known = [m.name for m in experiment.methods]
+    unknown = [m for m in names if m not in known]
+    if unknown or not names:
+        raise ConfigError(
+            f"{experiment.name} has no method {unknown[0]!r}; its methods: {', '.join(known)}"
+            if unknown
+            else f"--methods names none of {experiment.name}'s methods: {', '.join(known)}"
+        )
+    return [m for m in known if m in names]
+
+
 def _read_request(folder: Path) -> dict[str, Any]:
     path = folder / EXPERIMENT_FILE
     if not path.is_file():
@@ -96,17 +110,22 @@ def reproduce(
     run_name: str | None = None,
     resume: str | Path | None = None,
     tensorboard: bool | None = None,
+    methods: str | list[str] | None = None,
     dataset: Dataset | None = None,
     progress: bool = True,
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment | SelfRunning, Path, list[MethodResult]]:
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
-    figure into the parent directory. ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
+    figure into the parent directory. ``methods`` (names, or one comma-separated string) runs only those, in the
+    experiment's order; on a resumed directory it replaces the list it was run with, so methods can be added to
+    it later (a finished one is read, not retrained). ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
     scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
     experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
 
     asked_for = _read_request(Path(resume))["experiment"] if resume is not None else name
     if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
+        if methods is not None:
+            raise ConfigError(f"{itself.name} trains no methods: --methods does not apply")
         return reproduce_self_running(
             itself,
             name,
@@ -122,6 +141,8 @@ def reproduce(
             tensorboard=tensorboard,
             note=note,
         )
+    if methods is not None and asked_for is not None:
+        methods = chosen_methods(get_experiment(asked_for), methods)
     if resume is not None:
         folder = Path(resume)
         asked = _read_request(folder)
@@ -133,6 +154,7 @@ def reproduce(
         experiment = get_experiment(asked["experiment"])
         scale, seed_list = asked["scale"], list(asked["seeds"])
         epochs = epochs if epochs is not None else asked.get("epochs")
+        methods = methods if methods is not None else asked.get("methods")
     else:
         if name is None:
             raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
@@ -148,7 +170,8 @@ def reproduce(
         "threads": threads,
         "tensorboard": tensorboard,
     }
-    configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in experiment.methods]
+    selected = [m for m in experiment.methods if methods is None or m.name in methods]
+    configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in selected]
     first = configs[0][1]
     if dataset is None:
         dataset = load_dataset(
@@ -160,9 +183,13 @@ def reproduce(
         request = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
         if epochs is not None:
             request["epochs"] = epochs
+        if methods is not None:
+            request["methods"] = list(methods)
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     else:
         request = {**asked, **({"epochs": epochs} if epochs is not None else {})}
+        if methods is not None:
+            request["methods"] = list(methods)
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     with RunDir(folder).lock():
         results = _run_methods(experiment, folder, configs, overrides, dataset, progress, note)
@@ -171,7 +198,7 @@ def reproduce(
             for result in results:
                 result.probe = _probe(experiment, result, dataset, probe, note)
             plot_filters(experiment, results, dataset, folder / "filters.png")
-        settings = RunDir(folder / experiment.methods[0].name).read_config()
+        settings = RunDir(folder / selected[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
     return experiment, folder, results
 

@@ -211,6 +211,32 @@ def test_resume_continues_each_method_and_skips_finished_ones(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
+@needs_mnist
+def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Path) -> None:
+    args = ["--scale", "smoke", "--seeds", "0", "--epochs", "1", "-q"]
+    proc = run_cli(
+        "reproduce", "discrete", "--methods", "dfa,bp", *args, "--out", tmp_path, "--name", "r", cwd=tmp_path
+    )
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    check_outputs(folder, ["bp", "dfa"], epochs=1, seeds=1)  # in the experiment's order
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["bp", "dfa"]
+    trained = {m: (folder / m / "metrics.jsonl").stat().st_mtime_ns for m in ("bp", "dfa")}
+    proc = run_cli("reproduce", "--resume", folder, "--methods", "dfa,bp,dtp", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    check_outputs(folder, ["dtp", "bp", "dfa"], epochs=1, seeds=1)
+    assert {m: (folder / m / "metrics.jsonl").stat().st_mtime_ns for m in ("bp", "dfa")} == trained  # read, not rerun
+    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)  # the directory keeps its methods
+    assert proc.returncode == 0, show(proc)
+    check_outputs(folder, ["dtp", "bp", "dfa"], epochs=1, seeds=1)
+    for bad, words in (("dfa,sgd", ["discrete has no method 'sgd'", "bp-straight-through"]), (",", ["names none"])):
+        proc = run_cli("reproduce", "discrete", "--methods", bad, *args, "--out", tmp_path, "--name", "x", cwd=tmp_path)
+        assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
+    proc = run_cli("reproduce", "early-inference", "--methods", "bp", "--out", tmp_path, "--name", "x", cwd=tmp_path)
+    assert proc.returncode == 2 and "--methods does not apply" in error_line(proc), show(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 def tiny_cifar(folder: Path, per_batch: int) -> tuple[Path, object]:
     """A CIFAR-10 archive in the official python-batch format (five training batches and a test batch of
     ``per_batch`` random images each) and the file spec with its checksums."""
