@@ -238,7 +238,7 @@ def test_tensorboard_holds_every_metric_of_every_epoch_and_a_resumed_run_appends
 def test_reproduce_with_tensorboard_and_a_plot_of_its_directory(tmp_path):
     proc = run_cli(
         "reproduce", "mnist-paper", "--scale", "smoke", "--seeds", "0", "--epochs", "1", "--threads", "1",
-        "--tensorboard", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path,
+        "--methods", "dtp,bp", "--tensorboard", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"

@@ -86,7 +86,7 @@ def test_mnist_paper_alias_and_preset_agree_with_mnist_tanh() -> None:
     e = get_experiment("mnist-paper")
     assert e.name == "mnist-tanh"
     preset = load_config_source("mnist-paper")  # `train --config mnist-paper` keeps working
-    for m in e.methods:
+    for m in e.methods[:2]:  # the authors' two (the third, DTP with the output target, has settings of its own)
         cfg = method_config(e, m)
         from_preset = make_config(preset, rule=m.rule)
         assert cfg.to_dict() == from_preset.to_dict()
@@ -193,7 +193,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
 
 @needs_mnist
 def test_resume_continues_each_method_and_skips_finished_ones(tmp_path: Path) -> None:
-    args = ["--scale", "smoke", "--seeds", "0", "-q"]
+    args = ["--scale", "smoke", "--seeds", "0", "--methods", "dtp,bp", "-q"]
     proc = run_cli("reproduce", "mnist-paper", *args, "--epochs", "1", "--out", tmp_path, "--name", "r", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"
