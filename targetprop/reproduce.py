@@ -231,7 +231,13 @@ def _run_methods(
             if plan.done:
                 note(f"{experiment.name} {method.name}: resuming after epoch {plan.done}")
             result = train(
-                plan.config, dataset=dataset, run_dir=run_dir, resume=True, changes=plan.changes, progress=progress
+                plan.config,
+                dataset=dataset,
+                run_dir=run_dir,
+                resume=True,
+                changes=plan.changes,
+                progress=progress,
+                continue_with=f"targetprop reproduce --resume {folder}",
             )
             summary = result.summary
         results.append(MethodResult(method, summary, run_dir.path))

@@ -297,6 +297,7 @@ def train(
     changes: dict[str, Any] | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    continue_with: str | None = None,
 ) -> TrainResult:
     """Train ``config``; writes a run directory and returns its summary, the network and the rule.
 
@@ -308,6 +309,8 @@ def train(
 
     ``on_epoch(epoch, {"rows": ..., "run_dir": ...})`` is called after each epoch's rows and checkpoint are written;
     with ``config.tensorboard`` a :class:`targetprop.board.TensorBoardLog` writes them as TensorBoard scalars first.
+    ``continue_with`` is the command an interrupted run's message gives to go on (default: ``targetprop train
+    --resume RUN``; ``reproduce`` gives its own, which continues every method).
     """
     board = None
     if config.tensorboard:
@@ -330,7 +333,9 @@ def train(
     threads = torch.get_num_threads()
     try:
         with run_dir.lock():
-            return _train_locked(config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch)
+            return _train_locked(
+                config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch, continue_with
+            )
     finally:
         torch.set_num_threads(threads)  # a library caller gets its own setting back
         if board is not None:
@@ -347,6 +352,7 @@ def _train_locked(
     changes: dict[str, Any],
     progress: bool,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    continue_with: str | None = None,
 ) -> TrainResult:
     device = torch.device(config.device)
     train_rng = rule.noise
@@ -482,7 +488,7 @@ def _train_locked(
         kept = run_dir.has_checkpoint()
         if not kept and not resume:
             run_dir.remove()  # nothing worth keeping: no half-written run is left behind
-        go_on = f"`targetprop train --resume {run_dir.path}`"
+        go_on = f"`{continue_with or f'targetprop train --resume {run_dir.path}'}`"
         if isinstance(e, KeyboardInterrupt):
             code = 143 if isinstance(e, Terminated) else 130
             what = "terminated" if code == 143 else "interrupted"

@@ -10,12 +10,25 @@ import io
 import json
 import math
 import pickle
+import signal
+import subprocess
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, error_line, read_jsonl, run_cli, show
+from clitools import (
+    DATA_DIR,
+    MNIST_FILES,
+    assert_no_traceback,
+    cli_env,
+    command,
+    error_line,
+    read_jsonl,
+    run_cli,
+    show,
+    wait_until,
+)
 
 from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
@@ -235,6 +248,38 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
     proc = run_cli("reproduce", "early-inference", "--methods", "bp", "--out", tmp_path, "--name", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "--methods does not apply" in error_line(proc), show(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+@needs_mnist
+def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: Path) -> None:
+    folder = tmp_path / "r"
+    args = ["discrete", "--scale", "smoke", "--seeds", "0", "--methods", "bp", "--epochs", "500", "-q"]
+    proc = subprocess.Popen(
+        command("reproduce", *args, "--out", tmp_path, "--name", "r"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(proc, (folder / "bp" / "checkpoint.safetensors").exists)
+        assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert (
+        stderr.strip().splitlines()[-1] == f"error: interrupted; continue with `targetprop reproduce --resume {folder}`"
+    )
+    done = max(row["epoch"] for row in read_jsonl(folder / "bp" / "metrics.jsonl"))
+    resumed = run_cli("reproduce", "--resume", folder, "--epochs", str(done + 1), "-q", cwd=tmp_path)  # as told
+    assert resumed.returncode == 0, show(resumed)
+    check_outputs(folder, ["bp"], epochs=done + 1, seeds=1)
 
 
 def tiny_cifar(folder: Path, per_batch: int) -> tuple[Path, object]:
