@@ -342,6 +342,22 @@ def train(
             board.close()
 
 
+def diverged_error(config: RunConfig, run_dir: RunDir, epoch: int) -> DivergedError:
+    """The one-line stop of a run whose every replica diverged in ``epoch``: where the last good checkpoint is,
+    and the command that continues from it with lower learning rates."""
+    kept = run_dir.has_checkpoint()
+    where = (
+        f"last good checkpoint: {run_dir.checkpoint_path} (epoch {epoch - 1})" if kept else "no checkpoint was written"
+    )
+    lr_key = f"{config.rule}.lr=..."
+    fix = (
+        f"lower the learning rates or η̂ and continue: `targetprop train --resume {run_dir.path} --set {lr_key}`"
+        if kept
+        else f"lower the learning rates or η̂ (e.g. --set {lr_key}) and start again"
+    )
+    return DivergedError(f"training diverged at epoch {epoch} (loss is not finite for every replica); {where}; {fix}")
+
+
 def _train_locked(
     config: RunConfig,
     dataset: Dataset,
@@ -441,21 +457,7 @@ def _train_locked(
                 rows.append(row)
             history.extend(rows)
             if health.after_epoch(epoch + 1, rows, history, unit):
-                kept = run_dir.has_checkpoint()
-                where = (
-                    f"last good checkpoint: {run_dir.checkpoint_path} (epoch {epoch})"
-                    if kept
-                    else "no checkpoint was written"
-                )
-                lr_key = f"{config.rule}.lr=..."
-                fix = (
-                    f"lower the learning rates or η̂ and continue: `targetprop train --resume {run_dir.path} --set {lr_key}`"
-                    if kept
-                    else f"lower the learning rates or η̂ (e.g. --set {lr_key}) and start again"
-                )
-                raise DivergedError(
-                    f"training diverged at epoch {epoch + 1} (loss is not finite for every replica); {where}; {fix}"
-                )
+                raise diverged_error(config, run_dir, epoch + 1)
             run_dir.append_metrics(rows)
             if pending:  # the change has taken effect: config.toml says so from now on
                 run_dir.write_config(config.to_dict())
