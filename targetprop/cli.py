@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -493,7 +494,10 @@ def list_rules() -> None:
         for key, f in cls.Config.model_fields.items():
             out.print(f"    {key} = {f.default!r}", highlight=False, markup=False, soft_wrap=True)
             if f.description:
-                out.print(f"        {f.description}", highlight=False, markup=False, soft_wrap=True)
+                text = " ".join(f.description.split())  # a docstring's lines, as one paragraph
+                out.print(
+                    textwrap.indent(textwrap.fill(text, 100), " " * 8), highlight=False, markup=False, soft_wrap=True
+                )
         resumable = ", ".join(cls.Config.resumable)
         out.print(f"    (--resume may change: {resumable})", highlight=False, markup=False, soft_wrap=True)
 

@@ -88,7 +88,12 @@ class TargetPropConfig(RuleConfig):
     noise_decay: float | None = Field(None, gt=0, allow_inf_nan=False)
     """If set, σ at epoch e is ``noise / (1 + e / noise_decay)`` (the authors' discrete and stochastic runs)."""
     schedule: Literal["alternating", "parallel"] = "alternating"
+    """"alternating" (the authors' code: every inverse step of the epoch, then every forward step) or "parallel"
+    (both on each mini-batch)."""
     first_target: Literal["last_hidden", "output"] = "last_hidden"
+    """Where the first target sits: "last_hidden" (the authors' code) or "output" (the paper's algorithm, on the
+    output pre-activation). "output" needs its own η̂ and learning rates: on the MNIST tanh net see the method
+    dtp-output-target of `targetprop reproduce mnist-tanh`."""
     feedback_optimizer: str | None = None
     """Optimizer of the feedback weights (default: the same as ``optimizer``)."""
     feedback_optimizer_args: dict[str, float] | None = None
