@@ -154,7 +154,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment(
         name="mnist-tanh",
         aliases=("mnist-paper",),
-        description="MNIST 784-240x7-10 tanh, DTP vs BP, 100 epochs (the paper's deep MLP; preset mnist-paper)",
+        description=(
+            "MNIST 784-240x7-10 tanh, DTP vs BP, 100 epochs (the paper's deep MLP; preset mnist-paper), and DTP with "
+            "the first target on the output"
+        ),
         base={**MNIST_RUN, "arch": "784-240x7-10", "activation": "tanh", "epochs": 100},
         methods=(
             Method("dtp", "dtp", MNIST_DTP, paper=1.94),
