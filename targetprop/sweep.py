@@ -748,6 +748,8 @@ class Sweep:
             else:
                 trial.set_user_attr("test_error", rep[test_key])
                 trial.set_user_attr("best_epoch", rep["best_epoch"])
+                if rep.get("collapsed_at"):  # learned, then fell back to chance (targetprop.health)
+                    trial.set_user_attr("collapsed_at", rep["collapsed_at"])
             self.study.tell(trial, value)
             shown.append(f"{value:.2f}" if math.isfinite(value) else "diverged")
         return shown
@@ -843,6 +845,7 @@ class Sweep:
                 self.settings.metric: t.value if t.state == TrialState.COMPLETE else None,
                 METRICS[self.settings.metric]: t.user_attrs.get("test_error"),
                 "best_epoch": t.user_attrs.get("best_epoch"),
+                "collapsed_at": t.user_attrs.get("collapsed_at"),
                 **{p.name: t.params.get(p.name) for p in self.space.params},
                 "run_dir": t.user_attrs.get("run_dir"),
                 "replica": t.user_attrs.get("replica"),
@@ -880,7 +883,7 @@ class Sweep:
             run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
             table.add_row(
                 str(row["trial"]),
-                row["state"],
+                row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else ""),
                 _percent(row[metric]),
                 _percent(row[test_key]),
                 *(_value(row[p.name]) for p in self.space.params),

@@ -26,6 +26,7 @@ import torch
 from test_cli import assert_no_traceback, cli_env, command, read_jsonl, run_cli, show, table_rows
 
 from targetprop import cli, make_config, train
+from targetprop import sweep as sweep_module
 from targetprop.sweep import Group, GroupResult, Sweep, load_space, run_group
 
 BASE = """\
@@ -269,6 +270,30 @@ def test_diverged_replicas_are_trials_with_value_inf(tmp_path, capsys):
     assert code == 0, err
     rows = read_trials(tmp_path / "runs" / "lost")
     assert [(r["state"], r["best_valid_error"]) for r in rows] == [("diverged", "inf")] * 2
+
+
+def test_a_trial_whose_replica_collapsed_says_so_in_trials_csv_and_the_table(tmp_path, capsys, monkeypatch):
+    """The trainer's collapse flag (targetprop.health; its detection is tested in test_health.py and test_cli.py)
+    reaches the sweep: here the summary of the trial in replica 0 is marked as collapsed at epoch 2."""
+    real = sweep_module.run_group
+
+    def marked(job):
+        result = real(job)
+        result.per_replica[0]["collapsed_at"] = 2
+        return result
+
+    monkeypatch.setattr(sweep_module, "run_group", marked)
+    space = space_file(
+        tmp_path,
+        'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1',
+        '"dtp.lr" = {low = 1e-3, high = 1e-2, log = true}',
+    )
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", capsys=capsys)
+    assert code == 0, err
+    rows = {r["replica"]: r for r in read_trials(tmp_path / "runs" / "space")}
+    assert rows["0"]["collapsed_at"] == "2" and rows["1"]["collapsed_at"] == ""
+    assert all(r["state"] == "done" for r in rows.values())
+    assert "done, collapsed at epoch 2" in " ".join(out.split())
 
 
 # ---- Ray -----------------------------------------------------------------------------------------------------------
