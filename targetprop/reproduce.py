@@ -27,6 +27,7 @@ import io
 import json
 import math
 import statistics
+import textwrap
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -451,7 +452,8 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path)
     seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
     trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
     ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
-    fig.suptitle(f"{experiment.name}: {experiment.description}{ran}", fontsize="medium")
+    title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}", 130)  # long ones on two lines
+    fig.suptitle(title, fontsize="medium")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
