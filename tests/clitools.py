@@ -103,6 +103,13 @@ def run_files(run_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}
 
 
+def interruptible() -> None:
+    """``preexec_fn`` of a command a test will Ctrl-C: SIGINT back to its default in the child. A shell that runs
+    the suite in the background (``pytest &``, nohup) ignores SIGINT, its children inherit that, and Python then
+    never raises KeyboardInterrupt, so the command would run on as if nothing had been sent."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
     """Poll until ``ready()`` holds or the process ends."""
     deadline = time.monotonic() + seconds

@@ -28,6 +28,7 @@ from clitools import (
     cli_env,
     command,
     error_line,
+    interruptible,
     only_child,
     read_jsonl,
     run_cli,
@@ -373,6 +374,7 @@ def _start_resume_run(tmp_path: Path, **pipes) -> subprocess.Popen:
         cwd=tmp_path,
         env=cli_env(),
         stdin=subprocess.DEVNULL,
+        preexec_fn=interruptible,
         **pipes,
     )
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from clitools import assert_same_run, cli_env, command, run_cli, show
+from clitools import assert_same_run, cli_env, command, interruptible, run_cli, show
 from test_run_dirs import MOUNT
 
 EPOCHS = 400
@@ -29,6 +29,7 @@ FAULTS = ["SIGKILL", "SIGINT", "SIGTERM", "disk full"] * 3
 
 def start(args: list, cwd: Path, fsize: int | None = None) -> subprocess.Popen:
     def limit() -> None:
+        interruptible()
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 

@@ -24,6 +24,7 @@ from clitools import (
     cli_env,
     command,
     error_line,
+    interruptible,
     read_jsonl,
     run_cli,
     show,
@@ -262,6 +263,7 @@ def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         wait_until(proc, (folder / "bp" / "checkpoint.safetensors").exists)
