@@ -187,9 +187,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                 {**MNIST_DTP, "lr": 1.82e-3, "lr_feedback": 2.06e-4, "eta_hat": 1.29},
                 paper=3.15,
                 note=(
-                    "ReLU's settings not published; the tanh net's diverge, and the best of a 10-epoch search breaks "
-                    "down by epoch 72; these are the best of a search scored at the last of 50 epochs "
-                    "(results/sweeps/dtp-mnist-relu-stable, REPRODUCTION.md)"
+                    "ReLU's settings not published; the tanh net's diverge, the best of a 10-epoch search breaks "
+                    "down by epoch 72; these, the best of a search scored at the last of 50 epochs, learn further "
+                    "and still break down (seed 0 at epoch 67): results/sweeps/dtp-mnist-relu-stable, REPRODUCTION.md"
                 ),
             ),
             Method("bp", "bp", MNIST_BP, paper=1.62, note="hyper-parameters of the tanh net (ReLU's not published)"),
