@@ -117,6 +117,31 @@ def wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
         time.sleep(0.02)
 
 
+def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
+    """Start ``targetprop ARGS``, press Ctrl-C (SIGINT) once ``ready()`` holds, and return its exit code and
+    stderr. Fails if the command ends before it could be interrupted."""
+    proc = subprocess.Popen(
+        command(*args),
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
+    try:
+        wait_until(proc, ready)
+        assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stderr
+
+
 def same_rows(rows: list[dict]) -> list[dict]:
     """Metrics rows without what legitimately differs between an interrupted run and an uninterrupted one."""
     return [{k: v for k, v in r.items() if k not in ("seconds", "changed")} for r in rows]

@@ -27,6 +27,7 @@ from clitools import (
     assert_same_run,
     cli_env,
     command,
+    ctrl_c_once,
     error_line,
     interruptible,
     only_child,
@@ -413,17 +414,9 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path):
 
 def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     run_dir = tmp_path / "runs" / "run"
-    proc = _start_resume_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(proc, (run_dir / "checkpoint.safetensors").exists)
-        assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, stderr  # the shell's convention for Ctrl-C
+    args = [*RESUME_RUN, "--out", tmp_path / "runs", "--name", "run"]
+    code, stderr = ctrl_c_once(args, tmp_path, (run_dir / "checkpoint.safetensors").exists)
+    assert code == 130, stderr  # the shell's convention for Ctrl-C
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last == f"error: interrupted; continue with `targetprop train --resume {run_dir}`", stderr

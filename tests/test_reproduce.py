@@ -10,8 +10,6 @@ import io
 import json
 import math
 import pickle
-import signal
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -21,14 +19,11 @@ from clitools import (
     DATA_DIR,
     MNIST_FILES,
     assert_no_traceback,
-    cli_env,
-    command,
+    ctrl_c_once,
     error_line,
-    interruptible,
     read_jsonl,
     run_cli,
     show,
-    wait_until,
 )
 
 from targetprop.config import make_config
@@ -254,27 +249,10 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
 @needs_mnist
 def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: Path) -> None:
     folder = tmp_path / "r"
-    args = ["discrete", "--scale", "smoke", "--seeds", "0", "--methods", "bp", "--epochs", "500", "-q"]
-    proc = subprocess.Popen(
-        command("reproduce", *args, "--out", tmp_path, "--name", "r"),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=interruptible,
-    )
-    try:
-        wait_until(proc, (folder / "bp" / "checkpoint.safetensors").exists)
-        assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    args = ["reproduce", "discrete", "--scale", "smoke", "--seeds", "0", "--methods", "bp", "--epochs", "500", "-q"]
+    ready = (folder / "bp" / "checkpoint.safetensors").exists
+    code, stderr = ctrl_c_once([*args, "--out", tmp_path, "--name", "r"], tmp_path, ready)
+    assert code == 130 and "Traceback" not in stderr, stderr
     assert (
         stderr.strip().splitlines()[-1] == f"error: interrupted; continue with `targetprop reproduce --resume {folder}`"
     )
