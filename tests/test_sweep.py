@@ -21,11 +21,12 @@ import time
 import tomllib
 from pathlib import Path
 
+import clitools
 import pytest
 import torch
 from test_cli import assert_no_traceback, cli_env, command, read_jsonl, run_cli, show, table_rows
 
-from targetprop import cli, make_config, train
+from targetprop import make_config, train
 from targetprop import sweep as sweep_module
 from targetprop.sweep import Group, GroupResult, Sweep, load_space, run_group
 
@@ -84,20 +85,13 @@ def check_trials_match_their_runs(folder: Path, params: list[str]) -> list[dict[
 THREADS = torch.get_num_threads()
 
 
-def run_main(*args: str | Path, capsys) -> tuple[int, str, str]:
-    """The `targetprop` entry point in this process: exit status, stdout, stderr."""
-    argv = sys.argv
-    sys.argv = ["targetprop", *map(str, args)]
+def run_main(*args: str | Path) -> tuple[int, str, str]:
+    """The `targetprop` entry point in this process (clitools.run_main), with the torch threads given back (a sweep
+    in this process sets its own)."""
     try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 0
+        return clitools.run_main(list(map(str, args)))
     finally:
-        sys.argv = argv
-        torch.set_num_threads(THREADS)  # a sweep in this process sets its own
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+        torch.set_num_threads(THREADS)
 
 
 # ---- replicas are trials ---------------------------------------------------------------------------------------
@@ -144,18 +138,18 @@ NOISE_SPACE = """\
 """
 
 
-def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path, capsys):
+def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path):
     """TPE; a key that is not per-replica (noise) makes every trial run alone; `--trials` raises the total."""
     sweep = 'sampler = "tpe"\nstartup_trials = 2\ntrials = 2\nreplicas = 4\nprocesses = 1\nthreads = 1'
     space = space_file(tmp_path, sweep, NOISE_SPACE)
-    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", capsys=capsys)
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs")
     assert code == 0, err
     assert "each trial runs alone: dtp.noise" in err
     folder = tmp_path / "runs" / "space"
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000", "t0001"]
     first = {p.name: (p / "summary.json").read_bytes() for p in (folder / "runs").iterdir()}
 
-    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", "--trials", "4", capsys=capsys)
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", "--trials", "4")
     assert code == 0, err
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000", "t0001", "t0002", "t0003"]
     assert {name: (folder / "runs" / name / "summary.json").read_bytes() for name in first} == first  # not rerun
@@ -169,7 +163,7 @@ def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path, capsys
         assert summary(folder / r["run_dir"])["epochs"] == int(r["epochs"])
 
     # the same space again: nothing runs; the table lists the four trials
-    code, out, err = run_main("sweep", "--resume", folder, capsys=capsys)
+    code, out, err = run_main("sweep", "--resume", folder)
     assert code == 0, err
     assert "4 trials done; nothing to run" in err
     assert sorted(table_rows(out)) == ["0", "1", "2", "3"], out
@@ -177,7 +171,7 @@ def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path, capsys
     # a space that searches differently is refused, and nothing changes
     before = sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*"))
     changed = space_file(tmp_path, sweep, NOISE_SPACE.replace("high = 0.5", "high = 0.6"), name="changed.toml")
-    code, out, err = run_main("sweep", changed, "--out", tmp_path / "runs", "--name", "space", capsys=capsys)
+    code, out, err = run_main("sweep", changed, "--out", tmp_path / "runs", "--name", "space")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and "different space" in err and "dtp.noise" in err, err
     assert sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
@@ -226,7 +220,7 @@ def test_killed_sweep_resumes_its_interrupted_group_from_its_checkpoint(tmp_path
     assert sorted((r["epoch"], r["replica"]) for r in metrics) == [(e, r) for e in range(1, epochs + 1) for r in (0, 1)]
 
 
-def test_a_group_killed_while_its_results_were_told_is_finished_without_a_new_run(tmp_path, capsys):
+def test_a_group_killed_while_its_results_were_told_is_finished_without_a_new_run(tmp_path):
     """The sweep died after telling trial 0 and before trial 1: resuming tells trial 1 from the same run."""
     space = load_space(space_file(tmp_path, 'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1', LR_ETA))
     folder = tmp_path / "runs" / "space"
@@ -238,7 +232,7 @@ def test_a_group_killed_while_its_results_were_told_is_finished_without_a_new_ru
     sweep.close()
     torch.set_num_threads(THREADS)
 
-    code, _out, err = run_main("sweep", "--resume", folder, capsys=capsys)
+    code, _out, err = run_main("sweep", "--resume", folder)
     assert code == 0, err
     assert "continuing 1 interrupted trial(s)" in err
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001"]
@@ -246,12 +240,12 @@ def test_a_group_killed_while_its_results_were_told_is_finished_without_a_new_ru
     assert sorted(int(r["trial"]) for r in rows) == [0, 1] and all(r["state"] == "done" for r in rows)
 
 
-def test_diverged_replicas_are_trials_with_value_inf(tmp_path, capsys):
+def test_diverged_replicas_are_trials_with_value_inf(tmp_path):
     """bp with squared error and SGD: lr 1e8 overflows in the first epoch, 0.01 trains."""
     base = BASE.replace('rule = "dtp"', 'rule = "bp"') + 'output = "linear"\n[bp]\noptimizer = "sgd"\n'
     sweep = 'sampler = "random"\ntrials = 8\nreplicas = 8\nthreads = 1'
     mixed = space_file(tmp_path, sweep, '"bp.lr" = {choices = [0.01, 1e8]}', base=base, name="mixed.toml")
-    code, _out, err = run_main("sweep", mixed, "--out", tmp_path / "runs", capsys=capsys)
+    code, _out, err = run_main("sweep", mixed, "--out", tmp_path / "runs")
     assert code == 0, err
     rows = read_trials(tmp_path / "runs" / "mixed")
     for r in rows:
@@ -266,13 +260,13 @@ def test_diverged_replicas_are_trials_with_value_inf(tmp_path, capsys):
     # every replica diverges: the trainer raises, and the trials still end with inf
     sweep = 'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1'
     lost = space_file(tmp_path, sweep, '"bp.lr" = {choices = [1e8, 1e9]}', base=base, name="lost.toml")
-    code, _out, err = run_main("sweep", lost, "--out", tmp_path / "runs", capsys=capsys)
+    code, _out, err = run_main("sweep", lost, "--out", tmp_path / "runs")
     assert code == 0, err
     rows = read_trials(tmp_path / "runs" / "lost")
     assert [(r["state"], r["best_valid_error"]) for r in rows] == [("diverged", "inf")] * 2
 
 
-def test_a_trial_whose_replica_collapsed_says_so_in_trials_csv_and_the_table(tmp_path, capsys, monkeypatch):
+def test_a_trial_whose_replica_collapsed_says_so_in_trials_csv_and_the_table(tmp_path, monkeypatch):
     """The trainer's collapse flag (targetprop.health; its detection is tested in test_health.py and test_cli.py)
     reaches the sweep: here the summary of the trial in replica 0 is marked as collapsed at epoch 2."""
     real = sweep_module.run_group
@@ -288,7 +282,7 @@ def test_a_trial_whose_replica_collapsed_says_so_in_trials_csv_and_the_table(tmp
         'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1',
         '"dtp.lr" = {low = 1e-3, high = 1e-2, log = true}',
     )
-    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs", capsys=capsys)
+    code, out, err = run_main("sweep", space, "--out", tmp_path / "runs")
     assert code == 0, err
     rows = {r["replica"]: r for r in read_trials(tmp_path / "runs" / "space")}
     assert rows["0"]["collapsed_at"] == "2" and rows["1"]["collapsed_at"] == ""
@@ -415,11 +409,11 @@ def _make_bad(tmp: Path, case: str) -> list[str]:
 
 
 @pytest.mark.parametrize("case", list(BAD_SPACES))
-def test_bad_space_file_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys):
+def test_bad_space_file_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     args = _make_bad(tmp_path, case)
     fragments = BAD_SPACES[case][-1]
     before = sorted(tmp_path.rglob("*"))
-    code, out, err = run_main(*args, "--out", tmp_path / "runs", capsys=capsys)
+    code, out, err = run_main(*args, "--out", tmp_path / "runs")
     assert code == 2 and out == "", (code, out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -428,7 +422,7 @@ def test_bad_space_file_is_one_line_exit_2_and_writes_nothing(case, tmp_path, ca
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def test_bad_command_lines(tmp_path, capsys):
+def test_bad_command_lines(tmp_path):
     space = space_file(tmp_path, OK_SWEEP, LR_ETA)
     cases = {
         ("sweep",): "give a space file",
@@ -438,7 +432,7 @@ def test_bad_command_lines(tmp_path, capsys):
     }
     before = sorted(tmp_path.rglob("*"))
     for args, fragment in cases.items():
-        code, out, err = run_main(*args, capsys=capsys)
+        code, out, err = run_main(*args)
         assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
     assert sorted(tmp_path.rglob("*")) == before
