@@ -325,6 +325,15 @@ def reproduce(
             "from now on (add one to it later)."
         ),
     ] = None,
+    report: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DIR",
+            help="Train nothing: write the table and figure of what the reproduce directory DIR holds now (a run "
+            "still going or stopped counts to its last finished epoch). Repeat it to pool the seeds of several "
+            "directories of one experiment into a new folder (--out, --name).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its methods; write table.md,
@@ -354,22 +363,42 @@ def reproduce(
         return
     if resume is not None and (out_dir is not None or name_ is not None):
         raise ConfigError("--resume names the reproduce directory; drop --out and --name")
-    _, folder, _ = run_reproduce(
-        name,
-        seeds=seeds,
-        epochs=epochs,
-        scale=scale,
-        device=device,
-        data_dir=data_dir,
-        threads=_threads(threads),
-        out=out_dir or "runs",
-        run_name=name_,
-        resume=resume,
-        tensorboard=tensorboard or None,
-        methods=methods,
-        progress=not quiet,
-        note=_note,
-    )
+    if report:
+        from targetprop.report import report as write_report
+
+        given = {
+            "NAME": name,
+            "--seeds": seeds,
+            "--epochs": epochs,
+            "--scale": scale,
+            "--device": device,
+            "--resume": resume,
+            "--methods": methods,
+            "--threads": threads,
+            "--data-dir": data_dir,
+            "--tensorboard": tensorboard or None,
+        }
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ConfigError(f"--report trains nothing: drop {', '.join(extra)}")
+        _, folder, _ = write_report(report, out=out_dir or "runs", run_name=name_, note=_note)
+    else:
+        _, folder, _ = run_reproduce(
+            name,
+            seeds=seeds,
+            epochs=epochs,
+            scale=scale,
+            device=device,
+            data_dir=data_dir,
+            threads=_threads(threads),
+            out=out_dir or "runs",
+            run_name=name_,
+            resume=resume,
+            tensorboard=tensorboard or None,
+            methods=methods,
+            progress=not quiet,
+            note=_note,
+        )
     text = (folder / "table.md").read_text(encoding="utf-8")
     out.print(text, highlight=False, markup=False, soft_wrap=True)
     _note(f"table, figure and run directories: {folder}")

@@ -47,6 +47,11 @@ def collapse_epoch(rows: Sequence[dict[str, Any]], chance: float | None) -> int 
     return None
 
 
+def has_diverged(row: dict[str, Any]) -> bool:
+    """Whether a replica's metrics row says it diverged: its mini-batch cost or its train cost is not finite."""
+    return not (math.isfinite(row["batch_loss"]) and math.isfinite(row["train_loss"]))
+
+
 def seeds_cell(replicas: int, diverged: int, collapsed: int) -> str:
     """A table's seeds cell: the replicas, with how many diverged or collapsed, e.g. "3 (2 collapsed)"."""
     flagged = [f"{n} {word}" for n, word in ((diverged, "diverged"), (collapsed, "collapsed")) if n]
@@ -68,11 +73,7 @@ class ReplicaHealth:
         """Check the rows of ``epoch`` (one per replica; ``history`` holds every row so far, these included);
         warn of what is new. True when every replica has now diverged: the trainer stops."""
         seeds = self.seeds
-        bad = {
-            r
-            for r, row in enumerate(rows)
-            if not (math.isfinite(row["batch_loss"]) and math.isfinite(row["train_loss"]))
-        }
+        bad = {r for r, row in enumerate(rows) if has_diverged(row)}
         newly = bad - self.diverged
         self.diverged |= bad
         if newly and len(self.diverged) == len(rows):

@@ -14,6 +14,8 @@ methods, then write the paper-style table and figure.
                       against
 
 Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
+The table and figure are built by :mod:`targetprop.report`, which also builds them from what directories hold at
+any time (``--report DIR``: a run still going, or seeds split over several runs).
 
 An experiment that trains no methods (a measurement, such as ``early-inference``) runs itself: it is registered in
 ``targetprop.experiments.SELF_RUNNING`` and writes its own table and figures into the folder (see
@@ -22,15 +24,11 @@ An experiment that trains no methods (a measurement, such as ``early-inference``
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import statistics
-import textwrap
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +40,11 @@ from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
-from targetprop.health import seeds_cell
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, linear_probe
 from targetprop.replicas import parse_seeds
+from targetprop.report import MethodResult, write_report
 from targetprop.runs import RunDir, atomic_write
-from targetprop.tasks import get_task
 
 EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")
@@ -65,15 +62,6 @@ def method_config(experiment: Experiment, method: Method, *, scale: str = "full"
     return make_config(data, **overrides)
 
 
-@dataclass
-class MethodResult:
-    method: Method
-    summary: dict[str, Any]
-    run_dir: Path
-    probe: dict[str, Any] | None = None
-    """The linear classifier on an auto-encoder's code (``probe.json``), if the experiment has one."""
-
-
 def chosen_methods(experiment: Experiment, methods: str | list[str]) -> list[str]:
     """The method names asked for (a list, or one comma-separated string), checked against the experiment's."""
     names = [m.strip() for m in methods.split(",") if m.strip()] if isinstance(methods, str) else list(methods)
@@ -88,7 +76,8 @@ def chosen_methods(experiment: Experiment, methods: str | list[str]) -> list[str
     return [m for m in known if m in names]
 
 
-def _read_request(folder: Path) -> dict[str, Any]:
+def read_request(folder: Path) -> dict[str, Any]:
+    """What a reproduce directory was asked to run (its ``experiment.toml``)."""
     path = folder / EXPERIMENT_FILE
     if not path.is_file():
         raise ConfigError(f"{str(folder)!r} is not a reproduce directory (no {EXPERIMENT_FILE})")
@@ -123,7 +112,7 @@ def reproduce(
     scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
     experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
 
-    asked_for = _read_request(Path(resume))["experiment"] if resume is not None else name
+    asked_for = read_request(Path(resume))["experiment"] if resume is not None else name
     if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
         if methods is not None:
             raise ConfigError(f"{itself.name} trains no methods: --methods does not apply")
@@ -146,7 +135,7 @@ def reproduce(
         methods = chosen_methods(get_experiment(asked_for), methods)
     if resume is not None:
         folder = Path(resume)
-        asked = _read_request(folder)
+        asked = read_request(folder)
         if name is not None and get_experiment(name).name != asked["experiment"]:
             raise ConfigError(f"{folder} holds experiment {asked['experiment']!r}, not {name!r}")
         for key, value in (("scale", scale), ("seeds", seeds)):
@@ -241,7 +230,7 @@ def _run_methods(
                 continue_with=f"targetprop reproduce --resume {folder}",
             )
             summary = result.summary
-        results.append(MethodResult(method, summary, run_dir.path))
+        results.append(MethodResult(method, summary, (run_dir.path,)))
     return results
 
 
@@ -288,174 +277,7 @@ def _probe(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Table
-
-
-COLUMNS = (
-    ("final test {error}", "test_error"),
-    ("test {error} at best valid", "test_error_at_best_valid"),
-    ("final train {error}", "train_error"),
-)
-"""Table columns: label (with the task's error, e.g. "error %" or "reconstruction error") and summary key."""
-PROBE_COLUMN = "classifier test error %"
-
-
-def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict[str, Any]]:
-    """One row per method: mean and std over seeds of each figure, the paper's figure as a test error %."""
-    rows = []
-    for r in results:
-        s = r.summary
-        row: dict[str, Any] = {"method": r.method.name, "rule": r.method.rule}
-        for _, key in COLUMNS:
-            stats = s.get(key) or {}
-            row[f"{key}_mean"] = stats.get("mean", math.nan)
-            row[f"{key}_std"] = stats.get("std", math.nan)
-        if r.probe is not None:
-            row["classifier_test_error_mean"] = r.probe["test_error"]["mean"]
-            row["classifier_test_error_std"] = r.probe["test_error"]["std"]
-        if experiment.columns:
-            config = make_config(RunDir(r.run_dir).read_config())
-            row.update({c.key: c.value(r.method, config, s) for c in experiment.columns})
-        row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
-        row["epochs"] = s.get("epochs")
-        row["seeds"] = s.get("replicas")
-        row["diverged_seeds"] = len(s.get("diverged_seeds") or [])
-        row["collapsed_seeds"] = len(s.get("collapsed_seeds") or [])
-        paper = experiment.paper_error(r.method)
-        row["paper_test_error"] = paper if paper is not None else ""
-        row["paper_reported"] = f"{r.method.paper} ({experiment.paper_metric})" if r.method.paper is not None else ""
-        row["note"] = r.method.note
-        rows.append(row)
-    return rows
-
-
-def _pm(mean: float, std: float) -> str:
-    return "-" if not math.isfinite(mean) else f"{mean:.2f} ± {std:.2f}"
-
-
-def markdown_table(
-    experiment: Experiment, rows: list[dict[str, Any]], folder: Path, scale: str, config: RunConfig
-) -> str:
-    settings = (
-        f"{config.data} {config.architecture}, "
-        + (f"first {config.n_train} training examples, " if config.n_train else "")
-        + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
-    )
-    error = get_task(config.task).error_label
-    probed = any("classifier_test_error_mean" in row for row in rows)
-    head = [
-        "method",
-        *(label.format(error=error) for label, _ in COLUMNS),
-        *([PROBE_COLUMN] if probed else []),
-        *(c.label for c in experiment.columns),
-        "s / epoch",
-        "seeds",
-        "paper test error %",
-    ]
-    lines = [
-        f"# {experiment.name}: {experiment.description}",
-        "",
-        f"Scale {scale}: {settings}. Run directory `{folder}`; every figure the mean ± std over seeds.",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
-    ]
-    for row in rows:
-        paper = row["paper_test_error"]
-        cells = [
-            row["method"],
-            *(_pm(row[f"{key}_mean"], row[f"{key}_std"]) for _, key in COLUMNS),
-            *(
-                [_pm(row.get("classifier_test_error_mean", math.nan), row.get("classifier_test_error_std", math.nan))]
-                if probed
-                else []
-            ),
-            *(str(row[c.key]) for c in experiment.columns),
-            f"{row['seconds_per_epoch']:.2f}",
-            seeds_cell(row["seeds"], row["diverged_seeds"], row.get("collapsed_seeds", 0)),
-            "-" if paper == "" else f"{paper:.2f}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- {row['method']}: {row['note']}" for row in rows if row["note"]]
-    if experiment.paper_metric == "test accuracy %":
-        notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
-    if probed:
-        notes.insert(
-            0,
-            f"- {PROBE_COLUMN}: a softmax regression on each seed's frozen code h = f(x) after the last epoch, at its "
-            "best validation epoch (targetprop/probe.py); the paper's figure is set against it; the reconstruction "
-            "error is the mean squared error per image, ||s(a) − x||²",
-        )
-    if experiment.notes is not None:
-        notes += [f"- {line}" for line in experiment.notes()]
-    if notes:
-        lines += ["", "Notes:", *notes]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Figure
-
-
-def curves(run_dir: Path, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs and, per epoch, the mean, min and max of ``key`` over the replicas that stayed finite."""
-    by_epoch: dict[int, list[float]] = {}
-    for row in RunDir(run_dir).read_metrics().rows:
-        value = row.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            by_epoch.setdefault(row["epoch"], []).append(float(value))
-    epochs = sorted(by_epoch)
-    return (
-        epochs,
-        [statistics.fmean(by_epoch[e]) for e in epochs],
-        [min(by_epoch[e]) for e in epochs],
-        [max(by_epoch[e]) for e in epochs],
-    )
-
-
-def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path) -> None:
-    """Train and test error against epochs for every method: mean over seeds, band from min to max."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
-    for ax, (key, title) in zip(axes, (("train_error", "train error"), ("test_error", "test error")), strict=True):
-        for k, r in enumerate(results):
-            epochs, mean, low, high = curves(r.run_dir, key)
-            if not epochs:
-                continue
-            color = f"C{k}"
-            ax.plot(epochs, mean, color=color, label=r.method.name, marker="o" if len(epochs) < 10 else None)
-            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
-            paper = experiment.paper_error(r.method)
-            if key == "test_error" and paper is not None and experiment.probe is None:
-                ax.axhline(paper, color=color, linestyle=":", linewidth=1, label=f"{r.method.name} (paper)")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_yscale("symlog", linthresh=1.0)  # linear below 1 %: a train error of 0 stays on the plot
-        ax.grid(True, which="both", alpha=0.3)
-    error = results[0].summary.get("error", "error %") if results else "error %"
-    axes[0].set_ylabel(f"{error} (mean over seeds, band: min-max)")
-    axes[1].legend(fontsize="small")
-    seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
-    trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
-    ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
-    title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}", 130)  # long ones on two lines
-    fig.suptitle(title, fontsize="medium")
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
+# The auto-encoder's filters
 
 
 def plot_filters(experiment: Experiment, results: list[MethodResult], dataset: Dataset, path: Path) -> None:
@@ -491,19 +313,6 @@ def plot_filters(experiment: Experiment, results: list[MethodResult], dataset: D
     plt.close(fig)
 
 
-def write_report(
-    experiment: Experiment, folder: Path, results: list[MethodResult], scale: str, config: RunConfig
-) -> list[dict[str, Any]]:
-    """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings line)."""
-    rows = table_rows(experiment, results)
-    markdown = markdown_table(experiment, rows, folder, scale, config)
-    atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
-    text = csv_table(rows)
-    atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
-    plot_errors(experiment, results, folder / "errors.png")
-    return rows
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Experiments that run themselves
 
@@ -531,7 +340,7 @@ def reproduce_self_running(
         raise ConfigError(f"{experiment.name} trains no methods: --tensorboard does not apply")
     if resume is not None:
         folder: Path | None = Path(resume)
-        asked = _read_request(folder)
+        asked = read_request(folder)
         if name is not None and find_self_running(name) is not experiment:
             raise ConfigError(f"{folder} holds experiment {asked['experiment']!r}, not {name!r}")
         for key, value in (("scale", scale), ("seeds", seeds)):

@@ -469,6 +469,7 @@ def _train_locked(
                     "rule": rule.state_dict(),
                     **{key: rng.state_dict() for key, rng in rngs.items()},
                     "diverged": sorted(health.diverged),
+                    "chance": health.chance,
                     "config": config.to_dict(),
                     "history": history,
                 }

@@ -262,6 +262,51 @@ def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: 
     check_outputs(folder, ["bp"], epochs=done + 1, seeds=1)
 
 
+@needs_mnist
+def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: Path) -> None:
+    """--report trains nothing: a stopped run is tabled at its last finished epoch, and two runs' seeds pooled
+    give the mean over both at the last epoch every seed has finished."""
+    args = ["reproduce", "discrete", "--scale", "smoke", "--methods", "bp", "-q", "--out", tmp_path]
+    proc = run_cli(*args, "--seeds", "0", "--epochs", "2", "--name", "a", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    stopped = tmp_path / "b"
+    ready = (stopped / "bp" / "checkpoint.safetensors").exists
+    code, stderr = ctrl_c_once([*args, "--seeds", "1", "--epochs", "500", "--name", "b"], tmp_path, ready)
+    assert code == 130, stderr
+    metrics = stopped / "bp" / "metrics.jsonl"
+    rows_b, before = read_jsonl(metrics), metrics.stat().st_mtime_ns
+    done = max(r["epoch"] for r in rows_b)
+
+    proc = run_cli("reproduce", "--report", stopped, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    (row,) = list(csv.DictReader(io.StringIO((stopped / "table.csv").read_text())))
+    assert (int(row["epochs"]), int(row["planned_epochs"]), int(row["seeds"])) == (done, 500, 1)
+    assert float(row["test_error_mean"]) == pytest.approx(rows_b[-1]["test_error"])
+    assert f"bp: epoch {done} of 500" in (stopped / "table.md").read_text() and (stopped / "errors.png").is_file()
+    assert metrics.stat().st_mtime_ns == before and read_jsonl(metrics) == rows_b  # nothing trained
+
+    proc = run_cli(
+        "reproduce", "--report", tmp_path / "a", "--report", stopped, "--out", tmp_path, "--name", "ab", cwd=tmp_path
+    )
+    assert proc.returncode == 0, show(proc)
+    (row,) = list(csv.DictReader(io.StringIO((tmp_path / "ab" / "table.csv").read_text())))
+    common = min(done, 2)
+    at = [r["test_error"] for r in read_jsonl(tmp_path / "a" / "bp" / "metrics.jsonl") + rows_b if r["epoch"] == common]
+    assert (int(row["epochs"]), int(row["seeds"])) == (common, 2)
+    assert float(row["test_error_mean"]) == pytest.approx(sum(at) / 2)
+    assert "seeds pooled from" in (tmp_path / "ab" / "table.md").read_text()
+    assert (tmp_path / "ab" / "report.toml").is_file()
+
+    for bad, words in (
+        (["--report", tmp_path / "a", "--report", tmp_path / "a", "--name", "x"], ["seed(s) [0]", "more than one"]),
+        (["--report", tmp_path / "a", "--epochs", "3"], ["trains nothing", "--epochs"]),
+        (["--report", tmp_path / "nothing"], ["not a reproduce directory"]),
+    ):
+        proc = run_cli("reproduce", *bad, "--out", tmp_path, cwd=tmp_path)
+        assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ab", "b"]
+
+
 def tiny_cifar(folder: Path, per_batch: int) -> tuple[Path, object]:
     """A CIFAR-10 archive in the official python-batch format (five training batches and a test batch of
     ``per_batch`` random images each) and the file spec with its checksums."""

@@ -1,0 +1,410 @@
+"""The table and figure of a reproduce directory, built from what its method run directories hold.
+
+``targetprop reproduce`` calls :func:`write_report` when every method has finished. ``targetprop reproduce
+--report DIR`` builds the same table and figure from what a directory holds *now* (:func:`report`): a run still
+going or stopped part-way (each method counted to its last finished epoch, the table saying how many of how many),
+or several directories of one experiment whose seeds were split over runs (``--report A --report B``: the seeds of
+each method pooled, as if one run had trained them all). Nothing is trained and no checkpoint is written; a
+finished method's ``summary.json`` is used as it is, any other is summarised from its ``metrics.jsonl`` the way
+the trainer summarises a finished run (:func:`targetprop.train.summarize`).
+
+table.md, table.csv  per method: final test error, test error at the best-validation epoch, final train error
+                     (mean ± std over seeds), seconds per epoch, and the paper's figure; an experiment may add
+                     columns and notes of its own
+errors.png           train and test error against epochs, mean over seeds with a min-max band
+report.toml          (``--report`` into a new folder only) the directories the table was built from
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from targetprop.config import RunConfig, make_config
+from targetprop.errors import ConfigError, TargetpropError
+from targetprop.experiments import get_experiment
+from targetprop.experiments.paper import Experiment, Method
+from targetprop.health import has_diverged, seeds_cell
+from targetprop.runs import RunDir, atomic_write
+from targetprop.tasks import get_task
+
+
+@dataclass
+class MethodResult:
+    """One method of an experiment: its summary over seeds and the run directories its seeds were trained in
+    (one, unless ``--report`` pooled several)."""
+
+    method: Method
+    summary: dict[str, Any]
+    run_dirs: tuple[Path, ...]
+    probe: dict[str, Any] | None = None
+    """The linear classifier on an auto-encoder's code (``probe.json``), if the experiment has one."""
+    planned_epochs: int | None = None
+    """The epochs the run was asked for, when it has not trained them all yet (``--report`` of a partial run)."""
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory of the first seeds: its config and checkpoint stand for the method's."""
+        return self.run_dirs[0]
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """Every metrics row of every run directory, replica indexes numbered on across them."""
+        rows: list[dict[str, Any]] = []
+        offset = 0
+        for folder in self.run_dirs:
+            run = RunDir(folder)
+            latest = {(r["epoch"], r["replica"]): r for r in run.read_metrics().rows}  # a rerun epoch: the last
+            rows += [{**r, "replica": r["replica"] + offset} for _, r in sorted(latest.items())]
+            offset += len(make_config(run.read_config()).seeds)
+        return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Table
+
+
+COLUMNS = (
+    ("final test {error}", "test_error"),
+    ("test {error} at best valid", "test_error_at_best_valid"),
+    ("final train {error}", "train_error"),
+)
+"""Table columns: label (with the task's error, e.g. "error %" or "reconstruction error") and summary key."""
+PROBE_COLUMN = "classifier test error %"
+
+
+def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict[str, Any]]:
+    """One row per method: mean and std over seeds of each figure, the paper's figure as a test error %."""
+    rows = []
+    for r in results:
+        s = r.summary
+        row: dict[str, Any] = {"method": r.method.name, "rule": r.method.rule}
+        for _, key in COLUMNS:
+            stats = s.get(key) or {}
+            row[f"{key}_mean"] = stats.get("mean", math.nan)
+            row[f"{key}_std"] = stats.get("std", math.nan)
+        if r.probe is not None:
+            row["classifier_test_error_mean"] = r.probe["test_error"]["mean"]
+            row["classifier_test_error_std"] = r.probe["test_error"]["std"]
+        if experiment.columns:
+            config = make_config(RunDir(r.run_dir).read_config())
+            row.update({c.key: c.value(r.method, config, s) for c in experiment.columns})
+        row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
+        row["epochs"] = s.get("epochs")
+        row["planned_epochs"] = r.planned_epochs or s.get("epochs")
+        row["seeds"] = s.get("replicas")
+        row["diverged_seeds"] = len(s.get("diverged_seeds") or [])
+        row["collapsed_seeds"] = len(s.get("collapsed_seeds") or [])
+        paper = experiment.paper_error(r.method)
+        row["paper_test_error"] = paper if paper is not None else ""
+        row["paper_reported"] = f"{r.method.paper} ({experiment.paper_metric})" if r.method.paper is not None else ""
+        row["note"] = r.method.note
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float, std: float) -> str:
+    return "-" if not math.isfinite(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
+def markdown_table(
+    experiment: Experiment,
+    rows: list[dict[str, Any]],
+    folder: Path,
+    scale: str,
+    config: RunConfig,
+    extra_notes: list[str] | None = None,
+) -> str:
+    settings = (
+        f"{config.data} {config.architecture}, "
+        + (f"first {config.n_train} training examples, " if config.n_train else "")
+        + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
+    )
+    error = get_task(config.task).error_label
+    probed = any("classifier_test_error_mean" in row for row in rows)
+    head = [
+        "method",
+        *(label.format(error=error) for label, _ in COLUMNS),
+        *([PROBE_COLUMN] if probed else []),
+        *(c.label for c in experiment.columns),
+        "s / epoch",
+        "seeds",
+        "paper test error %",
+    ]
+    lines = [
+        f"# {experiment.name}: {experiment.description}",
+        "",
+        f"Scale {scale}: {settings}. Run directory `{folder}`; every figure the mean ± std over seeds.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
+    ]
+    for row in rows:
+        paper = row["paper_test_error"]
+        cells = [
+            row["method"],
+            *(_pm(row[f"{key}_mean"], row[f"{key}_std"]) for _, key in COLUMNS),
+            *(
+                [_pm(row.get("classifier_test_error_mean", math.nan), row.get("classifier_test_error_std", math.nan))]
+                if probed
+                else []
+            ),
+            *(str(row[c.key]) for c in experiment.columns),
+            f"{row['seconds_per_epoch']:.2f}",
+            seeds_cell(row["seeds"], row["diverged_seeds"], row.get("collapsed_seeds", 0)),
+            "-" if paper == "" else f"{paper:.2f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- {row['method']}: {row['note']}" for row in rows if row["note"]]
+    if experiment.paper_metric == "test accuracy %":
+        notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
+    if probed:
+        notes.insert(
+            0,
+            f"- {PROBE_COLUMN}: a softmax regression on each seed's frozen code h = f(x) after the last epoch, at its "
+            "best validation epoch (targetprop/probe.py); the paper's figure is set against it; the reconstruction "
+            "error is the mean squared error per image, ||s(a) − x||²",
+        )
+    if experiment.notes is not None:
+        notes += [f"- {line}" for line in experiment.notes()]
+    notes += [f"- {line}" for line in extra_notes or []]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Figure
+
+
+def curves(result: MethodResult, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Epochs and, per epoch, the mean, min and max of ``key`` over the replicas that stayed finite."""
+    by_epoch: dict[int, list[float]] = {}
+    last = result.summary.get("epochs") or math.inf  # a pooled report stops where every seed has got to
+    for row in (r for r in result.metrics_rows() if r["epoch"] <= last):
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            by_epoch.setdefault(row["epoch"], []).append(float(value))
+    epochs = sorted(by_epoch)
+    return (
+        epochs,
+        [statistics.fmean(by_epoch[e]) for e in epochs],
+        [min(by_epoch[e]) for e in epochs],
+        [max(by_epoch[e]) for e in epochs],
+    )
+
+
+def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path) -> None:
+    """Train and test error against epochs for every method: mean over seeds, band from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    for ax, (key, title) in zip(axes, (("train_error", "train error"), ("test_error", "test error")), strict=True):
+        for k, r in enumerate(results):
+            epochs, mean, low, high = curves(r, key)
+            if not epochs:
+                continue
+            color = f"C{k}"
+            ax.plot(epochs, mean, color=color, label=r.method.name, marker="o" if len(epochs) < 10 else None)
+            ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+            paper = experiment.paper_error(r.method)
+            if key == "test_error" and paper is not None and experiment.probe is None:
+                ax.axhline(paper, color=color, linestyle=":", linewidth=1, label=f"{r.method.name} (paper)")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_yscale("symlog", linthresh=1.0)  # linear below 1 %: a train error of 0 stays on the plot
+        ax.grid(True, which="both", alpha=0.3)
+    error = results[0].summary.get("error", "error %") if results else "error %"
+    axes[0].set_ylabel(f"{error} (mean over seeds, band: min-max)")
+    axes[1].legend(fontsize="small")
+    seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
+    trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
+    ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
+    title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}", 130)  # long ones on two lines
+    fig.suptitle(title, fontsize="medium")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_report(
+    experiment: Experiment,
+    folder: Path,
+    results: list[MethodResult],
+    scale: str,
+    config: RunConfig,
+    extra_notes: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings
+    line); ``extra_notes`` end the table's notes."""
+    rows = table_rows(experiment, results)
+    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes)
+    atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
+    text = csv_table(rows)
+    atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
+    plot_errors(experiment, results, folder / "errors.png")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --report: the table of what directories hold now
+
+
+def report(
+    folders: list[str | Path],
+    *,
+    out: str | Path = "runs",
+    run_name: str | None = None,
+    note: Callable[[str], None] = lambda line: None,
+) -> tuple[Experiment, Path, list[MethodResult]]:
+    """Write the table and figure of the reproduce directories ``folders`` as they stand, training nothing.
+
+    One directory: the report goes into it (unless ``run_name`` names a new folder under ``out``). Several: they
+    must hold the same experiment at the same scale, each method's seeds must not repeat across them, and the
+    report goes into a new folder (``run_name``, or ``report-NAME-SCALE-<time>``) with ``report.toml`` naming
+    the sources. A method still training, or stopped, counts to its last finished epoch, and the table says how
+    many of its planned epochs that is. An auto-encoder's classifier column is read from ``probe.json`` where
+    the probe was trained on the epochs reported (``reproduce`` trains it; a report does not).
+    """
+    from targetprop.reproduce import read_request
+
+    if not folders:
+        raise ConfigError("--report needs at least one reproduce directory")
+    paths = [Path(f) for f in folders]
+    requests = [read_request(p) for p in paths]
+    experiment = get_experiment(requests[0]["experiment"])
+    scale = requests[0]["scale"]
+    for path, request in zip(paths, requests, strict=True):
+        if request["experiment"] != experiment.name or request["scale"] != scale:
+            raise ConfigError(
+                f"{path} holds {request['experiment']} at scale {request['scale']}, {paths[0]} holds "
+                f"{experiment.name} at scale {scale}: a report pools runs of one experiment and scale"
+            )
+    results, extra = [], []
+    for method in experiment.methods:
+        sources = [p / method.name for p in paths if (p / method.name / "config.toml").is_file()]
+        sources = [s for s in sources if RunDir(s).read_metrics().rows]  # one finished epoch at least
+        if not sources:
+            continue
+        result = method_result(method, sources)
+        results.append(result)
+        if result.planned_epochs is not None:
+            extra.append(
+                f"{method.name}: epoch {result.summary['epochs']} of {result.planned_epochs}, the last that every "
+                "seed has finished (a run still going or stopped): its figures are every seed's at that epoch"
+            )
+    if not results:
+        raise ConfigError(f"{', '.join(map(str, paths))}: no method has finished an epoch yet; nothing to report")
+    if len(paths) > 1:
+        extra.append(
+            "seeds pooled from: "
+            + "; ".join(f"{p} (seeds {','.join(map(str, r['seeds']))})" for p, r in zip(paths, requests, strict=True))
+        )
+    if len(paths) == 1 and run_name is None:
+        folder = paths[0]
+    else:
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
+        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p.resolve()) for p in paths]}
+        atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
+    config = make_config(RunDir(results[0].run_dir).read_config())
+    seeds = sorted({p["seed"] for r in results for p in r.summary["per_replica"]})
+    write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra)
+    note(f"report of {len(results)} method(s) written into {folder}")
+    return experiment, folder, results
+
+
+def method_result(method: Method, run_dirs: list[Path]) -> MethodResult:
+    """One method's result from its run directories as they stand: a single finished run's own summary, or the
+    seeds of every run summarised together to the last epoch each has finished."""
+    from targetprop.train import summarize
+
+    runs = [RunDir(d) for d in run_dirs]
+    configs = [make_config(run.read_config()) for run in runs]
+    planned = max(c.epochs for c in configs)
+    probe = _probe_file(run_dirs[0]) if len(runs) == 1 else None
+    seeds = [s for c in configs for s in c.seeds]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{method.name}: seed(s) {repeated} were trained in more than one of {', '.join(map(str, run_dirs))}; "
+            "a report pools different seeds"
+        )
+    result = MethodResult(method, {}, tuple(run_dirs))
+    rows = result.metrics_rows()
+    done = min(max(r["epoch"] for r in rows if r["replica"] == k) for k in range(len(seeds)) if _has(rows, k))
+    kept = runs[0].read_summary()
+    if len(runs) == 1 and kept is not None and kept.get("epochs") == done:
+        result.summary = kept
+    else:
+        rows = [r for r in rows if r["epoch"] <= done]  # every seed at the same epoch
+        first_replicas = [sum(len(c.seeds) for c in configs[:k]) for k in range(len(configs))]
+        diverged = {r["replica"] for r in rows if has_diverged(r)}
+        config = configs[0].model_copy(update={"seeds": seeds, "epochs": planned})
+        result.summary = summarize(config, rows, diverged, _chance(runs, configs[0]))
+        result.summary["seconds_per_epoch"] = statistics.median(
+            r["seconds"] for r in rows if r["replica"] in first_replicas
+        )
+    if done < planned:
+        result.planned_epochs = planned
+    if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
+        result.probe = probe
+    return result
+
+
+def _has(rows: list[dict[str, Any]], replica: int) -> bool:
+    return any(r["replica"] == replica for r in rows)
+
+
+def _probe_file(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "probe.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+
+
+def _chance(runs: list[RunDir], config: RunConfig) -> float | None:
+    """The task's chance error on the training set, for flagging collapsed seeds: from a finished run's summary,
+    else a checkpoint's header, else the data (None, with nothing flagged, where none of them can be read)."""
+    for run in runs:
+        summary = run.read_summary()
+        if summary is not None and "chance_error" in summary:
+            return summary["chance_error"]
+    for run in runs:
+        try:
+            header = run.checkpoint_header()
+        except TargetpropError:
+            header = None
+        if header is not None and "chance" in header:
+            return header["chance"]
+    from targetprop.data import load_dataset
+    from targetprop.train import training_subset
+
+    try:
+        dataset = load_dataset(config.data, config.data_dir, download=False, n_valid=config.n_valid)
+        if config.n_train is not None:
+            dataset = training_subset(dataset, config.n_train)
+    except TargetpropError:
+        return None
+    return get_task(config.task).chance_error(dataset.train)
