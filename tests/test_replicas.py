@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from clitools import whole_and_resumed
 
 from targetprop import Network, parse_seeds
 from targetprop.config import make_config
@@ -124,3 +125,25 @@ def test_training_with_small_optimiser_blocks_is_bitwise_the_same(tmp_path, digi
         blocked = train(make_config(name=f"b{budget}", out=str(tmp_path), **common), dataset=digits, progress=False)
         for name, p in whole.net.named_parameters():
             assert torch.equal(blocked.net.get_parameter(name), p), (budget, name)
+
+
+def test_lr_decay_sets_each_epochs_forward_rate_per_replica_and_resumes_on_schedule(tmp_path, digits):
+    """``lr_decay`` τ: epoch e (from 0) trains the forward weights at ``lr / (1 + e/τ)``, τ per replica; the
+    inverses keep their rate; a run resumed after epoch 1 continues the schedule bit for bit."""
+    dtp = {"lr": [0.01, 0.02], "lr_feedback": 0.003, "lr_decay": [1.0, 4.0], "optimizer": "sgd"}
+    common = dict(rule="dtp", arch="64-24-24-10", seeds=[0, 0], dtype="float64", out=str(tmp_path), dtp=dtp)
+    whole, resumed = whole_and_resumed(digits, epochs=3, **common)
+    for p, q in zip(resumed.net.forward_parameters(), whole.net.forward_parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    f64 = dict(dtype=torch.float64)
+    torch.testing.assert_close(
+        whole.rule.optimizer.lr, torch.tensor([0.01 / (1 + 2 / 1.0), 0.02 / (1 + 2 / 4.0)], **f64)
+    )
+    torch.testing.assert_close(whole.rule.optimizers()["feedback"].lr, torch.tensor([0.003, 0.003], **f64))
+    steady = train(
+        make_config(epochs=3, name="steady", **{**common, "dtp": {**dtp, "lr_decay": None}}),
+        dataset=digits,
+        progress=False,
+    )
+    torch.testing.assert_close(steady.rule.optimizer.lr, torch.tensor([0.01, 0.02], **f64))
+    assert steady.history[-1]["train_loss"] != whole.history[-1]["train_loss"]

@@ -61,7 +61,9 @@ Scalar = PositiveFloat | Annotated[list[PositiveFloat], Field(min_length=1)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 NonNegativeScalar = NonNegativeFloat | Annotated[list[NonNegativeFloat], Field(min_length=1)]
 """As :data:`Scalar`, where 0 means something (η̂ = 0: every target is the activity itself)."""
-PER_REPLICA = (Scalar, NonNegativeScalar)
+OptionalScalar = Scalar | None
+"""As :data:`Scalar`, or unset (a schedule that is off by default)."""
+PER_REPLICA = (Scalar, NonNegativeScalar, OptionalScalar)
 """The field types that take one value per replica (what a sweep trains as replicas of one run)."""
 
 
@@ -76,8 +78,11 @@ class RuleConfig(BaseModel):
     """sgd, momentum, rmsprop, adam or centered_rmsprop (the DTP authors' centered RMSprop with momentum)."""
     optimizer_args: dict[str, float] = {}
     """Options of the optimizer, e.g. {momentum = 0.9}."""
+    lr_decay: OptionalScalar = None
+    """If set, the forward learning rate at epoch e (from 0) is ``lr / (1 + e / lr_decay)`` (one value, or one
+    per replica); a rule's other learning rates (inverses, predictors) stay constant."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr",)
+    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay")
     """Keys a resumed run may change (``targetprop train --resume RUN --set RULE.KEY=...``): they steer the
     updates from the next epoch on without changing what the saved state means."""
 
@@ -192,8 +197,14 @@ class Rule(ABC):
         raise NotImplementedError(f"rule {self.name!r} is indexed but keeps nothing per example")
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called by the trainer before each epoch (0-based), e.g. for noise schedules."""
+        """Called by the trainer before each epoch (0-based), e.g. for noise schedules. Sets the forward learning
+        rate of the epoch: ``lr / (1 + epoch / lr_decay)`` with ``lr_decay``, else ``lr``."""
         self.epoch = epoch
+        if self.config.lr_decay is not None:
+            like = self.optimizer.lr
+            base = per_replica(self.config.lr, len(like), like)
+            tau = per_replica(self.config.lr_decay, len(like), like)
+            self.optimizer.lr.copy_(base / (1.0 + epoch / tau))
 
     def sample(self, h: Tensor) -> Tensor:
         """Uniform noise for stochastic units, from each replica's training stream."""

@@ -95,7 +95,15 @@ class EPConfig(RuleConfig):
     """Keep each training example's free-phase states and start its next free phase from them (the authors'
     persistent particles); they are saved with the run (R x examples x units numbers)."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr", "layer_lr", "beta", "random_sign", "nudged_steps", "eval_steps")
+    resumable: ClassVar[tuple[str, ...]] = (
+        "lr",
+        "lr_decay",
+        "layer_lr",
+        "beta",
+        "random_sign",
+        "nudged_steps",
+        "eval_steps",
+    )
 
     @model_validator(mode="after")
     def _layer_rates(self) -> EPConfig:
