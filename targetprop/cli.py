@@ -354,7 +354,7 @@ def reproduce(
                     f"    {m.name}: {m.rule} ({params}); {paper}{extra}", highlight=False, markup=False, soft_wrap=True
                 )
             figures = "table.md, errors.png (train and test error against epochs, every method)"
-            if e.probe is not None:
+            if e.probes:
                 figures += ", filters.png (the learned filters), classifier test error on the learned code"
             out.print(f"    figures: {figures}", highlight=False, markup=False, soft_wrap=True)
         for other in SELF_RUNNING:

@@ -1,14 +1,19 @@
-"""How good an auto-encoder's features are for classification: a linear classifier on its frozen code.
+"""How good an auto-encoder's features are for classification: classifiers trained on its learned code.
 
 The DTP paper reports, for its auto-encoder trained by DTP, a test error on MNIST (1.35 %) without saying how the
-classifier on the learned features was trained. The classifier here is the one that measures the features and
-nothing else: a softmax (multinomial logistic) regression on the frozen code ``h = f(x)`` of the encoder, trained
-by gradient descent on the cross-entropy (one layer: back-propagation has nothing to propagate), the epoch chosen
-on the validation split. A classifier with hidden layers of its own, or fine-tuning the encoder, would measure
-the extra layers or the supervised training as much as the features.
+classifier on the learned features was trained. Two protocols, both choosing their epoch on the validation split:
+
+- ``linear`` (:func:`linear_probe`): a softmax (multinomial logistic) regression on the frozen code ``h = f(x)``,
+  trained on the cross-entropy (one layer: back-propagation has nothing to propagate). It measures the features
+  and nothing else.
+- ``finetune`` (:func:`finetune_probe`): the encoder with a softmax layer on top, ``x → f(x) → softmax``, every
+  layer trained by back-propagation on the labels, starting from the auto-encoder's weights: the protocol of the
+  auto-encoder papers of the time (pre-training, then supervised fine-tuning; Vincent et al. 2010). It measures the
+  features *and* the supervised training, so it also trains the same net from its random initialisation, with the
+  same settings (the ``control``): what the auto-encoder's weights add is the difference.
 
 Every replica (seed) of the auto-encoder gets its own classifier, initialised from its own seed, all trained
-side by side as replicas of one :class:`~targetprop.nets.Network` ``H-10``.
+side by side as replicas of one :class:`~targetprop.nets.Network`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -29,15 +34,52 @@ from targetprop.rules.bp import BP, BPConfig
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """The linear classifier's training: optimiser, learning rate, epochs, mini-batch size."""
+    """A classifier on the learned code: which protocol (``kind``), and its optimiser, learning rate, epochs and
+    mini-batch size."""
 
     epochs: int = 50
     lr: float = 1e-3
     optimizer: str = "adam"
     batch_size: int = 100
+    kind: Literal["linear", "finetune"] = "linear"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer, "batch_size": self.batch_size}
+        return {
+            "kind": self.kind,
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "batch_size": self.batch_size,
+        }
+
+    @property
+    def file(self) -> str:
+        """Where a method's run directory keeps this classifier's result."""
+        return "probe.json" if self.kind == "linear" else f"probe-{self.kind}.json"
+
+    @property
+    def label(self) -> str:
+        """Its column heading in the table."""
+        return "classifier test error %" if self.kind == "linear" else "fine-tuned test error %"
+
+    @property
+    def describe(self) -> str:
+        """One line for the table's notes."""
+        what = (
+            "a softmax regression on each seed's frozen code h = f(x) after the last epoch"
+            if self.kind == "linear"
+            else "the encoder with a softmax layer on top, every layer trained by back-propagation on the labels "
+            "from the auto-encoder's weights"
+        )
+        return (
+            f"{what} ({self.optimizer}, lr {self.lr:g}, {self.epochs} epochs, batch {self.batch_size}), at its best "
+            "validation epoch (targetprop/probe.py)"
+        )
+
+
+def run_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
+    """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed)."""
+    return (linear_probe if settings.kind == "linear" else finetune_probe)(net, dataset, seeds, settings)
 
 
 @torch.no_grad()
@@ -51,13 +93,14 @@ def encoder_features(net: Network, x: Tensor, chunk: int = 10_000) -> Tensor:
 
 
 @torch.no_grad()
-def _errors(classifier: Network, features: Tensor, labels: Tensor, chunk: int = 10_000) -> Tensor:
-    """Per-replica error % of the classifier on ``features`` ``(R, N, H)``."""
-    wrong = torch.zeros(classifier.replicas, device=features.device)
-    for i in range(0, features.shape[1], chunk):
-        logits = classifier(features[:, i : i + chunk])
+def _errors(classifier: Network, inputs: Tensor, labels: Tensor, chunk: int = 10_000) -> Tensor:
+    """Per-replica error % of the classifier on ``inputs``: ``(R, N, n)`` one per replica, or ``(N, n)`` shared."""
+    n, wrong = inputs.shape[-2], torch.zeros(classifier.replicas, device=inputs.device)
+    for i in range(0, n, chunk):
+        part = inputs[..., i : i + chunk, :]
+        logits = classifier(part if part.dim() == 3 else part.expand(classifier.replicas, -1, -1))
         wrong += (logits.argmax(-1) != labels[i : i + chunk]).sum(-1).float()
-    return 100.0 * wrong / features.shape[1]
+    return 100.0 * wrong / n
 
 
 def linear_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
@@ -75,28 +118,85 @@ def linear_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings:
         device=train.device,
         dtype=train.dtype,
     )
-    rule = BP(
-        classifier, BPConfig(lr=settings.lr, optimizer=settings.optimizer), ReplicaRandom(seeds, "probe", train.device)
-    )
-    order_rng = rule.noise  # the mini-batch order (a softmax regression draws nothing else)
-    labels = dataset.train.y.to(train.device)
-    rows = torch.arange(replicas, device=train.device).unsqueeze(1)
-    best = {"valid": [math.inf] * replicas, "test": [math.nan] * replicas, "epoch": [0] * replicas}
-    for epoch in range(1, settings.epochs + 1):
-        order = order_rng.permutations(train.shape[1])
-        for start in range(0, train.shape[1], settings.batch_size):
-            idx = order[:, start : start + settings.batch_size]
-            rule.step(train[rows, idx], labels[idx])
-        valid_err = _errors(classifier, valid, dataset.valid.y.to(train.device)).tolist()
-        test_err = _errors(classifier, test, dataset.test.y.to(train.device)).tolist()
-        for r in range(replicas):
-            if valid_err[r] < best["valid"][r]:
-                best["valid"][r], best["test"][r], best["epoch"][r] = valid_err[r], test_err[r], epoch
+    best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings)
     return {
         "classifier": "softmax regression on the frozen code h = f(x)",
         "settings": settings.to_dict(),
-        "per_replica": [
-            {"seed": s, "best_epoch": best["epoch"][r], "valid_error": best["valid"][r], "test_error": best["test"][r]}
-            for r, s in enumerate(seeds)
-        ],
+        "per_replica": _per_replica(best, seeds, range(replicas)),
     }
+
+
+def finetune_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
+    """Per replica, the net ``x → f(x) → softmax`` (``f`` the auto-encoder's encoder, its unit and weights)
+    trained by back-propagation on the labels; and, as the ``control``, the same net trained the same way from
+    its own random initialisation (glorot). Both report the validation and test error % of their epoch of lowest
+    validation error. The two sets of nets train side by side as the ``2R`` replicas of one network."""
+    encoder = net.layers[0]
+    device, dtype = encoder.weight.device, encoder.weight.dtype
+    replicas, width = net.replicas, encoder.n_out
+    classifier = Network.from_spec(
+        [dataset.n_inputs, width, dataset.n_classes],
+        [encoder.unit.name],
+        "softmax",
+        seeds=[*seeds, *seeds],
+        init="glorot",
+        feedback="none",
+        device=device,
+        dtype=dtype,
+    )
+    with torch.no_grad():  # the first R replicas start from the auto-encoder; the others stay as initialised
+        classifier.layers[0].weight[:replicas] = encoder.weight
+        classifier.layers[0].bias[:replicas] = encoder.bias
+    splits = tuple(split.x.to(device=device, dtype=dtype) for split in (dataset.train, dataset.valid, dataset.test))
+    best = _train_classifier(classifier, splits, dataset, [*seeds, *seeds], settings)
+    return {
+        "classifier": "the encoder with a softmax layer on top, fine-tuned by back-propagation",
+        "settings": settings.to_dict(),
+        "per_replica": _per_replica(best, seeds, range(replicas)),
+        "control": {
+            "classifier": "the same net trained the same way from its random initialisation (glorot)",
+            "per_replica": _per_replica(best, seeds, range(replicas, 2 * replicas)),
+        },
+    }
+
+
+def _train_classifier(
+    classifier: Network,
+    splits: tuple[Tensor, Tensor, Tensor],
+    dataset: Dataset,
+    seeds: Sequence[int],
+    settings: ProbeSettings,
+) -> dict[str, list[Any]]:
+    """Train ``classifier`` by back-propagation on ``splits`` (train, valid, test inputs: ``(N, n)`` shared by
+    every replica, or ``(R, N, n)`` one per replica) with the dataset's labels; per replica, the lowest validation
+    error, the test error at that epoch, and the epoch."""
+    train, valid, test = splits
+    device, replicas = train.device, classifier.replicas
+    rule = BP(classifier, BPConfig(lr=settings.lr, optimizer=settings.optimizer), ReplicaRandom(seeds, "probe", device))
+    order_rng = rule.noise  # the mini-batch order (nothing else is drawn)
+    labels = dataset.train.y.to(device)
+    rows = torch.arange(replicas, device=device).unsqueeze(1)
+    n = train.shape[-2]
+    best: dict[str, list[Any]] = {
+        "valid": [math.inf] * replicas,
+        "test": [math.nan] * replicas,
+        "epoch": [0] * replicas,
+    }
+    for epoch in range(1, settings.epochs + 1):
+        order = order_rng.permutations(n)
+        for start in range(0, n, settings.batch_size):
+            idx = order[:, start : start + settings.batch_size]
+            rule.step(train[rows, idx] if train.dim() == 3 else train[idx], labels[idx])
+        valid_err = _errors(classifier, valid, dataset.valid.y.to(device)).tolist()
+        test_err = _errors(classifier, test, dataset.test.y.to(device)).tolist()
+        for r in range(replicas):
+            if valid_err[r] < best["valid"][r]:
+                best["valid"][r], best["test"][r], best["epoch"][r] = valid_err[r], test_err[r], epoch
+    return best
+
+
+def _per_replica(best: dict[str, list[Any]], seeds: Sequence[int], replicas: Sequence[int]) -> list[dict[str, Any]]:
+    return [
+        {"seed": s, "best_epoch": best["epoch"][r], "valid_error": best["valid"][r], "test_error": best["test"][r]}
+        for s, r in zip(seeds, replicas, strict=True)
+    ]

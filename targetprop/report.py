@@ -24,7 +24,7 @@ import math
 import statistics
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from targetprop.errors import ConfigError, TargetpropError
 from targetprop.experiments import get_experiment
 from targetprop.experiments.paper import Experiment, Method
 from targetprop.health import has_diverged, seeds_cell
+from targetprop.probe import ProbeSettings
 from targetprop.runs import RunDir, atomic_write
 from targetprop.tasks import get_task
 
@@ -47,8 +48,9 @@ class MethodResult:
     method: Method
     summary: dict[str, Any]
     run_dirs: tuple[Path, ...]
-    probe: dict[str, Any] | None = None
-    """The linear classifier on an auto-encoder's code (``probe.json``), if the experiment has one."""
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    """The classifiers on an auto-encoder's code (``probe.json``, ``probe-finetune.json``), if the experiment has
+    them (:mod:`targetprop.probe`)."""
     planned_epochs: int | None = None
     """The epochs the run was asked for, when it has not trained them all yet (``--report`` of a partial run)."""
 
@@ -79,7 +81,28 @@ COLUMNS = (
     ("final train {error}", "train_error"),
 )
 """Table columns: label (with the task's error, e.g. "error %" or "reconstruction error") and summary key."""
-PROBE_COLUMN = "classifier test error %"
+
+
+def probe_headings(results: list[MethodResult]) -> dict[str, tuple[str, str]]:
+    """Every classifier column of these results, in order: csv key → (heading, note)."""
+    return {key: (label, note) for r in results for p in r.probes for key, label, note, _ in probe_columns(p)}
+
+
+def probe_columns(probe: dict[str, Any]) -> list[tuple[str, str, str, dict[str, float]]]:
+    """The table columns of one classifier on the learned code (a probe file's contents): per column its csv key,
+    its heading, a note saying what it measures, and its mean and std over seeds."""
+    settings = ProbeSettings(**{"kind": "linear", **probe["settings"]})
+    columns = [(f"{'classifier' if settings.kind == 'linear' else settings.kind}_test_error", settings.label)]
+    notes = [settings.describe]
+    stats = [probe["test_error"]]
+    if "control" in probe:
+        columns.append((f"{settings.kind}_control_test_error", "the same from random weights %"))
+        notes.append(
+            "the same net trained the same way from its random initialisation (glorot): what the training "
+            "on labels gives without the auto-encoder"
+        )
+        stats.append(probe["control"]["test_error"])
+    return [(key, label, note, st) for (key, label), note, st in zip(columns, notes, stats, strict=True)]
 
 
 def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict[str, Any]]:
@@ -92,9 +115,9 @@ def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict
             stats = s.get(key) or {}
             row[f"{key}_mean"] = stats.get("mean", math.nan)
             row[f"{key}_std"] = stats.get("std", math.nan)
-        if r.probe is not None:
-            row["classifier_test_error_mean"] = r.probe["test_error"]["mean"]
-            row["classifier_test_error_std"] = r.probe["test_error"]["std"]
+        for probe in r.probes:
+            for key, _, _, stats in probe_columns(probe):
+                row[f"{key}_mean"], row[f"{key}_std"] = stats["mean"], stats["std"]
         if experiment.columns:
             config = make_config(RunDir(r.run_dir).read_config())
             row.update({c.key: c.value(r.method, config, s) for c in experiment.columns})
@@ -123,18 +146,20 @@ def markdown_table(
     scale: str,
     config: RunConfig,
     extra_notes: list[str] | None = None,
+    probed: dict[str, tuple[str, str]] | None = None,
 ) -> str:
+    """The table as Markdown; ``probed`` (:func:`probe_headings`) the classifier columns, key: (heading, note)."""
+    probed = probed or {}
     settings = (
         f"{config.data} {config.architecture}, "
         + (f"first {config.n_train} training examples, " if config.n_train else "")
         + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
     )
     error = get_task(config.task).error_label
-    probed = any("classifier_test_error_mean" in row for row in rows)
     head = [
         "method",
         *(label.format(error=error) for label, _ in COLUMNS),
-        *([PROBE_COLUMN] if probed else []),
+        *(label for label, _ in probed.values()),
         *(c.label for c in experiment.columns),
         "s / epoch",
         "seeds",
@@ -153,11 +178,7 @@ def markdown_table(
         cells = [
             row["method"],
             *(_pm(row[f"{key}_mean"], row[f"{key}_std"]) for _, key in COLUMNS),
-            *(
-                [_pm(row.get("classifier_test_error_mean", math.nan), row.get("classifier_test_error_std", math.nan))]
-                if probed
-                else []
-            ),
+            *(_pm(row.get(f"{key}_mean", math.nan), row.get(f"{key}_std", math.nan)) for key in probed),
             *(str(row[c.key]) for c in experiment.columns),
             f"{row['seconds_per_epoch']:.2f}",
             seeds_cell(row["seeds"], row["diverged_seeds"], row.get("collapsed_seeds", 0)),
@@ -168,12 +189,10 @@ def markdown_table(
     if experiment.paper_metric == "test accuracy %":
         notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
     if probed:
-        notes.insert(
-            0,
-            f"- {PROBE_COLUMN}: a softmax regression on each seed's frozen code h = f(x) after the last epoch, at its "
-            "best validation epoch (targetprop/probe.py); the paper's figure is set against it; the reconstruction "
-            "error is the mean squared error per image, ||s(a) − x||²",
-        )
+        notes[:0] = [f"- {label}: {note}" for label, note in probed.values()] + [
+            "- the paper's figure is set against the classifiers; the reconstruction error is the mean squared error "
+            "per image, ||s(a) − x||²"
+        ]
     if experiment.notes is not None:
         notes += [f"- {line}" for line in experiment.notes()]
     notes += [f"- {line}" for line in extra_notes or []]
@@ -229,7 +248,7 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path)
             ax.plot(epochs, mean, color=color, label=r.method.name, marker="o" if len(epochs) < 10 else None)
             ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
             paper = experiment.paper_error(r.method)
-            if key == "test_error" and paper is not None and experiment.probe is None:
+            if key == "test_error" and paper is not None and not experiment.probes:
                 ax.axhline(paper, color=color, linestyle=":", linewidth=1, label=f"{r.method.name} (paper)")
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -259,7 +278,7 @@ def write_report(
     """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings
     line); ``extra_notes`` end the table's notes."""
     rows = table_rows(experiment, results)
-    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes)
+    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes, probe_headings(results))
     atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
     text = csv_table(rows)
     atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
@@ -284,8 +303,8 @@ def report(
     must hold the same experiment at the same scale, each method's seeds must not repeat across them, and the
     report goes into a new folder (``run_name``, or ``report-NAME-SCALE-<time>``) with ``report.toml`` naming
     the sources. A method still training, or stopped, counts to its last finished epoch, and the table says how
-    many of its planned epochs that is. An auto-encoder's classifier column is read from ``probe.json`` where
-    the probe was trained on the epochs reported (``reproduce`` trains it; a report does not).
+    many of its planned epochs that is. An auto-encoder's classifier columns are read from its probe files
+    where they were trained on the epochs reported (``reproduce`` trains them; a report does not).
     """
     from targetprop.reproduce import read_request
 
@@ -307,7 +326,8 @@ def report(
         sources = [s for s in sources if RunDir(s).read_metrics().rows]  # one finished epoch at least
         if not sources:
             continue
-        result = method_result(method, sources)
+        probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
+        result = method_result(method, sources, probes)
         results.append(result)
         if result.planned_epochs is not None:
             extra.append(
@@ -334,7 +354,7 @@ def report(
     return experiment, folder, results
 
 
-def method_result(method: Method, run_dirs: list[Path]) -> MethodResult:
+def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[ProbeSettings, ...] = ()) -> MethodResult:
     """One method's result from its run directories as they stand: a single finished run's own summary, or the
     seeds of every run summarised together to the last epoch each has finished."""
     from targetprop.train import summarize
@@ -342,7 +362,6 @@ def method_result(method: Method, run_dirs: list[Path]) -> MethodResult:
     runs = [RunDir(d) for d in run_dirs]
     configs = [make_config(run.read_config()) for run in runs]
     planned = max(c.epochs for c in configs)
-    probe = _probe_file(run_dirs[0]) if len(runs) == 1 else None
     seeds = [s for c in configs for s in c.seeds]
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
@@ -367,8 +386,11 @@ def method_result(method: Method, run_dirs: list[Path]) -> MethodResult:
         )
     if done < planned:
         result.planned_epochs = planned
-    if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
-        result.probe = probe
+    if len(runs) == 1:  # the classifiers trained on this run's code at these epochs (reproduce trains them)
+        for settings in method_probes:
+            probe = read_probe(run_dirs[0] / settings.file)
+            if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
+                result.probes.append(probe)
     return result
 
 
@@ -376,8 +398,8 @@ def _has(rows: list[dict[str, Any]], replica: int) -> bool:
     return any(r["replica"] == replica for r in rows)
 
 
-def _probe_file(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "probe.json"
+def read_probe(path: Path) -> dict[str, Any] | None:
+    """A classifier's result file, or None where there is none or it cannot be read (it is then trained again)."""
     try:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):

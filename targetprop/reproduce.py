@@ -10,8 +10,9 @@ methods, then write the paper-style table and figure.
   errors.png          train and test error against epochs, mean over seeds with a min-max band
   filters.png         auto-encoders: the first 100 hidden units' input weights of each method (seed of replica 0)
   <method>/probe.json auto-encoders: the linear classifier on the learned code (:mod:`targetprop.probe`), whose
-                      test error is the table's "classifier test error %" and the one the paper's figure is set
-                      against
+                      test error is the table's "classifier test error %"; ``probe-finetune.json`` the encoder
+                      fine-tuned with a softmax layer on top, and the same net trained from random weights (the
+                      "fine-tuned test error %" and the notes); the paper's figure is set against both
 
 Running again with ``--resume DIR`` continues each method from its checkpoint; finished methods are not retrained.
 The table and figure are built by :mod:`targetprop.report`, which also builds them from what directories hold at
@@ -41,9 +42,9 @@ from targetprop.errors import ConfigError
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
-from targetprop.probe import ProbeSettings, linear_probe
+from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
-from targetprop.report import MethodResult, write_report
+from targetprop.report import MethodResult, read_probe, write_report
 from targetprop.runs import RunDir, atomic_write
 
 EXPERIMENT_FILE = "experiment.toml"
@@ -183,10 +184,10 @@ def reproduce(
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     with RunDir(folder).lock():
         results = _run_methods(experiment, folder, configs, overrides, dataset, progress, note)
-        probe = experiment.probe_smoke if scale == "smoke" else experiment.probe
-        if probe is not None:
+        probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
+        if probes:
             for result in results:
-                result.probe = _probe(experiment, result, dataset, probe, note)
+                result.probes = [_probe(experiment, result, dataset, settings, note) for settings in probes]
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
@@ -251,26 +252,26 @@ def _trained_network(run_dir: Path, dataset: Dataset) -> Network:
 def _probe(
     experiment: Experiment, result: MethodResult, dataset: Dataset, settings: ProbeSettings, note: Callable[[str], None]
 ) -> dict[str, Any]:
-    """The linear classifier on one method's learned code: read from ``probe.json`` when it was trained on the
-    same epochs with the same settings, else trained now and written there."""
-    path = result.run_dir / "probe.json"
+    """A classifier on one method's learned code: read from its file (``probe.json``, ``probe-finetune.json``) when
+    it was trained on the same epochs with the same settings, else trained now and written there."""
+    path = result.run_dir / settings.file
     epochs = int(result.summary.get("epochs", 0))
-    if path.is_file():
-        try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            kept = None
-        if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
-            return kept
-    note(f"{experiment.name} {result.method.name}: linear classifier on the learned code ({settings.epochs} epochs)")
+    kept = read_probe(path)
+    if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
+        return kept
+    note(
+        f"{experiment.name} {result.method.name}: {settings.kind} classifier on the learned code ({settings.epochs} epochs)"
+    )
     net = _trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
-    probe = {"autoencoder_epochs": epochs, **linear_probe(net, dataset, seeds, settings)}
-    errors = [p["test_error"] for p in probe["per_replica"]]
-    probe["test_error"] = {
-        "mean": statistics.fmean(errors),
-        "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-    }
+    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings)}
+    for part in (probe, probe.get("control")):
+        if part is not None:
+            errors = [p["test_error"] for p in part["per_replica"]]
+            part["test_error"] = {
+                "mean": statistics.fmean(errors),
+                "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+            }
     text = json.dumps(probe, indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
     return probe

@@ -10,7 +10,7 @@ from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
-from targetprop.probe import ProbeSettings, encoder_features, linear_probe
+from targetprop.probe import ProbeSettings, encoder_features, finetune_probe, linear_probe
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
 from targetprop.tasks import Reconstruct
@@ -119,3 +119,23 @@ def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):
     errors = [p["test_error"] for p in probe["per_replica"]]
     assert all(e < 10.0 for e in errors), errors
     print("reconstruction error, epoch 1 -> 20:", first, last, "classifier test error %:", errors)
+
+
+def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(tmp_path):
+    """The fine-tuned classifier x → f(x) → softmax starts from the auto-encoder's encoder (two encoders, two
+    results), its control from random weights (the same control whatever the encoder); both learn digits."""
+    digits = load_dataset("digits")
+    cfg = dict(
+        data="digits", rule="dtp-ae", arch="64-64-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, input_noise=0.1, seeds=[0, 1], threads=1, out=str(tmp_path), **{"dtp-ae": {"lr": 1e-3}},
+    )  # fmt: skip
+    short = train(make_config(epochs=1, name="short", **cfg), dataset=digits, progress=False)
+    longer = train(make_config(epochs=5, name="longer", **cfg), dataset=digits, progress=False)
+    settings = ProbeSettings(kind="finetune", epochs=15, lr=3e-3)
+    a, b = (finetune_probe(r.net, digits, [0, 1], settings) for r in (short, longer))
+    assert a["control"]["per_replica"] == b["control"]["per_replica"]  # untouched by the auto-encoder
+    assert a["per_replica"] != b["per_replica"]
+    for part in (a, a["control"], b):
+        errors = [p["test_error"] for p in part["per_replica"]]
+        assert [p["seed"] for p in part["per_replica"]] == [0, 1]
+        assert all(e < 10.0 for e in errors), (part["classifier"], errors)

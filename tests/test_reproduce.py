@@ -183,6 +183,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     assert (folder / "filters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (folder / "table.md").read_text()
     assert "final test reconstruction error" in markdown and "classifier test error %" in markdown
+    assert "fine-tuned test error %" in markdown and "the same from random weights %" in markdown
     for row in rows:
         metrics = read_jsonl(folder / row["method"] / "metrics.jsonl")
         first = [m["test_error"] for m in metrics if m["epoch"] == 1]
@@ -192,12 +193,21 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
         assert 2.0 < float(row["classifier_test_error_mean"]) < 40.0, row
         probe = json.loads((folder / row["method"] / "probe.json").read_text())
         assert [p["seed"] for p in probe["per_replica"]] == [0, 1] and probe["autoencoder_epochs"] == 3
+        finetuned = json.loads((folder / row["method"] / "probe-finetune.json").read_text())
+        assert finetuned["autoencoder_epochs"] == 3 and finetuned["settings"]["kind"] == "finetune"
+        for key in ("finetune_test_error_mean", "finetune_control_test_error_mean"):
+            assert 0.5 < float(row[key]) < 40.0, (key, row)  # two epochs of 5,000 images: it learns, not perfectly
     assert rows[0]["paper_test_error"] == "1.35"
     # resuming a finished experiment trains nothing and reads the classifiers back
     before = (folder / "dtp" / "probe.json").stat().st_mtime_ns
     proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
     assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before
+    # a report reads them too
+    proc = run_cli("reproduce", "--report", folder, "--name", "again", "--out", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    again = list(csv.DictReader(io.StringIO((tmp_path / "again" / "table.csv").read_text())))
+    assert [r["finetune_test_error_mean"] for r in again] == [r["finetune_test_error_mean"] for r in rows]
 
 
 @needs_mnist

@@ -60,10 +60,10 @@ class Experiment:
     """Run keys that replace the base's at ``--scale smoke``."""
     paper_metric: Literal["test error %", "test accuracy %"] = "test error %"
     aliases: tuple[str, ...] = ()
-    probe: ProbeSettings | None = None
-    """For an auto-encoder: the linear classifier trained on each method's learned code (:mod:`targetprop.probe`);
-    the paper's figure is then that classifier's test error."""
-    probe_smoke: ProbeSettings | None = None
+    probes: tuple[ProbeSettings, ...] = ()
+    """For an auto-encoder: the classifiers trained on each method's learned code (:mod:`targetprop.probe`), one
+    table column each; the paper's figure is set against them."""
+    probes_smoke: tuple[ProbeSettings, ...] = ()
     columns: tuple[Column, ...] = ()
     """Columns of its own in the table, after the errors (xor: the seeds that solved it)."""
     notes: Callable[[], list[str]] | None = None
@@ -307,7 +307,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         name="autoencoder",
         description=(
             "MNIST auto-encoder 784-1000-784 sigmoid with tied weights: DTP (hidden target 2h − f(z)) vs BP, "
-            "then a linear classifier on the learned code"
+            "then classifiers on the learned code (linear; fine-tuned)"
         ),
         base={
             **MNIST_RUN,
@@ -339,7 +339,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             ),
         ),
         smoke={"n_train": 5000, "epochs": 3, "arch": "784-100-784"},
-        probe=ProbeSettings(epochs=50),
-        probe_smoke=ProbeSettings(epochs=3),
+        probes=(ProbeSettings(epochs=50), ProbeSettings(kind="finetune", epochs=20, lr=3e-4)),
+        probes_smoke=(ProbeSettings(epochs=3), ProbeSettings(kind="finetune", epochs=2, lr=3e-4)),
     ),
 )
