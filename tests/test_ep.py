@@ -10,7 +10,7 @@ from clitools import assert_same_run, run_cli, show
 
 from targetprop import Network, ReplicaRandom, checkpoint
 from targetprop.config import make_config
-from targetprop.data import Split, load_dataset
+from targetprop.data import Split
 from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError
 from targetprop.experiments import load_config_source
@@ -21,11 +21,6 @@ from targetprop.train import evaluate, train
 
 F64 = torch.float64
 EP_RUN = dict(rule="ep", activation="hardsigmoid", output="linear", init="glorot", batch_size=20)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(autouse=True, scope="module")

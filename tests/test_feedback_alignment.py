@@ -9,7 +9,6 @@ from clitools import whole_and_resumed
 
 from targetprop import Network, ReplicaRandom, checkpoint
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.diagnostics import update_angles
 from targetprop.errors import ConfigError
 from targetprop.rules import RULES, get_rule
@@ -22,11 +21,6 @@ F64 = torch.float64
 # Digits, default architecture 64-100x3-10, Adam: with lr 2e-3 every seed of 0-4 ends at ≥ 96.4 % (FA) and
 # ≥ 96.7 % (DFA) test accuracy after 30 epochs (a test sample is 0.28 %).
 DIGITS_SETTINGS = {"fa": dict(epochs=30, fa=dict(lr=2e-3)), "dfa": dict(epochs=30, dfa=dict(lr=2e-3))}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def make(name: str, arch: str, unit: str = "tanh", seeds=(0, 1), **cfg):

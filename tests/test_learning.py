@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.experiments import load_config_source
 from targetprop.train import train
 
@@ -27,11 +26,6 @@ DIGITS_SETTINGS = {
         tp=dict(eta_hat=1.0, lr=3e-4, lr_feedback=1e-2, noise=0.05, optimizer="adam"),
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.mark.parametrize("rule", sorted(DIGITS_SETTINGS))

@@ -8,14 +8,8 @@ from clitools import whole_and_resumed
 
 from targetprop import Network, parse_seeds
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
 from targetprop.train import train
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.mark.parametrize(

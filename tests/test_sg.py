@@ -9,16 +9,10 @@ from clitools import whole_and_resumed
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
 from targetprop.rules.bp import BP, descent_directions
 from targetprop.rules.sg import SGConfig, SyntheticGradients
 from targetprop.train import train
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def make(arch: str = "6-5-5-5-3", seeds=(0, 1), **cfg) -> SyntheticGradients:

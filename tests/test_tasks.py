@@ -8,16 +8,10 @@ import torch
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
 from targetprop.tasks import Classify, Reconstruct
 from targetprop.train import build, evaluate, train
 from targetprop.units import output_unit
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "linear", "softmax"])

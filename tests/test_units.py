@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from targetprop.config import make_config
-from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
@@ -56,11 +55,6 @@ def test_units_of_deep_learning_chapter_6():
     assert not step.transmit(step(a)).requires_grad  # the step itself: derivative 0 almost everywhere
     (through,) = torch.autograd.grad(step.transmit(step(a), straight_through=True).sum(), a)
     torch.testing.assert_close(through, step.derivative(a.detach(), step(a).detach()))  # straight-through: σ'(a)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 # BP on digits, 64-32-10, 10 epochs, lr 3e-3 (centered RMSprop), seeds 0-2, one thread: test accuracy
