@@ -146,6 +146,7 @@ def reproduce(
         scale, seed_list = asked["scale"], list(asked["seeds"])
         epochs = epochs if epochs is not None else asked.get("epochs")
         methods = methods if methods is not None else asked.get("methods")
+        data_dir = data_dir if data_dir is not None else recorded_data_dir(folder, experiment)
     else:
         if name is None:
             raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
@@ -192,6 +193,18 @@ def reproduce(
         settings = RunDir(folder / selected[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
     return experiment, folder, results
+
+
+def recorded_data_dir(folder: Path, experiment: Experiment) -> str | None:
+    """The data folder the methods of a reproduce directory were run with (what ``--resume`` uses unless given
+    another), or None where none is recorded."""
+    for method in experiment.methods:
+        path = folder / method.name / "config.toml"
+        if path.is_file():
+            recorded = RunDir(path.parent).read_config().get("data_dir")
+            if recorded is not None:
+                return str(recorded)
+    return None
 
 
 def _run_methods(

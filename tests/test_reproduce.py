@@ -28,7 +28,7 @@ from clitools import (
 
 from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
-from targetprop.errors import ConfigError
+from targetprop.errors import ConfigError, DataError
 from targetprop.experiments import EXPERIMENTS, get_experiment, load_config_source, paper
 from targetprop.reproduce import method_config, reproduce
 from targetprop.train import train, training_subset
@@ -254,6 +254,18 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
     proc = run_cli("reproduce", "early-inference", "--methods", "bp", "--out", tmp_path, "--name", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "--methods does not apply" in error_line(proc), show(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+@needs_mnist
+def test_a_resumed_reproduce_reads_its_data_from_the_folder_it_was_run_with(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("TARGETPROP_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no default data folder to fall back on
+    args = dict(scale="smoke", seeds="0", methods="bp", out=tmp_path, run_name="r", progress=False)
+    reproduce("discrete", epochs=1, data_dir=str(DATA_DIR), **args)
+    _, folder, results = reproduce(None, resume=tmp_path / "r", epochs=2, progress=False)  # no data_dir given
+    assert results[0].summary["epochs"] == 2
+    with pytest.raises(DataError, match="not found in .*elsewhere"):  # another folder, when given, is used
+        reproduce(None, resume=folder, epochs=3, data_dir=str(tmp_path / "elsewhere"), progress=False)
 
 
 @needs_mnist
