@@ -345,7 +345,7 @@ def report(
         folder = paths[0]
     else:
         folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
-        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p.resolve()) for p in paths]}
+        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
     config = make_config(RunDir(results[0].run_dir).read_config())
     seeds = sorted({p["seed"] for r in results for p in r.summary["per_replica"]})
