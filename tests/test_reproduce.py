@@ -264,7 +264,7 @@ def test_a_resumed_reproduce_reads_its_data_from_the_folder_it_was_run_with(tmp_
     reproduce("discrete", epochs=1, data_dir=str(DATA_DIR), **args)
     _, folder, results = reproduce(None, resume=tmp_path / "r", epochs=2, progress=False)  # no data_dir given
     assert results[0].summary["epochs"] == 2
-    with pytest.raises(DataError, match="not found in .*elsewhere"):  # another folder, when given, is used
+    with pytest.raises(DataError, match=r"not found in .*elsewhere"):  # another folder, when given, is used
         reproduce(None, resume=folder, epochs=3, data_dir=str(tmp_path / "elsewhere"), progress=False)
 
 
