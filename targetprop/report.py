@@ -371,7 +371,10 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
         )
     result = MethodResult(method, {}, tuple(run_dirs))
     rows = result.metrics_rows()
-    done = min(max(r["epoch"] for r in rows if r["replica"] == k) for k in range(len(seeds)) if _has(rows, k))
+    reached: dict[int, int] = {}  # replica → its last finished epoch
+    for r in rows:
+        reached[r["replica"]] = max(reached.get(r["replica"], 0), r["epoch"])
+    done = min(reached.values())
     kept = runs[0].read_summary()
     if len(runs) == 1 and kept is not None and kept.get("epochs") == done:
         result.summary = kept
@@ -392,10 +395,6 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
             if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
                 result.probes.append(probe)
     return result
-
-
-def _has(rows: list[dict[str, Any]], replica: int) -> bool:
-    return any(r["replica"] == replica for r in rows)
 
 
 def read_probe(path: Path) -> dict[str, Any] | None:

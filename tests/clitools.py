@@ -117,19 +117,25 @@ def wait_until(proc: subprocess.Popen, ready, seconds: float = 240) -> None:
         time.sleep(0.02)
 
 
-def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
-    """Start ``targetprop ARGS``, press Ctrl-C (SIGINT) once ``ready()`` holds, and return its exit code and
-    stderr. Fails if the command ends before it could be interrupted."""
-    proc = subprocess.Popen(
+def start_cli(args: list, cwd: Path, *, stdout: int = subprocess.PIPE, preexec=interruptible) -> subprocess.Popen:
+    """Start ``targetprop ARGS`` in the background, Ctrl-C-able (``preexec`` runs in the child; the default
+    restores SIGINT), its stderr piped as text."""
+    return subprocess.Popen(
         command(*args),
         cwd=cwd,
         env=cli_env(),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=interruptible,
+        preexec_fn=preexec,
     )
+
+
+def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
+    """Start ``targetprop ARGS``, press Ctrl-C (SIGINT) once ``ready()`` holds, and return its exit code and
+    stderr. Fails if the command ends before it could be interrupted."""
+    proc = start_cli(args, cwd)
     try:
         wait_until(proc, ready)
         assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from clitools import assert_same_run, cli_env, command, interruptible, run_cli, show
+from clitools import assert_same_run, interruptible, run_cli, show, start_cli
 from test_run_dirs import MOUNT
 
 EPOCHS = 400
@@ -33,16 +33,7 @@ def start(args: list, cwd: Path, fsize: int | None = None) -> subprocess.Popen:
         if fsize is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    return subprocess.Popen(
-        command(*args),
-        cwd=cwd,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=limit,
-    )
+    return start_cli(args, cwd, stdout=subprocess.DEVNULL, preexec=limit)
 
 
 def fill(disk: Path, leave: int) -> Path:
