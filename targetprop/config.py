@@ -95,6 +95,10 @@ class RunConfig(BaseModel):
     0.3), from each replica's own stream; evaluation sees clean inputs."""
     eval_samples: int = Field(1, ge=1, le=100_000)
     """Forward passes averaged at evaluation for stochastic units."""
+    eval_every: int = Field(1, ge=1)
+    """Evaluate train, validation and test error every N epochs and at the last; the epochs between log no metrics
+    row (their checkpoint is still written). For long runs whose evaluation costs more than training (the
+    stochastic net's 100 passes). Divergence and collapse are checked at evaluated epochs."""
     diagnostics: bool = False
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     tensorboard: bool = False

@@ -9,6 +9,7 @@ rewrites ``metrics.jsonl`` to hold exactly them (repairing a torn or damaged fil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 
-RUN_KEYS_RESUMABLE = ("epochs", "device", "data_dir", "download", "threads", "tensorboard")
+RUN_KEYS_RESUMABLE = ("epochs", "eval_every", "device", "data_dir", "download", "threads", "tensorboard")
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
 UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard")
 """Keys whose change does not change the numbers: not recorded as a change in the metrics."""
@@ -116,7 +117,7 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
 
 def _resumable_text(rule: str) -> str:
     keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
-    return ", ".join([*keys, "--epochs", "--device", "--data-dir", "--tensorboard"])
+    return ", ".join([*keys, "--epochs", "--set eval_every", "--device", "--data-dir", "--tensorboard"])
 
 
 def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:
@@ -133,8 +134,11 @@ def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], stat
         ) from None
 
 
-def history_on_resume(run_dir: RunDir, state: dict[str, Any] | None, replicas: int) -> list[dict[str, Any]]:
-    """The metrics rows the checkpoint covers; ``metrics.jsonl`` rewritten to hold exactly them."""
+def history_on_resume(
+    run_dir: RunDir, state: dict[str, Any] | None, replicas: int, evaluated: Callable[[int], bool] = lambda e: True
+) -> list[dict[str, Any]]:
+    """The metrics rows the checkpoint covers; ``metrics.jsonl`` rewritten to hold exactly them. ``evaluated(e)``
+    says whether epoch ``e`` logged rows (see ``eval_every``)."""
     done = int(state["epoch"]) if state else 0
     found = run_dir.read_metrics()
     if state is not None and "history" in state:
@@ -149,7 +153,7 @@ def history_on_resume(run_dir: RunDir, state: dict[str, Any] | None, replicas: i
             )
         history = [r for r in found.rows if r["epoch"] <= done]
         have = {(r["epoch"], r["replica"]) for r in history}
-        missing = sorted({e for e in range(1, done + 1) for k in range(replicas) if (e, k) not in have})
+        missing = sorted({e for e in range(1, done + 1) if evaluated(e) for k in range(replicas) if (e, k) not in have})
         if missing:
             raise RunDirError(
                 f"{run_dir.path / 'metrics.jsonl'} lacks the rows of epoch(s) {missing[:5]} that the checkpoint covers; "

@@ -307,7 +307,8 @@ def train(
     metrics of the first epoch trained with them, and in ``config.toml`` once that epoch is done. The process holds
     the run directory's lock throughout: a second writer is refused.
 
-    ``on_epoch(epoch, {"rows": ..., "run_dir": ...})`` is called after each epoch's rows and checkpoint are written;
+    ``on_epoch(epoch, {"rows": ..., "run_dir": ...})`` is called after each evaluated epoch's rows and checkpoint are
+    written (every epoch unless ``config.eval_every`` > 1: see :func:`evaluates`);
     with ``config.tensorboard`` a :class:`targetprop.board.TensorBoardLog` writes them as TensorBoard scalars first.
     ``continue_with`` is the command an interrupted run's message gives to go on (default: ``targetprop train
     --resume RUN``; ``reproduce`` gives its own, which continues every method).
@@ -340,6 +341,12 @@ def train(
         torch.set_num_threads(threads)  # a library caller gets its own setting back
         if board is not None:
             board.close()
+
+
+def evaluates(config: RunConfig, epoch: int) -> bool:
+    """Whether the trainer evaluates (and logs a metrics row for) ``epoch`` (1-based): every ``eval_every``-th
+    epoch and the last."""
+    return epoch % config.eval_every == 0 or epoch == config.epochs
 
 
 def diverged_error(config: RunConfig, run_dir: RunDir, epoch: int) -> DivergedError:
@@ -386,7 +393,7 @@ def _train_locked(
                 restore_state(net, rule, rngs, state, str(run_dir.checkpoint_path))
                 start_epoch = int(state["epoch"])
                 health.diverged = set(state.get("diverged", []))
-            history = history_on_resume(run_dir, state, reps)
+            history = history_on_resume(run_dir, state, reps, lambda e: evaluates(config, e))
             if state is None:
                 run_dir.write_config(config.to_dict())
         else:
@@ -412,6 +419,20 @@ def _train_locked(
         if cpu is not None:
             cpu.tick()
 
+    def save_checkpoint(epoch: int) -> None:  # after each epoch, evaluated or not
+        run_dir.save_checkpoint(
+            {
+                "epoch": epoch,
+                "net": net.state_dict(),
+                "rule": rule.state_dict(),
+                **{key: rng.state_dict() for key, rng in rngs.items()},
+                "diverged": sorted(health.diverged),
+                "chance": health.chance,
+                "config": config.to_dict(),
+                "history": history,
+            }
+        )
+
     try:
         if cpu is not None:
             cpu.start()
@@ -424,6 +445,16 @@ def _train_locked(
             sums, counts, seconds = train_epoch(
                 rule, x_train, y_train, order, batch, advance, config.input_noise, input_rng
             )
+            if not evaluates(config, epoch + 1):  # no metrics row: the checkpoint alone moves on
+                save_checkpoint(epoch + 1)
+                batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
+                bar.epoch_done(
+                    f"{label} epoch {epoch + 1}/{config.epochs}: batch error {_fmt(batch_error)}{unit} "
+                    f"({seconds:.2f} s; evaluated every {config.eval_every} epochs)"
+                )
+                if cpu is not None:
+                    cpu.update()
+                continue
             with evaluation_units(net, config.eval_activation):
                 evals = {
                     name: evaluate(net, split, eval_rng, config.eval_samples, task, rule)
@@ -462,18 +493,7 @@ def _train_locked(
             if pending:  # the change has taken effect: config.toml says so from now on
                 run_dir.write_config(config.to_dict())
                 pending = {}
-            run_dir.save_checkpoint(
-                {
-                    "epoch": epoch + 1,
-                    "net": net.state_dict(),
-                    "rule": rule.state_dict(),
-                    **{key: rng.state_dict() for key, rng in rngs.items()},
-                    "diverged": sorted(health.diverged),
-                    "chance": health.chance,
-                    "config": config.to_dict(),
-                    "history": history,
-                }
-            )
+            save_checkpoint(epoch + 1)
             ok = [row for r, row in enumerate(rows) if r not in health.diverged] or rows
             bar.epoch_done(
                 f"{label} epoch {epoch + 1}/{config.epochs}: "

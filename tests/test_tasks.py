@@ -103,3 +103,53 @@ def test_input_noise_perturbs_training_only_and_resumes_exactly(tmp_path, digits
     # evaluation sees clean inputs: the reported errors are those of the trained net on the data as it is
     again = evaluate(whole.net, digits.test, task=Classify())["error"].tolist()
     assert again == [h["test_error"] for h in whole.history if h["epoch"] == 2]
+
+
+def test_eval_every_logs_every_nth_epoch_and_the_last_trains_the_same_and_resumes_after_a_silent_epoch(
+    tmp_path, digits, monkeypatch
+):
+    """``eval_every = 2`` over 5 epochs: rows for epochs 2, 4 and 5 only; the weights are those of a run evaluated
+    every epoch (evaluation draws from its own stream); a run stopped in epoch 4's evaluation resumes from the
+    checkpoint of unevaluated epoch 3 to the uninterrupted run's weights and rows."""
+    import importlib
+
+    from targetprop.errors import Interrupted
+    from targetprop.runs import RunDir
+
+    trainer = importlib.import_module("targetprop.train")  # the module (the package exports its train function)
+    common = dict(
+        rule="fa", arch="64-24-24-10", activation="bernoulli", eval_samples=2, seeds=[0, 1], out=str(tmp_path)
+    )
+    sparse = train(make_config(epochs=5, eval_every=2, name="sparse", **common), dataset=digits, progress=False)
+    assert [(r["epoch"], r["replica"]) for r in sparse.history] == [(e, r) for e in (2, 4, 5) for r in (0, 1)]
+    assert [(r["epoch"], r["replica"]) for r in RunDir(sparse.run_dir.path).read_metrics().rows] == [
+        (e, r) for e in (2, 4, 5) for r in (0, 1)
+    ]
+    assert sparse.summary["epochs"] == 5
+    dense = train(make_config(epochs=5, name="dense", **common), dataset=digits, progress=False)
+    assert len(dense.history) == 10
+    for p, q in zip(sparse.net.parameters(), dense.net.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+    evaluate, calls = trainer.evaluate, []
+
+    def stop_in_epoch_4(*args, **kwargs):  # the train, valid and test evaluations of epoch 2, then epoch 4's
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", stop_in_epoch_4)
+    config = make_config(epochs=5, eval_every=2, name="stopped", **common)
+    with pytest.raises(Interrupted):
+        train(config, dataset=digits, progress=False)
+    stopped = RunDir(tmp_path / "stopped")
+    assert stopped.load_checkpoint()["epoch"] == 3  # the last finished epoch, evaluated or not
+    assert [r["epoch"] for r in stopped.read_metrics().rows] == [2, 2]
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    resumed = train(config, dataset=digits, run_dir=stopped, resume=True, progress=False)
+    for p, q in zip(resumed.net.parameters(), sparse.net.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in sparse.history
+    ]
