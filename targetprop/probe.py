@@ -34,23 +34,25 @@ from targetprop.rules.bp import BP, BPConfig
 
 @dataclass(frozen=True)
 class ProbeSettings:
-    """A classifier on the learned code: which protocol (``kind``), and its optimiser, learning rate, epochs and
-    mini-batch size."""
+    """A classifier on the learned code: which protocol (``kind``), and its optimiser, learning rate (decayed as
+    ``lr / (1 + e / lr_decay)`` in epoch ``e`` from 0 when ``lr_decay`` is set), epochs and mini-batch size."""
 
     epochs: int = 50
     lr: float = 1e-3
     optimizer: str = "adam"
     batch_size: int = 100
     kind: Literal["linear", "finetune"] = "linear"
+    lr_decay: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        settings = {
             "kind": self.kind,
             "epochs": self.epochs,
             "lr": self.lr,
             "optimizer": self.optimizer,
             "batch_size": self.batch_size,
         }
+        return settings if self.lr_decay is None else {**settings, "lr_decay": self.lr_decay}
 
     @property
     def file(self) -> str:
@@ -71,8 +73,9 @@ class ProbeSettings:
             else "the encoder with a softmax layer on top, every layer trained by back-propagation on the labels "
             "from the auto-encoder's weights"
         )
+        lr = f"lr {self.lr:g}" + ("" if self.lr_decay is None else f" / (1 + epoch/{self.lr_decay:g})")
         return (
-            f"{what} ({self.optimizer}, lr {self.lr:g}, {self.epochs} epochs, batch {self.batch_size}), at its best "
+            f"{what} ({self.optimizer}, {lr}, {self.epochs} epochs, batch {self.batch_size}), at its best "
             "validation epoch (targetprop/probe.py)"
         )
 
@@ -172,7 +175,11 @@ def _train_classifier(
     error, the test error at that epoch, and the epoch."""
     train, valid, test = splits
     device, replicas = train.device, classifier.replicas
-    rule = BP(classifier, BPConfig(lr=settings.lr, optimizer=settings.optimizer), ReplicaRandom(seeds, "probe", device))
+    rule = BP(
+        classifier,
+        BPConfig(lr=settings.lr, optimizer=settings.optimizer, lr_decay=settings.lr_decay),
+        ReplicaRandom(seeds, "probe", device),
+    )
     order_rng = rule.noise  # the mini-batch order (nothing else is drawn)
     labels = dataset.train.y.to(device)
     rows = torch.arange(replicas, device=device).unsqueeze(1)
@@ -183,6 +190,7 @@ def _train_classifier(
         "epoch": [0] * replicas,
     }
     for epoch in range(1, settings.epochs + 1):
+        rule.on_epoch_start(epoch - 1)  # the epoch's learning rate
         order = order_rng.permutations(n)
         for start in range(0, n, settings.batch_size):
             idx = order[:, start : start + settings.batch_size]

@@ -139,3 +139,22 @@ def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(
         errors = [p["test_error"] for p in part["per_replica"]]
         assert [p["seed"] for p in part["per_replica"]] == [0, 1]
         assert all(e < 10.0 for e in errors), (part["classifier"], errors)
+
+
+def test_a_classifiers_lr_decay_changes_its_training_and_nothing_else(tmp_path):
+    """``ProbeSettings.lr_decay`` τ trains at ``lr / (1 + e/τ)``: a τ too long to matter gives the undecayed
+    classifier's numbers exactly, a short one other numbers; the settings and the table's note name it."""
+    digits = load_dataset("digits")
+    cfg = dict(
+        data="digits", rule="dtp-ae", arch="64-64-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, input_noise=0.1, seeds=[0, 1], threads=1, out=str(tmp_path), epochs=2,
+        **{"dtp-ae": {"lr": 1e-3}},
+    )  # fmt: skip
+    net = train(make_config(**cfg), dataset=digits, progress=False).net
+    plain, never, decayed = (
+        linear_probe(net, digits, [0, 1], ProbeSettings(epochs=5, lr=3e-2, lr_decay=tau)) for tau in (None, 1e12, 0.5)
+    )
+    assert never["per_replica"] == plain["per_replica"]
+    assert decayed["per_replica"] != plain["per_replica"]
+    assert "lr_decay" not in plain["settings"] and decayed["settings"]["lr_decay"] == 0.5
+    assert "lr 0.03 / (1 + epoch/0.5)" in ProbeSettings(lr=3e-2, lr_decay=0.5).describe
