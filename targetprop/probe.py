@@ -28,6 +28,7 @@ from torch import Tensor
 
 from targetprop.data import Dataset
 from targetprop.nets import Network
+from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.bp import BP, BPConfig
 
@@ -80,9 +81,13 @@ class ProbeSettings:
         )
 
 
-def run_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
-    """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed)."""
-    return (linear_probe if settings.kind == "linear" else finetune_probe)(net, dataset, seeds, settings)
+def run_probe(
+    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+) -> dict[str, Any]:
+    """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
+    bar and a line per epoch on stderr."""
+    probe = linear_probe if settings.kind == "linear" else finetune_probe
+    return probe(net, dataset, seeds, settings, progress=progress)
 
 
 @torch.no_grad()
@@ -106,7 +111,9 @@ def _errors(classifier: Network, inputs: Tensor, labels: Tensor, chunk: int = 10
     return 100.0 * wrong / n
 
 
-def linear_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
+def linear_probe(
+    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+) -> dict[str, Any]:
     """Train one softmax regression per replica on the frozen features of ``net``'s encoder; per replica, the
     validation and test error % of the epoch with the lowest validation error, and that epoch."""
     train, valid, test = (encoder_features(net, split.x) for split in (dataset.train, dataset.valid, dataset.test))
@@ -121,7 +128,8 @@ def linear_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings:
         device=train.device,
         dtype=train.dtype,
     )
-    best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings)
+    parts = {"linear classifier": slice(0, replicas)}
+    best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings, parts, progress)
     return {
         "classifier": "softmax regression on the frozen code h = f(x)",
         "settings": settings.to_dict(),
@@ -129,7 +137,9 @@ def linear_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings:
     }
 
 
-def finetune_probe(net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings) -> dict[str, Any]:
+def finetune_probe(
+    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+) -> dict[str, Any]:
     """Per replica, the net ``x → f(x) → softmax`` (``f`` the auto-encoder's encoder, its unit and weights)
     trained by back-propagation on the labels; and, as the ``control``, the same net trained the same way from
     its own random initialisation (glorot). Both report the validation and test error % of their epoch of lowest
@@ -151,7 +161,8 @@ def finetune_probe(net: Network, dataset: Dataset, seeds: Sequence[int], setting
         classifier.layers[0].weight[:replicas] = encoder.weight
         classifier.layers[0].bias[:replicas] = encoder.bias
     splits = tuple(split.x.to(device=device, dtype=dtype) for split in (dataset.train, dataset.valid, dataset.test))
-    best = _train_classifier(classifier, splits, dataset, [*seeds, *seeds], settings)
+    parts = {"fine-tuned": slice(0, replicas), "from random weights": slice(replicas, 2 * replicas)}
+    best = _train_classifier(classifier, splits, dataset, [*seeds, *seeds], settings, parts, progress)
     return {
         "classifier": "the encoder with a softmax layer on top, fine-tuned by back-propagation",
         "settings": settings.to_dict(),
@@ -169,10 +180,13 @@ def _train_classifier(
     dataset: Dataset,
     seeds: Sequence[int],
     settings: ProbeSettings,
+    parts: dict[str, slice],
+    progress: bool = False,
 ) -> dict[str, list[Any]]:
     """Train ``classifier`` by back-propagation on ``splits`` (train, valid, test inputs: ``(N, n)`` shared by
     every replica, or ``(R, N, n)`` one per replica) with the dataset's labels; per replica, the lowest validation
-    error, the test error at that epoch, and the epoch."""
+    error, the test error at that epoch, and the epoch. ``parts`` names groups of replicas for the progress lines
+    (e.g. the fine-tuned classifiers and their controls)."""
     train, valid, test = splits
     device, replicas = train.device, classifier.replicas
     rule = BP(
@@ -189,17 +203,31 @@ def _train_classifier(
         "test": [math.nan] * replicas,
         "epoch": [0] * replicas,
     }
-    for epoch in range(1, settings.epochs + 1):
-        rule.on_epoch_start(epoch - 1)  # the epoch's learning rate
-        order = order_rng.permutations(n)
-        for start in range(0, n, settings.batch_size):
-            idx = order[:, start : start + settings.batch_size]
-            rule.step(train[rows, idx] if train.dim() == 3 else train[idx], labels[idx])
-        valid_err = _errors(classifier, valid, dataset.valid.y.to(device)).tolist()
-        test_err = _errors(classifier, test, dataset.test.y.to(device)).tolist()
-        for r in range(replicas):
-            if valid_err[r] < best["valid"][r]:
-                best["valid"][r], best["test"][r], best["epoch"][r] = valid_err[r], test_err[r], epoch
+    label = next(iter(parts)) if len(parts) == 1 else f"{next(iter(parts))} classifier"
+    bar = Progress(f"{label} ×{replicas}", settings.epochs, math.ceil(n / settings.batch_size), enabled=progress)
+    try:
+        for epoch in range(1, settings.epochs + 1):
+            rule.on_epoch_start(epoch - 1)  # the epoch's learning rate
+            order = order_rng.permutations(n)
+            for start in range(0, n, settings.batch_size):
+                idx = order[:, start : start + settings.batch_size]
+                rule.step(train[rows, idx] if train.dim() == 3 else train[idx], labels[idx])
+                bar.advance()
+            valid_err = _errors(classifier, valid, dataset.valid.y.to(device)).tolist()
+            test_err = _errors(classifier, test, dataset.test.y.to(device)).tolist()
+            for r in range(replicas):
+                if valid_err[r] < best["valid"][r]:
+                    best["valid"][r], best["test"][r], best["epoch"][r] = valid_err[r], test_err[r], epoch
+            bar.epoch_done(
+                f"{label} epoch {epoch}/{settings.epochs}: "
+                + "; ".join(
+                    (f"{name} " if len(parts) > 1 else "")
+                    + f"valid {mean_std(valid_err[part])}% test {mean_std(test_err[part])}%"
+                    for name, part in parts.items()
+                )
+            )
+    finally:
+        bar.close()
     return best
 
 

@@ -25,6 +25,7 @@ from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError, DivergedError, Interrupted, Terminated, warn
 from targetprop.health import ReplicaHealth, collapse_epoch
 from targetprop.nets import Network, parse_architecture
+from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
 from targetprop.resume import history_on_resume, restore_state
 from targetprop.rules import Rule, get_rule
@@ -133,54 +134,6 @@ class TrainResult:
     net: Network
     rule: Rule
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-class Progress:
-    """A live bar in a terminal, one plain line per epoch otherwise (both on stderr)."""
-
-    def __init__(self, label: str, epochs: int, batches: int, enabled: bool = True):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled
-        self.live = enabled and self.console.is_terminal
-        self.label, self.epochs, self.batches = label, epochs, batches
-        self._bar = None
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(label, total=epochs * batches)
-
-    def advance(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, n)
-
-    def start_at(self, epoch: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=epoch * self.batches)
-
-    def epoch_done(self, line: str) -> None:
-        if self.enabled:
-            self.console.print(line, highlight=False, soft_wrap=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
-def _fmt(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.fmean(values):.2f}±{statistics.stdev(values):.2f}"
 
 
 def summarize(
@@ -449,7 +402,7 @@ def _train_locked(
                 save_checkpoint(epoch + 1)
                 batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
                 bar.epoch_done(
-                    f"{label} epoch {epoch + 1}/{config.epochs}: batch error {_fmt(batch_error)}{unit} "
+                    f"{label} epoch {epoch + 1}/{config.epochs}: batch error {mean_std(batch_error)}{unit} "
                     f"({seconds:.2f} s; evaluated every {config.eval_every} epochs)"
                 )
                 if cpu is not None:
@@ -497,8 +450,8 @@ def _train_locked(
             ok = [row for r, row in enumerate(rows) if r not in health.diverged] or rows
             bar.epoch_done(
                 f"{label} epoch {epoch + 1}/{config.epochs}: "
-                f"train {_fmt([r['train_error'] for r in ok])}{unit} valid {_fmt([r['valid_error'] for r in ok])}{unit} "
-                f"test {_fmt([r['test_error'] for r in ok])}{unit}  ({seconds:.2f} s)"
+                f"train {mean_std([r['train_error'] for r in ok])}{unit} valid {mean_std([r['valid_error'] for r in ok])}{unit} "
+                f"test {mean_std([r['test_error'] for r in ok])}{unit}  ({seconds:.2f} s)"
             )
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"rows": rows, "run_dir": run_dir.path})
