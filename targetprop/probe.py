@@ -31,6 +31,7 @@ from targetprop.nets import Network
 from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.bp import BP, BPConfig
+from targetprop.threads import ThreadPolicy
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,17 @@ class ProbeSettings:
 
 
 def run_probe(
-    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+    net: Network,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    settings: ProbeSettings,
+    progress: bool = False,
+    threads: int | str = "auto",
 ) -> dict[str, Any]:
     """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
-    bar and a line per epoch on stderr."""
+    bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto")."""
     probe = linear_probe if settings.kind == "linear" else finetune_probe
-    return probe(net, dataset, seeds, settings, progress=progress)
+    return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
 
 @torch.no_grad()
@@ -112,7 +118,12 @@ def _errors(classifier: Network, inputs: Tensor, labels: Tensor, chunk: int = 10
 
 
 def linear_probe(
-    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+    net: Network,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    settings: ProbeSettings,
+    progress: bool = False,
+    threads: int | str = "auto",
 ) -> dict[str, Any]:
     """Train one softmax regression per replica on the frozen features of ``net``'s encoder; per replica, the
     validation and test error % of the epoch with the lowest validation error, and that epoch."""
@@ -129,7 +140,7 @@ def linear_probe(
         dtype=train.dtype,
     )
     parts = {"linear classifier": slice(0, replicas)}
-    best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings, parts, progress)
+    best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings, parts, progress, threads)
     return {
         "classifier": "softmax regression on the frozen code h = f(x)",
         "settings": settings.to_dict(),
@@ -138,7 +149,12 @@ def linear_probe(
 
 
 def finetune_probe(
-    net: Network, dataset: Dataset, seeds: Sequence[int], settings: ProbeSettings, progress: bool = False
+    net: Network,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    settings: ProbeSettings,
+    progress: bool = False,
+    threads: int | str = "auto",
 ) -> dict[str, Any]:
     """Per replica, the net ``x → f(x) → softmax`` (``f`` the auto-encoder's encoder, its unit and weights)
     trained by back-propagation on the labels; and, as the ``control``, the same net trained the same way from
@@ -162,7 +178,7 @@ def finetune_probe(
         classifier.layers[0].bias[:replicas] = encoder.bias
     splits = tuple(split.x.to(device=device, dtype=dtype) for split in (dataset.train, dataset.valid, dataset.test))
     parts = {"fine-tuned": slice(0, replicas), "from random weights": slice(replicas, 2 * replicas)}
-    best = _train_classifier(classifier, splits, dataset, [*seeds, *seeds], settings, parts, progress)
+    best = _train_classifier(classifier, splits, dataset, [*seeds, *seeds], settings, parts, progress, threads)
     return {
         "classifier": "the encoder with a softmax layer on top, fine-tuned by back-propagation",
         "settings": settings.to_dict(),
@@ -182,11 +198,13 @@ def _train_classifier(
     settings: ProbeSettings,
     parts: dict[str, slice],
     progress: bool = False,
+    threads: int | str = "auto",
 ) -> dict[str, list[Any]]:
     """Train ``classifier`` by back-propagation on ``splits`` (train, valid, test inputs: ``(N, n)`` shared by
     every replica, or ``(R, N, n)`` one per replica) with the dataset's labels; per replica, the lowest validation
     error, the test error at that epoch, and the epoch. ``parts`` names groups of replicas for the progress lines
-    (e.g. the fine-tuned classifiers and their controls)."""
+    (e.g. the fine-tuned classifiers and their controls). On the CPU it uses ``threads`` as training does
+    (:class:`~targetprop.threads.ThreadPolicy`) and gives the caller's thread count back."""
     train, valid, test = splits
     device, replicas = train.device, classifier.replicas
     rule = BP(
@@ -205,7 +223,10 @@ def _train_classifier(
     }
     label = next(iter(parts)) if len(parts) == 1 else f"{next(iter(parts))} classifier"
     bar = Progress(f"{label} ×{replicas}", settings.epochs, math.ceil(n / settings.batch_size), enabled=progress)
+    cpu, before = ThreadPolicy(threads) if device.type == "cpu" else None, torch.get_num_threads()
     try:
+        if cpu is not None:
+            cpu.start()
         for epoch in range(1, settings.epochs + 1):
             rule.on_epoch_start(epoch - 1)  # the epoch's learning rate
             order = order_rng.permutations(n)
@@ -213,6 +234,8 @@ def _train_classifier(
                 idx = order[:, start : start + settings.batch_size]
                 rule.step(train[rows, idx] if train.dim() == 3 else train[idx], labels[idx])
                 bar.advance()
+                if cpu is not None:
+                    cpu.tick()
             valid_err = _errors(classifier, valid, dataset.valid.y.to(device)).tolist()
             test_err = _errors(classifier, test, dataset.test.y.to(device)).tolist()
             for r in range(replicas):
@@ -228,6 +251,7 @@ def _train_classifier(
             )
     finally:
         bar.close()
+        torch.set_num_threads(before)
     return best
 
 

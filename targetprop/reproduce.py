@@ -188,7 +188,9 @@ def reproduce(
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
             for result in results:
-                result.probes = [_probe(experiment, result, dataset, settings, note, progress) for settings in probes]
+                result.probes = [
+                    _probe(experiment, result, dataset, settings, note, progress, first.threads) for settings in probes
+                ]
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
         write_report(experiment, folder, results, scale, make_config(settings))
@@ -269,6 +271,7 @@ def _probe(
     settings: ProbeSettings,
     note: Callable[[str], None],
     progress: bool = True,
+    threads: int | str = "auto",
 ) -> dict[str, Any]:
     """A classifier on one method's learned code: read from its file (``probe.json``, ``probe-finetune.json``) when
     it was trained on the same epochs with the same settings, else trained now and written there."""
@@ -282,7 +285,7 @@ def _probe(
     )
     net = _trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
-    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress)}
+    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads)}
     for part in (probe, probe.get("control")):
         if part is not None:
             errors = [p["test_error"] for p in part["per_replica"]]

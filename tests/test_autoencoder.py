@@ -158,3 +158,31 @@ def test_a_classifiers_lr_decay_changes_its_training_and_nothing_else(tmp_path):
     assert decayed["per_replica"] != plain["per_replica"]
     assert "lr_decay" not in plain["settings"] and decayed["settings"]["lr_decay"] == 0.5
     assert "lr 0.03 / (1 + epoch/0.5)" in ProbeSettings(lr=3e-2, lr_decay=0.5).describe
+
+
+def test_a_classifier_trains_with_the_runs_thread_count_and_gives_the_callers_back(tmp_path, monkeypatch):
+    """``reproduce --threads 1`` holds for the classifiers it trains after the auto-encoder (they once ran on every
+    core beside other runs): each mini-batch step sees one thread, and the caller's count comes back."""
+    from targetprop.rules.bp import BP
+
+    digits = load_dataset("digits")
+    cfg = dict(
+        data="digits", rule="dtp-ae", arch="64-32-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, seeds=[0], threads=1, out=str(tmp_path), epochs=1,
+    )  # fmt: skip
+    net = train(make_config(**cfg), dataset=digits, progress=False).net
+    seen, step = [], BP.step
+
+    def counting_step(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(BP, "step", counting_step)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        finetune_probe(net, digits, [0], ProbeSettings(kind="finetune", epochs=1), threads=1)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
