@@ -398,9 +398,9 @@ def _train_locked(
             sums, counts, seconds = train_epoch(
                 rule, x_train, y_train, order, batch, advance, config.input_noise, input_rng
             )
+            batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
             if not evaluates(config, epoch + 1):  # no metrics row: the checkpoint alone moves on
                 save_checkpoint(epoch + 1)
-                batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
                 bar.epoch_done(
                     f"{label} epoch {epoch + 1}/{config.epochs}: batch error {mean_std(batch_error)}{unit} "
                     f"({seconds:.2f} s; evaluated every {config.eval_every} epochs)"
@@ -419,7 +419,6 @@ def _train_locked(
                 for key, value in measure(rule, x_probe, y_probe).items():
                     sums[key], counts[key] = value, 1
             batch_loss = (sums["loss"] / counts["loss"]).tolist()
-            batch_error = (task.scale() * sums["errors"] / counts["errors"]).tolist()
             extra = {k: (sums[k] / counts[k]).tolist() for k in sums if k not in ("loss", "errors")}
             rows = []
             for r in range(reps):
