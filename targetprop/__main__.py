@@ -6,8 +6,12 @@ one line (see :mod:`targetprop.signals`), like one that arrives later (see :func
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+
+STOPPED = (130, 143)
+"""The exit statuses of a command stopped by Ctrl-C and by SIGTERM."""
 
 
 def main() -> None:
@@ -23,7 +27,18 @@ def main() -> None:
         terminated = isinstance(e, Terminated)
         sys.stderr.write("error: terminated\n" if terminated else "error: interrupted\n")
         sys.exit(143 if terminated else 130)
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as e:
+        if e.code not in STOPPED:
+            raise
+        # CPython marks a KeyboardInterrupt that left a string `exec` as unhandled even after it was caught
+        # (dataclasses build their methods so, while a library loads), and under `python -m` it then ends the
+        # process by SIGINT whatever status it exits with. The status is the contract, so the process ends here,
+        # with it: every `finally` has run; only the buffered output is left to write.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 if __name__ == "__main__":

@@ -547,11 +547,15 @@ NoArgsIsHelpError = getattr(sys.modules[UsageError.__module__], "NoArgsIsHelpErr
 
 
 _signals: list[int] = []
+"""The stop signals this command has received, in order."""
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def _stop(signum: int, frame: Any) -> None:
+    """SIGINT raises KeyboardInterrupt (as Python's own handler does) and SIGTERM :class:`Terminated`; both are
+    recorded, so that an interrupt a library turned into its own error (a C extension interrupted while it
+    loads raises ImportError) still ends as an interrupt."""
     _signals.append(signum)
-    raise Terminated()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _stopped() -> None:
@@ -564,7 +568,10 @@ def _stopped() -> None:
 def main() -> None:
     """The entry point: every error a user can fix is one line, ``error: ...``, with exit status 2; Ctrl-C exits
     with 130 and SIGTERM with 143, after saying how to continue."""
-    signal.signal(signal.SIGTERM, _terminate)
+    _signals.clear()
+    signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores Ctrl-C
+        signal.signal(signal.SIGINT, _stop)
     try:
         code = app(standalone_mode=False)
     except TargetpropError as e:
@@ -582,7 +589,12 @@ def main() -> None:
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         _stopped()
-    except OSError as e:  # the environment, not the program: a full disk or a lost mount where no module expected one
+    except Exception as e:
+        if _signals:  # the signal surfaced as another error (see _stop)
+            _stopped()
+        if not isinstance(e, OSError):
+            raise
+        # the environment, not the program: a full disk or a lost mount where no module expected one
         where = f" ({e.filename})" if e.filename else ""
         _note(f"error: {e.strerror or e}{where}; free some space, or check the folder and try again")
         sys.exit(2)

@@ -179,7 +179,7 @@ def assert_same_run(run_dir: Path, ref_dir: Path, epochs: int, replicas: int = 2
 def run_main(args: list[str]) -> tuple[int, str, str]:
     """``targetprop ARGS`` in this process: exit status, stdout, stderr."""
     stdout, stderr = io.StringIO(), io.StringIO()
-    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
+    argv, handlers = sys.argv, {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     sys.argv = ["targetprop", *args]
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -192,7 +192,8 @@ def run_main(args: list[str]) -> tuple[int, str, str]:
                 code = e.code if isinstance(e.code, int) else 1
     finally:
         sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return code, stdout.getvalue(), stderr.getvalue()
 
 

@@ -8,11 +8,15 @@ importing torch (a few seconds here), so the cases are few and the trainings tin
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from clitools import (
     read_jsonl,
     run_cli,
     run_files,
+    run_main,
     show,
     table_rows,
     wait_until,
@@ -423,6 +428,75 @@ def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     resumed = run_cli("train", "--resume", run_dir, "-q", cwd=tmp_path)
     assert resumed.returncode == 0, show(resumed)
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == RESUME_EPOCHS * 2
+
+
+PROBE = """
+import sys
+
+import targetprop.__main__
+import targetprop.cli
+
+
+def interrupted_inside_exec():
+    try:
+        print("ready", flush=True)
+        exec("while True: pass", {}, {})  # as dataclasses build their methods
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+targetprop.cli.main = interrupted_inside_exec
+targetprop.__main__.main()
+"""
+
+
+def test_ctrl_c_inside_code_run_by_exec_still_exits_130_under_python_m(tmp_path):
+    """CPython marks a KeyboardInterrupt that left a string ``exec`` as unhandled even when it was caught, and under
+    ``python -m`` then ends the process by SIGINT (-2), whatever ``sys.exit`` said. Loading a library while
+    Ctrl-C arrives hits this (dataclasses build their methods by ``exec``); the fault test caught it as a -2."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probe"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)
+        time.sleep(0.3)  # well inside the exec'd loop
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (proc.returncode, stderr)
+
+
+def test_a_ctrl_c_that_a_library_turns_into_its_own_error_ends_as_an_interrupt(tmp_path, monkeypatch):
+    """A C extension interrupted while it loads raises ImportError, not KeyboardInterrupt: the command still ends as
+    interrupted (130, one line), not with a traceback."""
+
+    def load_interrupted(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed") from None
+        raise AssertionError("SIGINT did not interrupt")
+
+    monkeypatch.setattr(importlib.import_module("targetprop.train"), "load_dataset", load_interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # also where the suite runs under nohup
+    try:
+        code, _, stderr = run_main(["train", "--rule", "bp", *TINY, "--out", str(tmp_path), "-q"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted", stderr
+    assert "Traceback" not in stderr
 
 
 def test_resume_refuses_options_it_would_ignore(trained):
