@@ -3,10 +3,12 @@
 Notation of the DTP paper (Lee et al. 2015), with layers numbered ``i = 1..M`` (``layers[i - 1]`` in code):
 
     forward   h_i = f_i(h_{i−1}) = s_i(W_i u_{i−1} + b_i),   u_i = t_i(h_i),   h_0 = u_0 = x
-    feedback  g_i(h_i) = s̄_i(V_i t_i(h_i) + c_i)  ≈  f_i^{-1}(h_i),   with s̄_i = s_{i−1}
+    feedback  g_i(h_i) = s̄_i(V_i d_i(h_i) + c_i)  ≈  f_i^{-1}(h_i),   with s̄_i = s_{i−1}
 
 ``t_i`` is the identity for ordinary units; discrete units transmit ``sign(h_i)`` (sign) or ``1[h_i > 1/2]`` (step),
-stochastic binary units a Bernoulli sample of ``h_i`` (see :mod:`targetprop.units`). Layer ``M`` is the output
+stochastic binary units a Bernoulli sample of ``h_i`` (see :mod:`targetprop.units`). ``d_i`` is the code of the
+connection between layers ``i−1`` and ``i``, the same both ways: ``t_{i−1}`` where unit ``i−1`` is discrete (the
+paper's discrete network: ``g_2(h_2) = tanh(V_2 sign(h_2))``), the identity otherwise. Layer ``M`` is the output
 layer: ``h_M`` is the output unit applied to ``a_M`` and the cost is ``L(a_M, y)``.
 
 Every parameter carries a leading replica dimension ``R``: ``W_i`` is ``(R, n_i, n_{i−1})`` and activity is
@@ -123,7 +125,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 class Layer(nn.Module):
-    """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i t_i(h) + c_i)``."""
+    """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i c(h) + c_i)``, where
+    ``c`` is the code of the connection below (see :meth:`feedback_input`)."""
 
     def __init__(
         self,
@@ -132,9 +135,12 @@ class Layer(nn.Module):
         unit: Unit | OutputUnit,
         replicas: int,
         feedback_unit: Unit | None = None,
+        unit_below: Unit | None = None,
     ):
         super().__init__()
         self.n_in, self.n_out, self.unit = n_in, n_out, unit
+        self.code_below = unit_below if unit_below is not None and unit_below.discrete else None
+        """The unit below when it transmits a discrete code (sign, step): the code ``g_i``'s input travels in."""
         self.weight = nn.Parameter(torch.empty(replicas, n_out, n_in))
         self.bias = nn.Parameter(torch.empty(replicas, n_out))
         self.feedback_unit = feedback_unit
@@ -165,12 +171,19 @@ class Layer(nn.Module):
             return h
         return self.unit.transmit(h, noise, straight_through)
 
+    def feedback_input(self, h: Tensor) -> Tensor:
+        """What ``g_i`` reads of ``h_i``: ``h_i`` itself, or, where the connection to the layer below carries a
+        discrete code (that unit transmits signs or steps), ``h_i`` in the same code, since a discrete connection
+        is discrete both ways: the DTP paper's discrete network has ``g_2(h_2) = tanh(V_2 sign(h_2))`` with a tanh
+        layer 2 above the sign layer 1. Stochastic units below leave it continuous: ``g_i`` reads the
+        probabilities ``h_i^p`` (DTP paper, stochastic network)."""
+        if self.is_output or self.code_below is None:
+            return h
+        return self.code_below.transmit(h)
+
     def feedback_preactivation(self, h: Tensor) -> Tensor:
-        """``V t(h) + c``. A sign unit's feedback sees ``sign(h)`` (DTP paper, discrete network), a step unit's
-        the step; a stochastic unit's sees the probabilities ``h^p`` themselves (DTP paper, stochastic network)."""
-        if not self.is_output and self.unit.discrete:
-            h = self.unit.transmit(h)
-        return linear(h, self.fb_weight, self.fb_bias)
+        """``V c(h) + c``, with ``c`` the code of :meth:`feedback_input`."""
+        return linear(self.feedback_input(h), self.fb_weight, self.fb_bias)
 
     def inverse(self, h: Tensor) -> Tensor:
         """``g(h) = s̄(V t(h) + c)``, the learned approximate inverse of this layer."""
@@ -242,14 +255,14 @@ class Network(nn.Module):
         for i in range(1, n_layers + 1):
             # Layer 1 never has an inverse; the output layer only when targets start at the output.
             wants = (i >= 2 and i < n_layers and feedback != "none") or (i == n_layers >= 2 and feedback == "all")
+            below = units[i - 2] if i >= 2 else None
             fb: Unit | None = None
             if wants:
                 override = feedback_units[i - 1] if feedback_units is not None else None
-                below = units[i - 2]
-                fb = hidden_unit(override) if override else hidden_unit(below.name)
+                fb = hidden_unit(override) if override else hidden_unit(below.name)  # type: ignore[union-attr]
                 if not fb.deterministic or fb.transmits != "state":  # g_i maps to the state below: tanh or σ
                     fb = hidden_unit("tanh" if fb.transmits == "sign" else "sigmoid")
-            self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb))
+            self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb, below))  # type: ignore[arg-type]
         self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]
         self._flatten()
 

@@ -69,7 +69,8 @@ class Unit:
 
     @property
     def discrete(self) -> bool:
-        """Transmits a deterministic discrete value (sign, step), which is also what its feedback map reads."""
+        """Transmits a deterministic discrete value (sign, step); the feedback map of the layer above reads its
+        input in the same code (see :meth:`targetprop.nets.Layer.feedback_input`)."""
         return self.transmits in ("sign", "step")
 
     def transmit(self, h: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:

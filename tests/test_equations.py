@@ -334,6 +334,40 @@ def test_bp_matches_plain_pytorch_on_exported_replica():
     torch.testing.assert_close(net.select(1)(x)[0], plain(x))
 
 
+@pytest.mark.parametrize(("hidden", "reads_sign"), [(["sign", "tanh"], True), (["tanh", "tanh"], False)])
+def test_a_discrete_connection_is_discrete_both_ways(hidden, reads_sign):
+    """The DTP paper's discrete network: below a sign layer 1, the tanh layer 2's inverse reads the sign,
+    ``g_2(h_2) = tanh(V_2 sign(h_2) + c_2)``, in the targets and in its own training,
+    ``L_2^inv = (1/B) Σ_b ||g_2(f_2(sign(h_1 + ε))) − (h_1 + ε)||²`` (autograd on that loss); above a tanh layer 1
+    it reads ``h_2`` itself."""
+    net = Network.from_spec("6-5-4-3", hidden, seeds=[0, 1], dtype=torch.float64)
+    layer = net.layer(2)
+    code = (lambda h: torch.where(h > 0, 1.0, -1.0)) if reads_sign else (lambda h: h)
+
+    def g(h):
+        return torch.tanh(torch.einsum("rbo,rio->rbi", code(h), layer.fb_weight) + layer.fb_bias[:, None])
+
+    h = 2 * torch.rand(2, 7, 4) - 1
+    torch.testing.assert_close(layer.inverse(h), g(h))
+    rule = make_rule("dtp", net, seeds=(0, 1))
+    x, y = torch.rand(2, 7, 6), torch.randint(0, 3, (2, 7))
+    acts = net.activity(x)
+    targets = rule.targets(acts, y)
+    torch.testing.assert_close(targets[1], acts.h[1] - g(acts.h[2]) + g(targets[2]))
+    eps = 0.4 * torch.randn(2, 7, 5)
+    grads, total = rule.inverse_gradients_at(*rule.corrupt(acts, eps))
+    h1_tilde = acts.h[1] + eps
+    loss = ((g(layer(net.layer(1).transmit(h1_tilde))) - h1_tilde) ** 2).sum(-1).mean(-1)
+    auto = torch.autograd.grad(loss.sum(), [layer.fb_weight, layer.fb_bias])
+    for a, b in zip(grads, auto, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(total, loss.detach())
+    if reads_sign:  # the check can fail: the sign changes what g_2 gives
+        assert (
+            g(h) - torch.tanh(torch.einsum("rbo,rio->rbi", h, layer.fb_weight) + layer.fb_bias[:, None])
+        ).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("unit", ["sign", "step"])
 def test_discrete_units_block_bp_unless_straight_through(unit):
     cls = get_rule("bp")

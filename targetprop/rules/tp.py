@@ -246,7 +246,7 @@ class TargetPropagation(Rule):
 
     # ---- inverses ------------------------------------------------------------------------------------------
     #
-    # L_i^inv splits in two: the corrupted input h̃_{i−1} = h_{i−1} + ε and the code t_i(f_i(h̃_{i−1})) depend on
+    # L_i^inv splits in two: the corrupted input h̃_{i−1} = h_{i−1} + ε and the code d_i(f_i(h̃_{i−1})) depend on
     # the forward weights only (:meth:`corrupt`); the reconstruction and the gradients depend on V_i, c_i
     # (:meth:`inverse_gradients_at`). The alternating schedule freezes the forward weights for its whole inverse
     # pass, so :meth:`train_pass` computes the first part for many mini-batches at once.
@@ -261,7 +261,7 @@ class TargetPropagation(Rule):
         return self.noise.normal_rows(rows, width, dtype=dtype).mul_(self.sigma)
 
     def corrupt(self, acts: Activity, eps: Tensor, stacked: bool = False) -> tuple[list[Tensor], list[Tensor]]:
-        """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``t_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
+        """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``d_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
         the forward weights only; for the output layer (``T = M``) the feedback input is the pre-activation
         ``W_M t(h̃_{M−1}) + b_M``, what :meth:`target_site` gives ``g_M``. One tensor per layer, or with ``stacked`` one
         ``(R·L, rows, n)`` tensor each (see :meth:`_stackable`)."""
@@ -274,7 +274,7 @@ class TargetPropagation(Rule):
             h_below = torch.stack([acts.h[i - 1] for i, _ in layers], 1)  # (R, L, rows, n)
             h_tilde = h_below.add_(eps.view(replicas, rows, len(layers), n).transpose(1, 2)).view(-1, rows, n)
             fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
-            return [h_tilde], [first.transmit(fh) if first.unit.discrete else fh]
+            return [h_tilde], [first.feedback_input(fh)]
         h_tildes, fb_ins = [], []
         for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
             h_tilde = acts.h[i - 1] + e
@@ -284,7 +284,7 @@ class TargetPropagation(Rule):
                 fb_ins.append(layer.preactivation(u_tilde))
                 continue
             fh = layer(u_tilde)
-            fb_ins.append(layer.transmit(fh) if layer.unit.discrete else fh)
+            fb_ins.append(layer.feedback_input(fh))
         return h_tildes, fb_ins
 
     def inverse_gradients_at(
@@ -294,7 +294,7 @@ class TargetPropagation(Rule):
         ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica. Takes what
         :meth:`corrupt` gives (the rows of one mini-batch).
 
-        ``z = V_i t_i(f_i(h̃)) + c_i``, ``δ = s̄'(z) ⊙ 2(s̄(z) − h̃)/B``, ``∂/∂V_i = δᵀ t_i(f_i(h̃))``, ``∂/∂c_i = Σ_b δ``.
+        ``z = V_i d_i(f_i(h̃)) + c_i``, ``δ = s̄'(z) ⊙ 2(s̄(z) − h̃)/B``, ``∂/∂V_i = δᵀ d_i(f_i(h̃))``, ``∂/∂c_i = Σ_b δ``.
         """
         batch = fb_in[0].shape[1]
         if len(fb_in) != self.top - 1:  # stacked by corrupt()
