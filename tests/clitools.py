@@ -132,10 +132,9 @@ def start_cli(args: list, cwd: Path, *, stdout: int = subprocess.PIPE, preexec=i
     )
 
 
-def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
-    """Start ``targetprop ARGS``, press Ctrl-C (SIGINT) once ``ready()`` holds, and return its exit code and
-    stderr. Fails if the command ends before it could be interrupted."""
-    proc = start_cli(args, cwd)
+def ctrl_c(proc: subprocess.Popen, ready) -> tuple[int, str]:
+    """Press Ctrl-C (SIGINT) on the running ``proc`` once ``ready()`` holds, and return its exit code and stderr
+    (piped as text). Fails if the command ends before it could be interrupted."""
     try:
         wait_until(proc, ready)
         assert proc.poll() is None, "the run ended before it could be interrupted; make it longer"
@@ -146,6 +145,11 @@ def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
             proc.kill()
             proc.wait()
     return proc.returncode, stderr
+
+
+def ctrl_c_once(args: list, cwd: Path, ready) -> tuple[int, str]:
+    """Start ``targetprop ARGS`` and :func:`ctrl_c` it once ``ready()`` holds."""
+    return ctrl_c(start_cli(args, cwd), ready)
 
 
 def same_rows(rows: list[dict]) -> list[dict]:

@@ -31,6 +31,7 @@ from clitools import (
     assert_same_run,
     cli_env,
     command,
+    ctrl_c,
     ctrl_c_once,
     error_line,
     interruptible,
@@ -464,16 +465,14 @@ def test_ctrl_c_inside_code_run_by_exec_still_exits_130_under_python_m(tmp_path)
         text=True,
         preexec_fn=interruptible,
     )
-    try:
-        assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)
+
+    def inside_the_loop() -> bool:
+        assert proc.stdout.readline() == "ready\n"
         time.sleep(0.3)  # well inside the exec'd loop
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, (proc.returncode, stderr)
+        return True
+
+    code, stderr = ctrl_c(proc, inside_the_loop)
+    assert code == 130, (code, stderr)
 
 
 def test_a_ctrl_c_that_a_library_turns_into_its_own_error_ends_as_an_interrupt(tmp_path, monkeypatch):
