@@ -260,8 +260,10 @@ class Network(nn.Module):
             if wants:
                 override = feedback_units[i - 1] if feedback_units is not None else None
                 fb = hidden_unit(override) if override else hidden_unit(below.name)  # type: ignore[union-attr]
-                if not fb.deterministic or fb.transmits != "state":  # g_i maps to the state below: tanh or σ
-                    fb = hidden_unit("tanh" if fb.transmits == "sign" else "sigmoid")
+                if not fb.deterministic or fb.transmits != "state":  # g_i maps to the state below
+                    # tanh below sign units; below stochastic units too, as the authors' g_2(h_2^p) =
+                    # tanh(V_2 h_2^p + c_2) (sto_dtp.py), whose range holds the probabilities; σ below step units
+                    fb = hidden_unit("sigmoid" if fb.transmits == "step" else "tanh")
             self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb, below))  # type: ignore[arg-type]
         self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]
         self._flatten()

@@ -368,6 +368,18 @@ def test_a_discrete_connection_is_discrete_both_ways(hidden, reads_sign):
         ).abs().max() > 0.1
 
 
+def test_the_stochastic_networks_inverse_reads_probabilities_through_tanh():
+    """The DTP paper's stochastic network: ``g_2(h_2^p) = tanh(V_2 h_2^p + c_2)`` (the authors' code), on the
+    probabilities, never a sample."""
+    net = Network.from_spec("6-5-4-3", "bernoulli", seeds=[0], dtype=torch.float64)
+    layer = net.layer(2)
+    assert layer.feedback_unit.name == "tanh"
+    h = torch.rand(1, 7, 4)
+    expected = torch.tanh(torch.einsum("rbo,rio->rbi", h, layer.fb_weight) + layer.fb_bias[:, None])
+    torch.testing.assert_close(layer.inverse(h), expected)
+    assert (layer.inverse(h) < 0).any()  # the check can fail: a sigmoid never goes below 0
+
+
 @pytest.mark.parametrize("unit", ["sign", "step"])
 def test_discrete_units_block_bp_unless_straight_through(unit):
     cls = get_rule("bp")
