@@ -7,9 +7,11 @@ written.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -565,6 +567,16 @@ def _stopped() -> None:
     sys.exit(143 if terminated else 130)
 
 
+def _deliver_again(unraisable: Any, hook: Any) -> None:
+    """``sys.unraisablehook`` while a command runs: a stop signal that landed where Python cannot raise (a weakref
+    callback, a ``__del__``) would be printed and lost, and the run would go on; it is sent again instead, a moment
+    later (sent now, its handler would raise inside this hook, where it would be lost the same way)."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _signals:
+        threading.Timer(0.05, os.kill, (os.getpid(), _signals[-1])).start()
+        return
+    hook(unraisable)
+
+
 def main() -> None:
     """The entry point: every error a user can fix is one line, ``error: ...``, with exit status 2; Ctrl-C exits
     with 130 and SIGTERM with 143, after saying how to continue."""
@@ -572,6 +584,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the caller ignores Ctrl-C
         signal.signal(signal.SIGINT, _stop)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: _deliver_again(unraisable, hook)
+    try:
+        _run()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _run() -> None:
     try:
         code = app(standalone_mode=False)
     except TargetpropError as e:

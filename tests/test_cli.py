@@ -498,6 +498,58 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_ends_as_an_interrupt(t
     assert "Traceback" not in stderr
 
 
+WEAKREF_PROBE = """
+import importlib
+import os
+import signal
+import sys
+import time
+import weakref
+
+import targetprop.__main__
+
+train = importlib.import_module("targetprop.train")
+load_dataset = train.load_dataset
+
+
+class Thing:
+    pass
+
+
+def load_interrupted(*args, **kwargs):
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: (os.kill(os.getpid(), signal.SIGINT), time.sleep(2)))
+    del thing  # the callback runs here, and the interrupt lands inside it
+    assert ref() is None
+    time.sleep(5)
+    print("the interrupt was lost", file=sys.stderr)
+    return load_dataset(*args, **kwargs)  # the run goes on
+
+
+train.load_dataset = load_interrupted
+sys.argv = ["targetprop", *sys.argv[1:]]
+targetprop.__main__.main()
+"""
+
+
+def test_a_ctrl_c_that_lands_in_a_weakref_callback_still_stops_the_command(tmp_path):
+    """Python cannot raise from a weakref callback: a KeyboardInterrupt there is printed as "Exception ignored" and
+    lost, and the run would go on. The command delivers it again and stops (130, one line)."""
+    (tmp_path / "probe.py").write_text(WEAKREF_PROBE)
+    proc = subprocess.run(
+        [sys.executable, "probe.py", "train", "--rule", "bp", *TINY, "--out", "runs", "-q"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=interruptible,
+    )
+    assert proc.returncode == 130, show(proc)
+    assert proc.stderr.strip().splitlines() == ["error: interrupted"], show(proc)
+
+
 def test_resume_refuses_options_it_would_ignore(trained):
     _, run_dir = trained
     proc = run_cli("train", "--resume", run_dir, "--rule", "bp", cwd=run_dir.parent)
