@@ -125,8 +125,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 
 class Layer(nn.Module):
-    """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i c(h) + c_i)``, where
-    ``c`` is the code of the connection below (see :meth:`feedback_input`)."""
+    """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i d_i(h) + c_i)``, where
+    ``d_i`` is the code of the connection below (see :meth:`feedback_input`)."""
 
     def __init__(
         self,
@@ -182,11 +182,11 @@ class Layer(nn.Module):
         return self.code_below.transmit(h)
 
     def feedback_preactivation(self, h: Tensor) -> Tensor:
-        """``V c(h) + c``, with ``c`` the code of :meth:`feedback_input`."""
+        """``V d(h) + c``, with ``d`` the code of :meth:`feedback_input`."""
         return linear(self.feedback_input(h), self.fb_weight, self.fb_bias)
 
     def inverse(self, h: Tensor) -> Tensor:
-        """``g(h) = s̄(V t(h) + c)``, the learned approximate inverse of this layer."""
+        """``g(h) = s̄(V d(h) + c)``, the learned approximate inverse of this layer."""
         assert self.feedback_unit is not None, "this layer has no feedback map"
         return self.feedback_unit(self.feedback_preactivation(h))
 
@@ -247,15 +247,16 @@ class Network(nn.Module):
             raise ConfigError(f"replicas must be at least 1, got {replicas}")
         if feedback not in ("none", "hidden", "all"):
             raise ConfigError(f"feedback must be 'none', 'hidden' or 'all', got {feedback!r}")
-        units: list[Unit | OutputUnit] = [hidden_unit(n) for n in hidden]
-        units.append(output_unit(output))
+        hidden_units = [hidden_unit(n) for n in hidden]
+        self.output_unit = output_unit(output)
+        units: list[Unit | OutputUnit] = [*hidden_units, self.output_unit]
         self.sizes, self.hidden_names, self.output_name = sizes, list(hidden), output
         self.feedback_mode = feedback
         self.layers = nn.ModuleList()
         for i in range(1, n_layers + 1):
             # Layer 1 never has an inverse; the output layer only when targets start at the output.
             wants = (i >= 2 and i < n_layers and feedback != "none") or (i == n_layers >= 2 and feedback == "all")
-            below = units[i - 2] if i >= 2 else None
+            below = hidden_units[i - 2] if i >= 2 else None
             fb: Unit | None = None
             if wants:
                 override = feedback_units[i - 1] if feedback_units is not None else None
@@ -264,8 +265,7 @@ class Network(nn.Module):
                     # tanh below sign units; below stochastic units too, as the authors' g_2(h_2^p) =
                     # tanh(V_2 h_2^p + c_2) (sto_dtp.py), whose range holds the probabilities; σ below step units
                     fb = hidden_unit("sigmoid" if fb.transmits == "step" else "tanh")
-            self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb, below))  # type: ignore[arg-type]
-        self.output_unit: OutputUnit = units[-1]  # type: ignore[assignment]
+            self.layers.append(Layer(sizes[i - 1], sizes[i], units[i - 1], replicas, fb, below))
         self._flatten()
 
     def _flatten(self) -> None:
