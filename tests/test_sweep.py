@@ -436,3 +436,16 @@ def test_bad_command_lines(tmp_path):
         assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+BUNDLED_SPACES = sorted(
+    p.stem.replace("_", "-") for p in (Path(sweep_module.__file__).parent / "experiments" / "sweeps").glob("*.toml")
+)
+
+
+@pytest.mark.parametrize("name", BUNDLED_SPACES)
+def test_every_bundled_space_file_loads_by_its_name(name):
+    """The space files REPRODUCTION.md cites stay runnable as `targetprop sweep NAME`: each loads by its bundled
+    name, and its base run and the run at every edge of its space are valid configs (load_space checks both)."""
+    space = load_space(name)
+    assert space.params and Path(space.source).name == name.replace("-", "_") + ".toml", name
