@@ -148,6 +148,36 @@ BAD = {
 }
 
 
+@pytest.mark.parametrize(
+    "errors, expected",
+    [
+        ([3.40, 2.48, 2.14], ["2.5", "3"]),  # every error between 1 and 10 %: the usual test-error panel
+        ([1.9, 1.7, 1.65], ["1.7", "1.8", "1.9"]),
+        ([9.0, 1.2, 0.0], ["0", "1", "2", "5"]),  # a train error that reaches 0 beside a test error
+        ([60.0, 12.0, 4.0], ["5", "10", "20", "50"]),
+    ],
+)
+def test_the_error_axis_of_reproduce_figures_is_labelled_inside_one_decade(errors, expected):
+    """errors.png draws error % on a symlog axis; labelled at its decades alone (0, 1, 10), a panel of errors
+    between 1 and 10 % had no number on its y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from targetprop.report import error_scale
+
+    fig, ax = plt.subplots()
+    ax.plot(range(len(errors)), errors)
+    error_scale(ax)
+    fig.canvas.draw()
+    low, high = ax.get_ylim()
+    labels = [t.label1.get_text() for t in ax.yaxis.get_major_ticks() if low <= t.get_loc() <= high]
+    plt.close(fig)
+    assert set(expected) <= set(labels) and len(labels) >= 3, labels
+    assert all(label and "10^" not in label and "times" not in label for label in labels), labels
+
+
 @pytest.mark.parametrize("case", list(BAD))
 def test_plot_bad_input_is_one_line_exit_2_and_writes_nothing(case, diagnosed, tmp_path):
     make_args, fragments = BAD[case]
