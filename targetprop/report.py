@@ -352,6 +352,7 @@ def report(
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         result = method_result(method, sources, probes)
         results.append(result)
+        extra += settings_changed(experiment, method, sources, scale)
         if result.planned_epochs is not None:
             extra.append(
                 f"{method.name}: epoch {result.summary['epochs']} of {result.planned_epochs}, the last that every "
@@ -375,6 +376,21 @@ def report(
     write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra)
     note(f"report of {len(results)} method(s) written into {folder}")
     return experiment, folder, results
+
+
+def settings_changed(experiment: Experiment, method: Method, run_dirs: list[Path], scale: str) -> list[str]:
+    """A note for each hyper-parameter a run was trained with that the experiment no longer sets so (its defaults
+    moved after a search, say): the table's other notes describe the experiment as it is now."""
+    from targetprop.reproduce import method_config
+
+    now = method_config(experiment, method, scale=scale).rule_config().model_dump()
+    lines = []
+    for run_dir in run_dirs:
+        then = make_config(RunDir(run_dir).read_config()).rule_config(method.rule).model_dump()
+        changed = [f"{key} = {then[key]!r} (now {now[key]!r})" for key in now if then.get(key) != now[key]]
+        if changed:
+            lines.append(f"{method.name}: {run_dir} was trained with " + ", ".join(changed))
+    return lines
 
 
 def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[ProbeSettings, ...] = ()) -> MethodResult:

@@ -331,6 +331,28 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ab", "b"]
 
 
+def test_report_says_which_settings_a_run_was_trained_with_that_the_experiment_has_since_changed(
+    tmp_path: Path,
+) -> None:
+    """The table's notes describe the experiment as it is now; a run trained before its defaults moved (after a
+    search) gets a note with the value it was trained with, and a run of the current settings gets none."""
+    from targetprop.report import report
+
+    proc = run_cli("reproduce", "discrete", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "1",
+                   "-q", "--out", tmp_path, "--name", "r", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    report([folder])
+    assert "was trained with" not in (folder / "table.md").read_text()
+
+    now = method_config(get_experiment("discrete"), get_experiment("discrete").method("bp"), scale="smoke")
+    config = folder / "bp" / "config.toml"
+    config.write_text(config.read_text().replace(f"lr = {now.rule_config().lr!r}\n", "lr = 0.125\n", 1))
+    report([folder])
+    notes = (folder / "table.md").read_text()
+    assert f"bp: {folder / 'bp'} was trained with lr = 0.125 (now {now.rule_config().lr!r})" in notes, notes
+
+
 def tiny_cifar(folder: Path, per_batch: int) -> tuple[Path, object]:
     """A CIFAR-10 archive in the official python-batch format (five training batches and a test batch of
     ``per_batch`` random images each) and the file spec with its checksums."""
