@@ -243,6 +243,12 @@ class Space:
         return f"# {self.source}, resolved by `targetprop sweep`\n" + tomli_w.dumps(doc)
 
 
+def bundled_space_names() -> list[str]:
+    """The space files shipped with targetprop, by the names ``targetprop sweep NAME`` takes (``dtp-digits``)."""
+    folder = resources.files("targetprop.experiments") / "sweeps"
+    return sorted(p.name[:-5].replace("_", "-") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
 def bundled_space(name: str) -> Path | None:
     """A space file shipped with targetprop (``dtp-digits`` → ``experiments/sweeps/dtp_digits.toml``)."""
     candidate = resources.files("targetprop.experiments") / "sweeps" / f"{name.replace('-', '_')}.toml"
@@ -255,12 +261,9 @@ def load_space(source: str | Path) -> Space:
     if not path.exists():
         bundled = bundled_space(str(source))
         if bundled is None:
-            names = sorted(
-                p.name[:-5].replace("_", "-")
-                for p in (resources.files("targetprop.experiments") / "sweeps").iterdir()
-                if p.name.endswith(".toml")
+            raise ConfigError(
+                f"space file {str(source)!r} not found; bundled spaces: {', '.join(bundled_space_names())}"
             )
-            raise ConfigError(f"space file {str(source)!r} not found; bundled spaces: {', '.join(names)}")
         path = bundled
     doc = load_toml(path)
     where = f"space file {str(source)!r}"

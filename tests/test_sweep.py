@@ -438,12 +438,7 @@ def test_bad_command_lines(tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
-BUNDLED_SPACES = sorted(
-    p.stem.replace("_", "-") for p in (Path(sweep_module.__file__).parent / "experiments" / "sweeps").glob("*.toml")
-)
-
-
-@pytest.mark.parametrize("name", BUNDLED_SPACES)
+@pytest.mark.parametrize("name", sweep_module.bundled_space_names())
 def test_every_bundled_space_file_loads_by_its_name(name):
     """The space files REPRODUCTION.md cites stay runnable as `targetprop sweep NAME`: each loads by its bundled
     name, and its base run and the run at every edge of its space are valid configs (load_space checks both)."""

@@ -7,8 +7,8 @@ test error within 500 epochs of 60 random configurations per method (BRIEF.md, "
 1.48 %, FA 1.85 %, DFA 2.75 %, DTP (alternating) 1.83 %. Their learning rates, read from a damaged extraction, were
 the starting points; BP's learning rate and DTP's learning rates and η̂ are now the best of random searches
 around them (``sweeps/rules_mnist_{bp,dtp}.toml``, 8 trials of 20 epochs each, scored on the validation split;
-REPRODUCTION.md). FA keeps theirs: its search's best at 20 epochs ended worse at 100. The batch size, DTP's inverse noise and anything about synthetic gradients
-are not theirs: each method's ``note`` says so.
+REPRODUCTION.md). FA keeps theirs: its search's best at 20 epochs ended worse at 100. The batch size, DTP's
+inverse noise and anything about synthetic gradients are not theirs: each method's ``note`` says so.
 """
 
 from __future__ import annotations
