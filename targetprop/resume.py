@@ -20,7 +20,16 @@ from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 
-RUN_KEYS_RESUMABLE = ("epochs", "eval_every", "device", "data_dir", "download", "threads", "tensorboard")
+RUN_KEYS_RESUMABLE = (
+    "epochs",
+    "eval_every",
+    "eval_train_samples",
+    "device",
+    "data_dir",
+    "download",
+    "threads",
+    "tensorboard",
+)
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
 UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard")
 """Keys whose change does not change the numbers: not recorded as a change in the metrics."""
@@ -117,7 +126,9 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
 
 def _resumable_text(rule: str) -> str:
     keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
-    return ", ".join([*keys, "--epochs", "--set eval_every", "--device", "--data-dir", "--tensorboard"])
+    return ", ".join(
+        [*keys, "--epochs", "--set eval_every", "--set eval_train_samples", "--device", "--data-dir", "--tensorboard"]
+    )
 
 
 def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:

@@ -410,8 +410,12 @@ def _train_locked(
                 continue
             with evaluation_units(net, config.eval_activation):
                 evals = {
-                    name: evaluate(net, split, eval_rng, config.eval_samples, task, rule)
-                    for name, split in (("train", dataset.train), ("valid", dataset.valid), ("test", dataset.test))
+                    name: evaluate(net, split, eval_rng, samples, task, rule)
+                    for name, split, samples in (
+                        ("train", dataset.train, config.eval_train_samples or config.eval_samples),
+                        ("valid", dataset.valid, config.eval_samples),
+                        ("test", dataset.test, config.eval_samples),
+                    )
                 }
             if config.diagnostics:
                 probe = min(1000, n_train)

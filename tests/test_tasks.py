@@ -153,3 +153,24 @@ def test_eval_every_logs_every_nth_epoch_and_the_last_trains_the_same_and_resume
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in sparse.history
     ]
+
+
+def test_eval_train_samples_averages_fewer_passes_over_the_training_split_only(tmp_path, digits):
+    """``eval_train_samples = 1`` with ``eval_samples = 20`` (the stochastic net's protocol, cheapened): the logged
+    train error is one stochastic pass over the training split and the validation and test errors average 20
+    passes, drawn in that order from the evaluation stream; training is untouched."""
+    common = dict(rule="fa", arch="64-24-24-10", activation="bernoulli", epochs=1, seeds=[0, 1], out=str(tmp_path))
+    cheap = train(
+        make_config(eval_samples=20, eval_train_samples=1, name="cheap", **common), dataset=digits, progress=False
+    )
+    full = train(make_config(eval_samples=20, name="full", **common), dataset=digits, progress=False)
+    for p, q in zip(cheap.net.parameters(), full.net.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    stream = ReplicaRandom([0, 1], "eval", torch.device("cpu"))
+    by_hand = {
+        name: evaluate(cheap.net, split, stream, samples, Classify(), cheap.rule)["error"].tolist()
+        for name, split, samples in (("train", digits.train, 1), ("valid", digits.valid, 20), ("test", digits.test, 20))
+    }
+    for name, errors in by_hand.items():
+        assert [r[f"{name}_error"] for r in cheap.history] == errors
+    assert by_hand["train"] != [r["train_error"] for r in full.history]  # the full run averaged 20 passes there
