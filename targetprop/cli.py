@@ -327,6 +327,17 @@ def reproduce(
             "from now on (add one to it later)."
         ),
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            metavar="KEY=VALUE",
+            help="Change a setting of the experiment: KEY=VALUE (a run key, or a rule key, for every method that "
+            "has it) or METHOD.KEY=VALUE (one method, see --list), e.g. dtp.lr_decay=30. Recorded in the run and "
+            "the table's notes; with --resume, only what a resumed run may change (learning rates, η̂, noise).",
+        ),
+    ] = None,
     report: Annotated[
         list[str] | None,
         typer.Option(
@@ -379,6 +390,7 @@ def reproduce(
             "--threads": threads,
             "--data-dir": data_dir,
             "--tensorboard": tensorboard or None,
+            "--set": set_ or None,
         }
         extra = [k for k, v in given.items() if v is not None]
         if extra:
@@ -398,6 +410,7 @@ def reproduce(
             resume=resume,
             tensorboard=tensorboard or None,
             methods=methods,
+            assignments=set_ or (),
             progress=not quiet,
             note=_note,
         )

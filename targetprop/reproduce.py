@@ -29,14 +29,14 @@ import json
 import math
 import statistics
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 import torch
 
-from targetprop.config import RunConfig, make_config
+from targetprop.config import RunConfig, apply_assignments, make_config, parse_assignment
 from targetprop.data import Dataset, load_dataset
 from targetprop.errors import ConfigError
 from targetprop.experiments import find_self_running, get_experiment
@@ -45,6 +45,7 @@ from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
 from targetprop.report import MethodResult, read_probe, write_report
+from targetprop.rules import get_rule
 from targetprop.runs import RunDir, atomic_write
 
 EXPERIMENT_FILE = "experiment.toml"
@@ -52,15 +53,58 @@ SCALES = ("full", "smoke")
 DEFAULT_SEEDS = {"full": "0-9", "smoke": "0-1"}
 
 
-def method_config(experiment: Experiment, method: Method, *, scale: str = "full", **overrides: Any) -> RunConfig:
+def method_config(
+    experiment: Experiment, method: Method, *, scale: str = "full", assignments: Sequence[str] = (), **overrides: Any
+) -> RunConfig:
     """The run configuration of one method: the experiment's base, its smoke keys at ``scale="smoke"``, the
-    method's own run keys, its rule and hyper-parameters, then ``overrides`` (seeds, epochs, device, ...)."""
+    method's own run keys, its rule and hyper-parameters, the ``--set`` ``assignments`` that concern it (see
+    :func:`method_assignments`), then ``overrides`` (seeds, epochs, device, ...)."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     data = {**experiment.base, **(experiment.smoke if scale == "smoke" else {}), **method.run}
     data["rule"] = method.rule
     data[method.rule] = dict(method.params)
+    data = apply_assignments(data, method_assignments(experiment, method, assignments), [method.rule])
     return make_config(data, **overrides)
+
+
+def method_assignments(experiment: Experiment, method: Method, assignments: Sequence[str]) -> list[str]:
+    """The ``--set`` assignments of a reproduce command that concern ``method``, written as ``train --set`` takes
+    them: ``KEY=VALUE`` of the run goes to every method, ``METHOD.KEY=VALUE`` (a method's name, see ``--list``) to
+    that method's rule, and a bare rule key to every method whose rule has it."""
+    names = [m.name for m in experiment.methods]
+    mine = []
+    for text in assignments:
+        path, _ = parse_assignment(text)
+        raw = text.split("=", 1)[1]
+        if len(path) == 2:
+            if path[0] not in names:
+                raise ConfigError(
+                    f"--set {text}: {experiment.name} has no method {path[0]!r}; write METHOD.KEY=VALUE with one of: "
+                    f"{', '.join(names)}"
+                )
+            if path[0] == method.name:
+                mine.append(f"{method.rule}.{path[1]}={raw}")
+        elif len(path) == 1 and (
+            path[0] in RunConfig.model_fields or path[0] in get_rule(method.rule).Config.model_fields
+        ):
+            mine.append(text)
+        elif len(path) != 1:
+            raise ConfigError(f"--set {text!r}: write KEY=VALUE or METHOD.KEY=VALUE")
+    return mine
+
+
+def check_assignments(experiment: Experiment, methods: Sequence[Method], assignments: Sequence[str]) -> None:
+    """Refuse an assignment that no method being run takes (a method left out by ``--methods``, a key no rule
+    has), rather than run without it."""
+    for text in assignments:
+        if not any(method_assignments(experiment, m, [text]) for m in methods):
+            path, _ = parse_assignment(text)
+            what = f"method {path[0]!r} is not run" if len(path) == 2 else f"no key {path[0]!r} in the run or its rules"
+            raise ConfigError(
+                f"--set {text}: {what} (methods run: {', '.join(m.name for m in methods)}); see `targetprop rules` "
+                "for each rule's keys"
+            )
 
 
 def chosen_methods(experiment: Experiment, methods: str | list[str]) -> list[str]:
@@ -102,21 +146,25 @@ def reproduce(
     resume: str | Path | None = None,
     tensorboard: bool | None = None,
     methods: str | list[str] | None = None,
+    assignments: Sequence[str] = (),
     dataset: Dataset | None = None,
     progress: bool = True,
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment | SelfRunning, Path, list[MethodResult]]:
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
-    figure into the parent directory. ``methods`` (names, or one comma-separated string) runs only those, in the
-    experiment's order; on a resumed directory it replaces the list it was run with, so methods can be added to
-    it later (a finished one is read, not retrained). ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
-    scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
-    experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
+        figure into the parent directory. ``methods`` (names, or one comma-separated string) runs only those, in the
+        experiment's order; on a resumed directory it replaces the list it was run with, so methods can be added to
+        it later (a finished one is read, not retrained). ``assignments`` are ``--set`` changes to the experiment's
+    settings (see :func:`method_assignments`): recorded in ``experiment.toml`` and the table's notes; on a resumed
+    directory, only the changes a resumed run allows (learning rates, η̂, noise, epochs). ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
+        scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
+        experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
 
     asked_for = read_request(Path(resume))["experiment"] if resume is not None else name
     if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
-        if methods is not None:
-            raise ConfigError(f"{itself.name} trains no methods: --methods does not apply")
+        for option, value in (("--methods", methods), ("--set", assignments or None)):
+            if value is not None:
+                raise ConfigError(f"{itself.name} trains no methods: {option} does not apply")
         return reproduce_self_running(
             itself,
             name,
@@ -147,6 +195,7 @@ def reproduce(
         epochs = epochs if epochs is not None else asked.get("epochs")
         methods = methods if methods is not None else asked.get("methods")
         data_dir = data_dir if data_dir is not None else recorded_data_dir(folder, experiment)
+        given = [*asked.get("set", []), *assignments]  # a method added to the directory gets the earlier ones too
     else:
         if name is None:
             raise ConfigError("give an experiment name (see `targetprop reproduce --list`) or --resume DIR")
@@ -154,6 +203,7 @@ def reproduce(
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
         folder = None
+        given = list(assignments)
     overrides = {
         "seeds": seed_list,
         "epochs": epochs,
@@ -163,7 +213,8 @@ def reproduce(
         "tensorboard": tensorboard,
     }
     selected = [m for m in experiment.methods if methods is None or m.name in methods]
-    configs = [(m, method_config(experiment, m, scale=scale, **overrides)) for m in selected]
+    check_assignments(experiment, selected, assignments)
+    configs = [(m, method_config(experiment, m, scale=scale, assignments=given, **overrides)) for m in selected]
     first = configs[0][1]
     if dataset is None:
         dataset = load_dataset(
@@ -177,14 +228,19 @@ def reproduce(
             request["epochs"] = epochs
         if methods is not None:
             request["methods"] = list(methods)
+        if given:
+            request["set"] = given
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     else:
         request = {**asked, **({"epochs": epochs} if epochs is not None else {})}
         if methods is not None:
             request["methods"] = list(methods)
+        if given:
+            request["set"] = given
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     with RunDir(folder).lock():
-        results = _run_methods(experiment, folder, configs, overrides, dataset, progress, note)
+        changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
+        results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
             for result in results:
@@ -193,7 +249,8 @@ def reproduce(
                 ]
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
-        write_report(experiment, folder, results, scale, make_config(settings))
+        notes = [f"set on the command line (not the experiment's settings): {', '.join(given)}"] if given else None
+        write_report(experiment, folder, results, scale, make_config(settings), notes)
     return experiment, folder, results
 
 
@@ -214,11 +271,13 @@ def _run_methods(
     folder: Path,
     configs: list[tuple[Method, RunConfig]],
     overrides: dict[str, Any],
+    changes: dict[str, list[str]],
     dataset: Dataset,
     progress: bool,
     note: Callable[[str], None],
 ) -> list[MethodResult]:
-    """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained."""
+    """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained.
+    ``changes`` holds each method's ``--set`` assignments in ``train --set`` form, checked as a resumed run's."""
     from targetprop.resume import plan_resume
     from targetprop.train import train
 
@@ -229,7 +288,9 @@ def _run_methods(
         if not (run_dir.path / "config.toml").is_file():
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(cfg.to_dict())
-        plan = plan_resume(run_dir, **{k: v for k, v in overrides.items() if k != "seeds" and v is not None})
+        plan = plan_resume(
+            run_dir, changes[method.name], **{k: v for k, v in overrides.items() if k != "seeds" and v is not None}
+        )
         summary = run_dir.read_summary()
         if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
             note(f"{experiment.name} {method.name}: all {plan.done} epochs already done")

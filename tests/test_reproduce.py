@@ -258,6 +258,52 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
+def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumable_changes(tmp_path: Path) -> None:
+    """``--set METHOD.KEY=VALUE`` reaches that method's rule only, a bare key every method whose rule has it; both
+    are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them. A resume may
+    change a learning rate, recorded as a change from the next epoch, but not the schedule; assignments no method
+    takes are refused before anything is written."""
+    args = ["--scale", "smoke", "--seeds", "0", "--methods", "dtp,bp", "--epochs", "1", "-q"]
+    proc = run_cli("reproduce", "mnist-tanh", *args, "--set", "dtp.eta_hat=0.5", "--set", "lr_decay=10",
+                   "--out", tmp_path, "--name", "r", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    check_outputs(folder, ["dtp", "bp"], epochs=1, seeds=1)
+    dtp, bp = (tomllib.loads((folder / m / "config.toml").read_text()) for m in ("dtp", "bp"))
+    assert dtp["dtp"]["eta_hat"] == 0.5 and dtp["dtp"]["lr_decay"] == 10 and bp["bp"]["lr_decay"] == 10
+    assert "eta_hat" not in bp["bp"]
+    assert tomllib.loads((folder / "experiment.toml").read_text())["set"] == ["dtp.eta_hat=0.5", "lr_decay=10"]
+    assert (
+        "set on the command line (not the experiment's settings): dtp.eta_hat=0.5, lr_decay=10"
+        in (folder / "table.md").read_text()
+    )
+
+    proc = run_cli("reproduce", "--resume", folder, "--epochs", "2", "--set", "dtp.lr=0.002", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    rows = read_jsonl(folder / "dtp" / "metrics.jsonl")
+    assert [r.get("changed") for r in rows] == [None, {"dtp.lr": 0.002, "epochs": 2}], rows
+    assert tomllib.loads((folder / "dtp" / "config.toml").read_text())["dtp"]["eta_hat"] == 0.5  # kept
+    assert [r.get("changed") for r in read_jsonl(folder / "bp" / "metrics.jsonl")] == [None, {"epochs": 2}]
+    before = (folder / "dtp" / "metrics.jsonl").read_bytes()
+    proc = run_cli("reproduce", "--resume", folder, "--epochs", "3", "--set", "dtp.schedule=parallel", cwd=tmp_path)
+    assert proc.returncode == 2 and "cannot change when a run resumes" in error_line(proc), show(proc)
+    assert (folder / "dtp" / "metrics.jsonl").read_bytes() == before
+
+    for bad, words in (
+        ("sgd.lr=1", ["mnist-tanh has no method 'sgd'", "dtp-output-target"]),
+        ("dtp-output-target.lr=1", ["method 'dtp-output-target' is not run", "dtp, bp"]),
+        ("nonsense=1", ["no key 'nonsense'"]),
+        ("dtp.eta_hat=-1", ["eta_hat"]),
+    ):
+        proc = run_cli("reproduce", "mnist-tanh", *args, "--set", bad, "--out", tmp_path, "--name", "x", cwd=tmp_path)
+        assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
+    proc = run_cli("reproduce", "early-inference", "--set", "beta=1", "--out", tmp_path, "--name", "x", cwd=tmp_path)
+    assert proc.returncode == 2 and "--set does not apply" in error_line(proc), show(proc)
+    proc = run_cli("reproduce", "--report", folder, "--set", "lr=1", cwd=tmp_path)
+    assert proc.returncode == 2 and "drop --set" in error_line(proc), show(proc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 @needs_mnist
 def test_a_resumed_reproduce_reads_its_data_from_the_folder_it_was_run_with(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("TARGETPROP_DATA", raising=False)
