@@ -152,13 +152,16 @@ def reproduce(
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment | SelfRunning, Path, list[MethodResult]]:
     """Run every method of experiment ``name`` (or continue the directory ``resume``); write the table and
-        figure into the parent directory. ``methods`` (names, or one comma-separated string) runs only those, in the
-        experiment's order; on a resumed directory it replaces the list it was run with, so methods can be added to
-        it later (a finished one is read, not retrained). ``assignments`` are ``--set`` changes to the experiment's
-    settings (see :func:`method_assignments`): recorded in ``experiment.toml`` and the table's notes; on a resumed
-    directory, only the changes a resumed run allows (learning rates, η̂, noise, epochs). ``tensorboard`` (the run key) also writes each method's metrics as TensorBoard
-        scalars; None keeps what a resumed method was run with. ``dataset`` replaces loading the data (tests). An
-        experiment that runs itself (``SELF_RUNNING``) is handed to :func:`reproduce_self_running`."""
+    figure into the parent directory.
+
+    ``methods`` (names, or one comma-separated string) runs only those, in the experiment's order; on a resumed
+    directory it replaces the list it was run with, so methods can be added to it later (a finished one is read,
+    not retrained). ``assignments`` are ``--set`` changes to the experiment's settings (see
+    :func:`method_assignments`), recorded in ``experiment.toml`` and the table's notes; on a resumed directory, only
+    the changes a resumed run allows (learning rates, η̂, noise). ``tensorboard`` (the run key) also writes each
+    method's metrics as TensorBoard scalars; None keeps what a resumed method was run with. ``dataset`` replaces
+    loading the data (tests). An experiment that runs itself (``SELF_RUNNING``) is handed to
+    :func:`reproduce_self_running`."""
 
     asked_for = read_request(Path(resume))["experiment"] if resume is not None else name
     if asked_for is not None and (itself := find_self_running(asked_for)) is not None:
@@ -221,23 +224,17 @@ def reproduce(
             first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
         )
     if folder is None:
-        parent = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale))
-        folder = parent.path
-        request = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
-        if epochs is not None:
-            request["epochs"] = epochs
-        if methods is not None:
-            request["methods"] = list(methods)
-        if given:
-            request["set"] = given
-        atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
+        request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     else:
-        request = {**asked, **({"epochs": epochs} if epochs is not None else {})}
-        if methods is not None:
-            request["methods"] = list(methods)
-        if given:
-            request["set"] = given
-        atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
+        request = dict(asked)
+    if epochs is not None:
+        request["epochs"] = epochs
+    if methods is not None:
+        request["methods"] = list(methods)
+    if given:
+        request["set"] = given
+    atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     with RunDir(folder).lock():
         changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
         results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
