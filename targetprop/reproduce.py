@@ -274,7 +274,8 @@ def _run_methods(
     note: Callable[[str], None],
 ) -> list[MethodResult]:
     """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained.
-    ``changes`` holds each method's ``--set`` assignments in ``train --set`` form, checked as a resumed run's."""
+    ``changes`` holds each method's ``--set`` assignments in ``train --set`` form: a method started before takes
+    them as a resumed run does (only resumable keys); a new one was configured with them."""
     from targetprop.resume import plan_resume
     from targetprop.train import train
 
@@ -282,11 +283,14 @@ def _run_methods(
     for method, cfg in configs:
         run_dir = RunDir(folder / method.name)
         cfg = cfg.model_copy(update={"out": str(folder), "name": method.name})
-        if not (run_dir.path / "config.toml").is_file():
+        started = (run_dir.path / "config.toml").is_file()
+        if not started:  # its configuration holds the --set changes already
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(cfg.to_dict())
         plan = plan_resume(
-            run_dir, changes[method.name], **{k: v for k, v in overrides.items() if k != "seeds" and v is not None}
+            run_dir,
+            changes[method.name] if started else [],
+            **{k: v for k, v in overrides.items() if k != "seeds" and v is not None},
         )
         summary = run_dir.read_summary()
         if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:

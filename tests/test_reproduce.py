@@ -260,23 +260,22 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
 
 def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumable_changes(tmp_path: Path) -> None:
     """``--set METHOD.KEY=VALUE`` reaches that method's rule only, a bare key every method whose rule has it; both
-    are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them. A resume may
+    are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them, for a method added to it later too. A resume may
     change a learning rate, recorded as a change from the next epoch, but not the schedule; assignments no method
     takes are refused before anything is written."""
     args = ["--scale", "smoke", "--seeds", "0", "--methods", "dtp,bp", "--epochs", "1", "-q"]
-    proc = run_cli("reproduce", "mnist-tanh", *args, "--set", "dtp.eta_hat=0.5", "--set", "lr_decay=10",
+    proc = run_cli("reproduce", "mnist-tanh", *args, "--set", "dtp.eta_hat=0.5", "--set", "lr_decay=10", "--set", "shuffle=true",
                    "--out", tmp_path, "--name", "r", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"
     check_outputs(folder, ["dtp", "bp"], epochs=1, seeds=1)
     dtp, bp = (tomllib.loads((folder / m / "config.toml").read_text()) for m in ("dtp", "bp"))
     assert dtp["dtp"]["eta_hat"] == 0.5 and dtp["dtp"]["lr_decay"] == 10 and bp["bp"]["lr_decay"] == 10
-    assert "eta_hat" not in bp["bp"]
-    assert tomllib.loads((folder / "experiment.toml").read_text())["set"] == ["dtp.eta_hat=0.5", "lr_decay=10"]
-    assert (
-        "set on the command line (not the experiment's settings): dtp.eta_hat=0.5, lr_decay=10"
-        in (folder / "table.md").read_text()
-    )
+    assert "eta_hat" not in bp["bp"] and dtp["shuffle"] is bp["shuffle"] is True  # the experiment's order is fixed
+    given = ["dtp.eta_hat=0.5", "lr_decay=10", "shuffle=true"]
+    assert tomllib.loads((folder / "experiment.toml").read_text())["set"] == given
+    notes = (folder / "table.md").read_text()
+    assert f"set on the command line (not the experiment's settings): {', '.join(given)}" in notes
 
     proc = run_cli("reproduce", "--resume", folder, "--epochs", "2", "--set", "dtp.lr=0.002", "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
@@ -284,6 +283,11 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     assert [r.get("changed") for r in rows] == [None, {"dtp.lr": 0.002, "epochs": 2}], rows
     assert tomllib.loads((folder / "dtp" / "config.toml").read_text())["dtp"]["eta_hat"] == 0.5  # kept
     assert [r.get("changed") for r in read_jsonl(folder / "bp" / "metrics.jsonl")] == [None, {"epochs": 2}]
+    proc = run_cli("reproduce", "--resume", folder, "--methods", "dtp,bp,dtp-output-target", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)  # a method added later is configured with the directory's changes
+    added = tomllib.loads((folder / "dtp-output-target" / "config.toml").read_text())
+    own = get_experiment("mnist-tanh").method("dtp-output-target").params["eta_hat"]  # dtp.eta_hat is another method's
+    assert added["shuffle"] is True and added["dtp"]["lr_decay"] == 10 and added["dtp"]["eta_hat"] == own != 0.5
     before = (folder / "dtp" / "metrics.jsonl").read_bytes()
     proc = run_cli("reproduce", "--resume", folder, "--epochs", "3", "--set", "dtp.schedule=parallel", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot change when a run resumes" in error_line(proc), show(proc)
