@@ -360,6 +360,10 @@ def report(
             )
     if not results:
         raise ConfigError(f"{', '.join(map(str, paths))}: no method has finished an epoch yet; nothing to report")
+    for path, request in zip(paths, requests, strict=True):
+        if request.get("set"):
+            where = f" ({path})" if len(paths) > 1 else ""
+            extra.append(f"set on the command line (not the experiment's settings){where}: {', '.join(request['set'])}")
     if len(paths) > 1:
         extra.append(
             "seeds pooled from: "

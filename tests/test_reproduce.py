@@ -276,6 +276,12 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     assert tomllib.loads((folder / "experiment.toml").read_text())["set"] == given
     notes = (folder / "table.md").read_text()
     assert f"set on the command line (not the experiment's settings): {', '.join(given)}" in notes
+    proc = run_cli("reproduce", "--report", folder, cwd=tmp_path)  # a report of the folder keeps the note
+    assert proc.returncode == 0, show(proc)
+    assert (
+        f"set on the command line (not the experiment's settings): {', '.join(given)}"
+        in (folder / "table.md").read_text()
+    )
 
     proc = run_cli("reproduce", "--resume", folder, "--epochs", "2", "--set", "dtp.lr=0.002", "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
