@@ -362,8 +362,7 @@ def report(
         raise ConfigError(f"{', '.join(map(str, paths))}: no method has finished an epoch yet; nothing to report")
     for path, request in zip(paths, requests, strict=True):
         if request.get("set"):
-            where = f" ({path})" if len(paths) > 1 else ""
-            extra.append(f"set on the command line (not the experiment's settings){where}: {', '.join(request['set'])}")
+            extra.append(set_note(request["set"], path if len(paths) > 1 else None))
     if len(paths) > 1:
         extra.append(
             "seeds pooled from: "
@@ -380,6 +379,13 @@ def report(
     write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra)
     note(f"report of {len(results)} method(s) written into {folder}")
     return experiment, folder, results
+
+
+def set_note(assignments: list[str], where: Path | None = None) -> str:
+    """The table's note of the ``reproduce --set`` changes a run was made with (``where``: its folder, when a
+    report pools several)."""
+    folder = f" ({where})" if where is not None else ""
+    return f"set on the command line (not the experiment's settings){folder}: {', '.join(assignments)}"
 
 
 def settings_changed(experiment: Experiment, method: Method, run_dirs: list[Path], scale: str) -> list[str]:

@@ -44,7 +44,7 @@ from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
-from targetprop.report import MethodResult, read_probe, write_report
+from targetprop.report import MethodResult, read_probe, set_note, write_report
 from targetprop.rules import get_rule
 from targetprop.runs import RunDir, atomic_write
 
@@ -246,7 +246,7 @@ def reproduce(
                 ]
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
-        notes = [f"set on the command line (not the experiment's settings): {', '.join(given)}"] if given else None
+        notes = [set_note(given)] if given else None
         write_report(experiment, folder, results, scale, make_config(settings), notes)
     return experiment, folder, results
 
