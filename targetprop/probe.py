@@ -12,6 +12,9 @@ classifier on the learned features was trained. Two protocols, both choosing the
   features *and* the supervised training, so it also trains the same net from its random initialisation, with the
   same settings (the ``control``): what the auto-encoder's weights add is the difference.
 
+The linear protocol also counts, per replica, the hidden units whose activation hardly varies over the test
+images (:func:`near_constant_units`): dead, saturated or fixed units, which carry nothing for any classifier.
+
 Every replica (seed) of the auto-encoder gets its own classifier, initialised from its own seed, all trained
 side by side as replicas of one :class:`~targetprop.nets.Network`.
 """
@@ -106,6 +109,18 @@ def encoder_features(net: Network, x: Tensor, chunk: int = 10_000) -> Tensor:
     )
 
 
+NEAR_CONSTANT_STD = 0.02
+"""A hidden unit whose activation has a standard deviation below this over the test images counts as near-constant
+(for sigmoid units, whose range is [0, 1], 2 % of it)."""
+
+
+@torch.no_grad()
+def near_constant_units(code: Tensor, std: float = NEAR_CONSTANT_STD) -> list[int]:
+    """Per replica, how many units of the code ``(R, N, H)`` have a standard deviation below ``std`` over the ``N``
+    inputs: units that send about the same value whatever the input (dead, saturated or never trained)."""
+    return (code.std(dim=1) < std).sum(-1).tolist()
+
+
 @torch.no_grad()
 def _errors(classifier: Network, inputs: Tensor, labels: Tensor, chunk: int = 10_000) -> Tensor:
     """Per-replica error % of the classifier on ``inputs``: ``(R, N, n)`` one per replica, or ``(N, n)`` shared."""
@@ -126,7 +141,8 @@ def linear_probe(
     threads: int | str = "auto",
 ) -> dict[str, Any]:
     """Train one softmax regression per replica on the frozen features of ``net``'s encoder; per replica, the
-    validation and test error % of the epoch with the lowest validation error, and that epoch."""
+    validation and test error % of the epoch with the lowest validation error, that epoch, and how many of the
+    features are near-constant on the test images (:func:`near_constant_units`)."""
     train, valid, test = (encoder_features(net, split.x) for split in (dataset.train, dataset.valid, dataset.test))
     replicas, width = net.replicas, train.shape[-1]
     classifier = Network.from_spec(
@@ -141,10 +157,14 @@ def linear_probe(
     )
     parts = {"linear classifier": slice(0, replicas)}
     best = _train_classifier(classifier, (train, valid, test), dataset, seeds, settings, parts, progress, threads)
+    per_replica = _per_replica(best, seeds, range(replicas))
+    for row, count in zip(per_replica, near_constant_units(test), strict=True):
+        row["near_constant_units"] = count
     return {
         "classifier": "softmax regression on the frozen code h = f(x)",
         "settings": settings.to_dict(),
-        "per_replica": _per_replica(best, seeds, range(replicas)),
+        "units": width,
+        "per_replica": per_replica,
     }
 
 

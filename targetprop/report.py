@@ -35,7 +35,7 @@ from targetprop.errors import ConfigError, TargetpropError
 from targetprop.experiments import get_experiment
 from targetprop.experiments.paper import Experiment, Method
 from targetprop.health import has_diverged, seeds_cell
-from targetprop.probe import ProbeSettings
+from targetprop.probe import NEAR_CONSTANT_STD, ProbeSettings
 from targetprop.runs import RunDir, atomic_write
 from targetprop.tasks import get_task
 
@@ -102,6 +102,13 @@ def probe_columns(probe: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
             "on labels gives without the auto-encoder"
         )
         stats.append(probe["control"]["test_error"])
+    if "near_constant_units" in probe:
+        columns.append(("near_constant_units", "near-constant hidden units"))
+        notes.append(
+            f"of the {probe.get('units', '?')} hidden units, those whose activation has a standard deviation below "
+            f"{NEAR_CONSTANT_STD:g} over the test images (dead, saturated or untrained: no classifier can use them)"
+        )
+        stats.append(probe["near_constant_units"])
     return [(key, label, note, st) for (key, label), note, st in zip(columns, notes, stats, strict=True)]
 
 

@@ -349,12 +349,13 @@ def _probe(
     seeds = [p["seed"] for p in result.summary["per_replica"]]
     probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads)}
     for part in (probe, probe.get("control")):
-        if part is not None:
-            errors = [p["test_error"] for p in part["per_replica"]]
-            part["test_error"] = {
-                "mean": statistics.fmean(errors),
-                "std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
-            }
+        for key in ("test_error", "near_constant_units"):
+            if part is not None and key in part["per_replica"][0]:
+                values = [p[key] for p in part["per_replica"]]
+                part[key] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                }
     text = json.dumps(probe, indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
     return probe

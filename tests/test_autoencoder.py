@@ -10,7 +10,8 @@ from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
-from targetprop.probe import ProbeSettings, encoder_features, finetune_probe, linear_probe
+from targetprop.probe import ProbeSettings, encoder_features, finetune_probe, linear_probe, near_constant_units
+from targetprop.report import probe_columns
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
 from targetprop.tasks import Reconstruct
@@ -186,3 +187,20 @@ def test_a_classifier_trains_with_the_runs_thread_count_and_gives_the_callers_ba
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_linear_classifier_counts_the_hidden_units_that_no_input_moves():
+    """Units pushed into saturation (off in replica 0, on in replica 1) send one value for every image: the linear
+    classifier's result counts exactly those as near-constant, and the table gets a column with the count."""
+    digits = load_dataset("digits")
+    net = Network.from_spec("64-16-64", "sigmoid", "sigmoid", seeds=[0, 1], feedback="none")
+    with torch.no_grad():
+        net.layers[0].bias[0, :3] = -50.0  # dead
+        net.layers[0].bias[1, 5] = 50.0  # always on
+    probe = linear_probe(net, digits, [0, 1], ProbeSettings(epochs=1))
+    assert [p["near_constant_units"] for p in probe["per_replica"]] == [3, 1] and probe["units"] == 16
+    assert near_constant_units(torch.full((1, 10, 4), 0.5)) == [4]
+    probe["test_error"] = {"mean": 1.0, "std": 0.0}
+    probe["near_constant_units"] = {"mean": 2.0, "std": 1.4}
+    columns = {key: label for key, label, _, _ in probe_columns(probe)}
+    assert columns["near_constant_units"] == "near-constant hidden units"

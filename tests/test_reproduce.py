@@ -186,6 +186,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     markdown = (folder / "table.md").read_text()
     assert "final test reconstruction error" in markdown and "classifier test error %" in markdown
     assert "fine-tuned test error %" in markdown and "the same from random weights %" in markdown
+    assert "near-constant hidden units" in markdown
     for row in rows:
         metrics = read_jsonl(folder / row["method"] / "metrics.jsonl")
         first = [m["test_error"] for m in metrics if m["epoch"] == 1]
@@ -195,6 +196,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
         assert 2.0 < float(row["classifier_test_error_mean"]) < 40.0, row
         probe = json.loads((folder / row["method"] / "probe.json").read_text())
         assert [p["seed"] for p in probe["per_replica"]] == [0, 1] and probe["autoencoder_epochs"] == 3
+        assert 0 <= float(row["near_constant_units_mean"]) <= probe["units"], row
         finetuned = json.loads((folder / row["method"] / "probe-finetune.json").read_text())
         assert finetuned["autoencoder_epochs"] == 3 and finetuned["settings"]["kind"] == "finetune"
         for key in ("finetune_test_error_mean", "finetune_control_test_error_mean"):
