@@ -21,7 +21,8 @@ from pathlib import Path
 from clitools import assert_same_run, interruptible, run_cli, show, start_cli
 from test_run_dirs import MOUNT
 
-EPOCHS = 400
+EPOCHS = 1200
+"""Long enough (about 40 s of training on an idle 2-core machine) that all twelve faults land before it ends."""
 RUN = ["--rule", "dtp", "--arch", "64-96-96-10", "--seeds", "0-1", "--epochs", str(EPOCHS), "-q"]
 FAULTS = ["SIGKILL", "SIGINT", "SIGTERM", "disk full"] * 3
 """Twelve faults, in a shuffled order; their count is quoted in the README's reliability section."""
