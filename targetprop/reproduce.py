@@ -348,9 +348,9 @@ def _probe(
     net = _trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
     probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads)}
-    for part in (probe, probe.get("control")):
-        for key in ("test_error", "near_constant_units"):
-            if part is not None and key in part["per_replica"][0]:
+    for part in (p for p in (probe, probe.get("control")) if p is not None):
+        for key in ("test_error", "near_constant_units"):  # the second only in the linear classifier's result
+            if key in part["per_replica"][0]:
                 values = [p[key] for p in part["per_replica"]]
                 part[key] = {
                     "mean": statistics.fmean(values),
