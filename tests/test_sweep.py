@@ -29,6 +29,7 @@ from test_cli import assert_no_traceback, cli_env, command, read_jsonl, run_cli,
 from targetprop import make_config, train
 from targetprop import sweep as sweep_module
 from targetprop.sweep import Group, GroupResult, Sweep, load_space, run_group
+from targetprop.sweep import groups as sweep_groups
 
 BASE = """\
 rule = "dtp"
@@ -269,14 +270,14 @@ def test_diverged_replicas_are_trials_with_value_inf(tmp_path):
 def test_a_trial_whose_replica_collapsed_says_so_in_trials_csv_and_the_table(tmp_path, monkeypatch):
     """The trainer's collapse flag (targetprop.health; its detection is tested in test_health.py and test_cli.py)
     reaches the sweep: here the summary of the trial in replica 0 is marked as collapsed at epoch 2."""
-    real = sweep_module.run_group
+    real = sweep_groups.run_group
 
     def marked(job):
         result = real(job)
         result.per_replica[0]["collapsed_at"] = 2
         return result
 
-    monkeypatch.setattr(sweep_module, "run_group", marked)
+    monkeypatch.setattr(sweep_groups, "run_group", marked)  # what the executor calls
     space = space_file(
         tmp_path,
         'sampler = "random"\ntrials = 2\nreplicas = 2\nthreads = 1',
