@@ -30,6 +30,7 @@ from targetprop.replicas import ReplicaRandom
 from targetprop.resume import history_on_resume, restore_state
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
+from targetprop.subnormals import flushed
 from targetprop.tasks import Classify, Task, get_task
 from targetprop.threads import ThreadPolicy
 from targetprop.units import hidden_unit
@@ -286,7 +287,7 @@ def train(
     assert run_dir is not None
     threads = torch.get_num_threads()
     try:
-        with run_dir.lock():
+        with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
             return _train_locked(
                 config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch, continue_with
             )
