@@ -34,6 +34,7 @@ from targetprop.nets import Network
 from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.bp import BP, BPConfig
+from targetprop.subnormals import flushed
 from targetprop.threads import ThreadPolicy
 
 
@@ -96,7 +97,8 @@ def run_probe(
     """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
     bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto")."""
     probe = linear_probe if settings.kind == "linear" else finetune_probe
-    return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
+    with flushed():  # as in the trainer: subnormal floats slow the CPU (targetprop.subnormals)
+        return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
 
 @torch.no_grad()
