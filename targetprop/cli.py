@@ -73,6 +73,15 @@ TensorBoardOpt = Annotated[
         "(pip install 'targetprop[tensorboard]').",
     ),
 ]
+DiagnosticsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--diagnostics",
+        help="Log each epoch, per layer, the angle between the rule's update (and its learning signal) and BP's "
+        "gradient, and what the rule reports itself (inverse errors, feedback alignment, ...): the run key "
+        "diagnostics = true; `targetprop plot RUN` draws them.",
+    ),
+]
 
 
 def _options(**kw: Any) -> dict[str, Any]:
@@ -102,6 +111,7 @@ def train(
         str | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
     ] = None,
     tensorboard: TensorBoardOpt = False,
+    diagnostics: DiagnosticsOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
@@ -124,6 +134,7 @@ def train(
             seeds=seeds,
             out=out_dir,
             name=name,
+            diagnostics=diagnostics or None,
         )
         if ignored:
             raise ConfigError(
@@ -162,7 +173,15 @@ def train(
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
         )
-        cfg = make_config(base, rule=rule, out=out_dir, name=name, tensorboard=tensorboard or None, **common)
+        cfg = make_config(
+            base,
+            rule=rule,
+            out=out_dir,
+            name=name,
+            tensorboard=tensorboard or None,
+            diagnostics=diagnostics or None,
+            **common,
+        )
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
@@ -214,6 +233,7 @@ def compare(
     name: NameOpt = None,
     set_: SetOpt = None,
     tensorboard: TensorBoardOpt = False,
+    diagnostics: DiagnosticsOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train several rules on the same data, architecture and seeds; print one table."""
@@ -233,7 +253,8 @@ def compare(
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )
-    configs = [make_config(base, rule=r, tensorboard=tensorboard or None, **common) for r in names]  # all checked first
+    flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
+    configs = [make_config(base, rule=r, **flags, **common) for r in names]  # all checked first
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid

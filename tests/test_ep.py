@@ -52,7 +52,11 @@ def test_registered_and_refuses_what_it_cannot_relax():
     assert RULES["ep"] is EquilibriumPropagation and get_rule("EP") is EquilibriumPropagation
     assert all(f.description for f in EquilibriumPropagation.Config.model_fields.values())
     seeds = [0]
-    for unit, output, message in (("tanh", "linear", "hardsigmoid"), ("hardsigmoid", "softmax", "--output linear")):
+    for unit, output, message in (
+        ("tanh", "linear", "layer\\(s\\) \\[1\\] are tanh: use --activation hardsigmoid$"),
+        ("hardsigmoid", "softmax", "the output is softmax: use --output linear$"),
+        ("tanh", "softmax", "are tanh and the output is softmax: use --activation hardsigmoid --output linear$"),
+    ):
         net = Network.from_spec("6-5-3", unit, output, seeds=seeds, feedback="none")
         with pytest.raises(ConfigError, match=message):
             EquilibriumPropagation(net, EquilibriumPropagation.Config(layer_lr=[0.1]), ReplicaRandom(seeds, "train"))
@@ -154,6 +158,32 @@ def test_small_beta_update_and_implicit_gradient_equal_finite_differences_of_the
         assert ((exact[k] - fd).norm() / fd.norm()) < 1e-4, k
         assert ((ep[k] - fd).norm() / fd.norm()) < 1e-3, k
         assert angle_deg(ep[k], fd).max() < 0.1, k
+
+
+def test_adjoint_by_conjugate_gradients_equals_the_relaxation_and_solves_the_system():
+    """The adjoint ``λ`` that conjugate gradients give equals the damped relaxation's (the linearised dynamics run to
+    convergence), and solves ``(I − PAP) λ = P ∂C̄/∂s`` with ``λ = Pλ``; where the operator is not positive definite,
+    the solver says so (None) instead of returning a wrong ``λ``."""
+    from targetprop.rules.ep import _conjugate_gradients
+
+    rule = make("6-9-7-3", seeds=(0, 1, 2), bias=0.3, layer_lr=[1.0])
+    x, y = batch(4, 3, 6, 3, size=11)
+    free = rule.relax(x, tol=1e-14, max_steps=100_000)[0]
+    t = rule.target(y, free[-1])
+    mask = [((s > 0) & (s < 1)).to(s.dtype) for s in free]
+    assert 0 < sum(float(m.mean()) for m in mask) / len(mask) < 1  # some units clipped, some free
+    cg = rule.adjoint(free, t, tol=1e-13)
+    slow = rule.adjoint_by_relaxation(free, t, tol=1e-13, max_steps=400_000)
+    for a, b, m in zip(cg, slow, mask, strict=True):
+        assert ((a - b).norm() / b.norm()) < 1e-9
+        assert torch.equal(a * (1 - m), torch.zeros_like(a))  # clipped units carry no gradient
+    couplings = rule._couplings(cg)
+    rhs = [torch.zeros_like(s) for s in free]
+    rhs[-1] = (free[-1] - t) * mask[-1] / free[-1].shape[-2]
+    for a, c, m, b in zip(cg, couplings, mask, rhs, strict=True):
+        torch.testing.assert_close(a - m * c, b, rtol=0, atol=1e-12)
+    negated = _conjugate_gradients(lambda v: [-u for u in v], rhs, 1e-10, 100)
+    assert negated is None
 
 
 def test_update_is_the_contrast_of_the_two_phases_by_hand():

@@ -31,14 +31,29 @@ MISSING = "error: --tensorboard needs the tensorboard package: pip install 'targ
 
 @pytest.fixture(scope="module")
 def diagnosed(tmp_path_factory) -> Path:
-    """A DTP run with diagnostics, two seeds, two epochs."""
+    """A DTP run with diagnostics (``--diagnostics``, the run key ``diagnostics = true``), two seeds, two epochs."""
     cwd = tmp_path_factory.mktemp("diagnosed")
     proc = run_cli(
-        "train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--set", "diagnostics=true", "--out", "runs", "--name", "d",
-        cwd=cwd,
+        "train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--diagnostics", "--out", "runs", "--name", "d", cwd=cwd,
     )  # fmt: skip
     assert proc.returncode == 0, show(proc)
     return cwd / "runs" / "d"
+
+
+def test_compare_diagnoses_every_rule_and_a_resume_cannot_switch_diagnostics_on(diagnosed, tmp_path):
+    proc = run_cli("compare", "--rules", "fa,bp", *TINY, "--diagnostics", "--out", "runs", "--name", "c", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    rows = {rule: read_jsonl(tmp_path / "runs" / "c" / rule / "metrics.jsonl") for rule in ("fa", "bp")}
+    assert all(len(row["angle_deg"]) == 2 for rule in rows for row in rows[rule])  # per layer, every epoch
+    assert "feedback_angle_deg" in rows["fa"][0]  # and what FA reports itself
+    proc = run_cli("compare", "--rules", "fa,bp", *TINY, "--out", "runs", "--name", "plain", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "angle_deg" not in read_jsonl(tmp_path / "runs" / "plain" / "fa" / "metrics.jsonl")[0]
+
+    before = (diagnosed / "metrics.jsonl").read_bytes()
+    proc = run_cli("train", "--resume", diagnosed, "--epochs", "3", "--diagnostics", cwd=tmp_path)
+    assert proc.returncode != 0 and "drop --diagnostics" in proc.stderr, show(proc)
+    assert (diagnosed / "metrics.jsonl").read_bytes() == before
 
 
 # ---- plot --------------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ fixed point by the implicit-function theorem (the "IFT" column),
 
     λ = P (I − P A P)^{-1} P ∂C/∂s  = ∂C(s⁰)/∂b,                 ∂C(s⁰)/∂W_i = λ_i ρ(s⁰_{i−1})ᵀ + ρ(s⁰_i) λ_{i−1}ᵀ
 
-solved by the damped (Richardson) iteration :meth:`~targetprop.rules.ep.EquilibriumPropagation.adjoint` to a
-relative 1e-12 (``tests/test_ep.py`` checks it against finite differences of ``C(s⁰(θ))``). ``δ_k`` is the first
+solved by conjugate gradients (:meth:`~targetprop.rules.ep.EquilibriumPropagation.adjoint`; the operator is
+symmetric) to a relative 1e-12 (``tests/test_ep.py`` checks it against finite differences of ``C(s⁰(θ))`` and
+against the damped relaxation of the linearised dynamics). ``δ_k`` is the first
 term of ``λ``'s Neumann series ``Σ_n (PAP)^n P ∂C/∂s`` at layer ``k`` (the shortest path from the output); the
 longer paths (down and back up: the net's loops) make the rest, so the first change matches ``λ`` only as far as
 the loops are weak. The table gives both, for a sequence of shrinking ``β``, layer by layer:

@@ -51,7 +51,7 @@ Everything is batched over replicas (``W_i`` is ``(R, n_i, n_{i−1})``, states 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Annotated, ClassVar
 
 import torch
@@ -125,15 +125,17 @@ class EquilibriumPropagation(Rule):
     def __init__(self, net: Network, config: EPConfig, noise: ReplicaRandom, task: Task | None = None):
         super().__init__(net, config, noise, task)
         wrong = [i for i, layer in enumerate(net.layers[:-1], start=1) if layer.unit.name != "hardsigmoid"]
-        if wrong:
+        problems, fixes = [], []
+        if wrong:  # ρ(s) = clip(s, 0, 1)
+            problems.append(f"hidden layer(s) {wrong} are {net.layers[wrong[0] - 1].unit.name}")
+            fixes.append("--activation hardsigmoid")
+        if net.output_name != "linear":  # s_M is read against the one-hot target by squared error
+            problems.append(f"the output is {net.output_name}")
+            fixes.append("--output linear")
+        if problems:
             raise ConfigError(
-                f"ep relaxes hard-sigmoid units ρ(s) = clip(s, 0, 1); hidden layer(s) {wrong} are "
-                f"{net.layers[wrong[0] - 1].unit.name}: use --activation hardsigmoid"
-            )
-        if net.output_name != "linear":
-            raise ConfigError(
-                f"ep reads its output state s_M against the one-hot target by squared error; use --output linear "
-                f"(not {net.output_name})"
+                "ep relaxes hard-sigmoid units ρ(s) = clip(s, 0, 1) and reads its output state against the one-hot "
+                f"target by squared error; {' and '.join(problems)}: use {' '.join(fixes)}"
             )
         if len(config.layer_lr) not in (1, net.depth):
             raise ConfigError(
@@ -356,24 +358,53 @@ class EquilibriumPropagation(Rule):
         theorem: with ``P`` the units that are not clipped (``0 < s < 1``) and ``A`` the couplings
         (``(A s)_i = W_i s_{i−1} + W_{i+1}ᵀ s_{i+1}``), ``s⁰ = P(b + A s⁰ + W_1 ρ(x))`` on the free units, so
 
-            λ = P (I − P A P)^{-1} P ∂C̄/∂s,        ∂C̄/∂s_M = (s⁰_M − t)/B,
+            λ = P (I − P A P)^{-1} P ∂C̄/∂s,        ∂C̄/∂s_M = (s⁰_M − t)/B.
 
-        solved by the damped (Richardson) iteration ``λ ← λ + ε (P(∂C̄/∂s + A λ) − λ)``, the linearised free
-        dynamics (it converges where they do), until no entry moves by more than ``tol · max |λ|`` in an iteration."""
-        eps, layers, m = self.config.epsilon, self.net.layers, len(free)
+        ``I − PAP`` is symmetric, and positive definite on the free units where the fixed point is stable, so the
+        system is solved by conjugate gradients (:func:`_conjugate_gradients`), one system per replica and example,
+        until each residual is below ``tol`` times its right-hand side (at least a few float epsilons). Should a
+        system turn out not to be positive definite, :meth:`adjoint_by_relaxation` solves them all instead."""
+        mask = [((s > 0) & (s < 1)).to(s.dtype) for s in free]
+        rhs = [torch.zeros_like(s) for s in free]
+        rhs[-1] = (free[-1] - t) * mask[-1] / free[-1].shape[-2]
+
+        def operator(v: list[Tensor]) -> list[Tensor]:  # (I − PAP) v, for v = P v
+            return [vi - mi * ci for vi, mi, ci in zip(v, mask, self._couplings(v), strict=True)]
+
+        tol = max(tol, 16 * torch.finfo(free[0].dtype).eps)
+        lam = _conjugate_gradients(operator, rhs, tol, max_steps)
+        return lam if lam is not None else self.adjoint_by_relaxation(free, t, tol, max_steps)
+
+    def _couplings(self, v: list[Tensor]) -> list[Tensor]:
+        """``(A v)_i = W_i v_{i−1} + W_{i+1}ᵀ v_{i+1}`` for the hidden and output layers (no input, no bias)."""
+        layers, m = self.net.layers, len(v)
+        out = []
+        for i in range(m):  # layer i + 1 in the paper's numbering
+            r = torch.zeros_like(v[i])
+            if i > 0:
+                r = _add_matmul(r, v[i - 1], layers[i].weight.transpose(1, 2))
+            if i + 1 < m:
+                r = _add_matmul(r, v[i + 1], layers[i + 1].weight)
+            out.append(r)
+        return out
+
+    @torch.no_grad()
+    def adjoint_by_relaxation(
+        self, free: list[Tensor], t: Tensor, tol: float = 1e-9, max_steps: int = 20000
+    ) -> list[Tensor]:
+        """:meth:`adjoint`'s ``λ`` by the damped (Richardson) iteration ``λ ← λ + ε (P(∂C̄/∂s + A λ) − λ)``, the
+        linearised free dynamics (it converges where they do, far more slowly than conjugate gradients), until no
+        entry moves by more than ``tol · max |λ|`` in an iteration, or ``max_steps``."""
+        eps, m = self.config.epsilon, len(free)
         mask = [((s > 0) & (s < 1)).to(s.dtype) for s in free]
         g = [torch.zeros_like(s) for s in free]
         g[-1] = (free[-1] - t) / free[-1].shape[-2]
         lam = [gi * mi for gi, mi in zip(g, mask, strict=True)]
         for step in range(max_steps):
-            new = []
-            for i in range(m):
-                r = g[i]
-                if i > 0:
-                    r = _add_matmul(r, lam[i - 1], layers[i].weight.transpose(1, 2))
-                if i + 1 < m:
-                    r = _add_matmul(r, lam[i + 1], layers[i + 1].weight)
-                new.append(torch.lerp(lam[i], r * mask[i], eps))
+            new = [
+                torch.lerp(lam[i], (g[i] + c) * mask[i], eps)
+                for i, c in zip(range(m), self._couplings(lam), strict=True)
+            ]
             if step % 50 == 49:
                 scale = max(float(v.abs().max()) for v in new) or 1.0
                 if max(float((a - b).abs().max()) for a, b in zip(new, lam, strict=True)) <= tol * scale:
@@ -396,10 +427,18 @@ class EquilibriumPropagation(Rule):
 
     @torch.no_grad()
     def exact_gradients(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """At the free fixed point relaxed from ``s = 0``: :meth:`weight_gradients` and ``λ`` (:meth:`adjoint`)."""
+        """At the free fixed point relaxed from ``s = 0``: :meth:`weight_gradients` and ``λ`` (:meth:`adjoint`).
+        Kept for the same batch and weights, so :meth:`exact_updates` and :meth:`exact_signal` pay for one."""
+        key = (x.data_ptr(), tuple(x.shape), y.data_ptr(), tuple(y.shape))
+        key += tuple(p._version for p in self.net.forward_parameters())
+        cached = getattr(self, "_exact", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         free = self.fixed_point(x)
         lam = self.adjoint(free, self.target(y, free[-1]))
-        return self.weight_gradients(x, free, lam), lam
+        result = self.weight_gradients(x, free, lam), lam
+        self._exact = (key, result)
+        return result
 
     def exact_updates(self, x: Tensor, y: Tensor) -> list[Tensor]:
         """BP's gradient for EP's model: that of the cost at the free fixed point (:meth:`exact_gradients`)."""
@@ -409,6 +448,41 @@ class EquilibriumPropagation(Rule):
         """``−λ_i`` for the hidden layers: the descent direction of the cost at the fixed point for each layer's
         input current (zero on clipped units), what :meth:`signal` approaches."""
         return [-lam for lam in self.exact_gradients(x, y)[1][:-1]]
+
+
+def _conjugate_gradients(
+    operator: Callable[[list[Tensor]], list[Tensor]], rhs: list[Tensor], tol: float, max_steps: int
+) -> list[Tensor] | None:
+    """Solve ``operator(λ) = rhs`` for a symmetric positive definite operator that acts on each ``(r, b)`` row
+    separately (the tensors are ``(R, B, n_i)``, one block per layer): conjugate gradients, one system per row,
+    each stopped (its step set to zero) once its residual is below ``tol`` times its right-hand side. None if some
+    unfinished system meets a direction of non-positive curvature (the operator is not positive definite there)."""
+
+    def dot(a: list[Tensor], b: list[Tensor]) -> Tensor:  # (R, B)
+        return sum((ai * bi).sum(-1) for ai, bi in zip(a, b, strict=True))  # type: ignore[return-value]
+
+    lam = [torch.zeros_like(b) for b in rhs]
+    residual = [b.clone() for b in rhs]
+    direction = [b.clone() for b in rhs]
+    rs = dot(residual, residual)
+    threshold = rs * tol**2
+    for step in range(max_steps):
+        active = rs > threshold
+        if step % 10 == 0 and not bool(active.any()):
+            break
+        image = operator(direction)
+        curvature = dot(direction, image)
+        if bool((active & (curvature <= 0)).any()):
+            return None
+        alpha = torch.where(active, rs / torch.where(active, curvature, 1.0), 0.0).unsqueeze(-1)
+        for x, r, d, a in zip(lam, residual, direction, image, strict=True):
+            x.addcmul_(alpha, d)
+            r.addcmul_(alpha, a, value=-1.0)
+        rs_new = dot(residual, residual)
+        beta = torch.where(active, rs_new / torch.where(active, rs, 1.0), 0.0).unsqueeze(-1)
+        direction = [r + beta * d for r, d in zip(residual, direction, strict=True)]
+        rs = rs_new
+    return lam
 
 
 def _add_matmul(r: Tensor, a: Tensor, w: Tensor) -> Tensor:
