@@ -139,7 +139,8 @@ class EquilibriumPropagation(Rule):
             )
         if len(config.layer_lr) not in (1, net.depth):
             raise ConfigError(
-                f"ep.layer_lr has {len(config.layer_lr)} values for {net.depth} layers; give one, or one per layer"
+                f"ep.layer_lr has {len(config.layer_lr)} values for {net.depth} layers (the defaults are the authors' "
+                f"for one hidden layer); give one, or one per layer, e.g. --set 'ep.layer_lr=[{', '.join(['0.1'] * net.depth)}]'"
             )
         ref = net.layers[0].weight
         rates = config.layer_lr * net.depth if len(config.layer_lr) == 1 else config.layer_lr
