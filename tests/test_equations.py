@@ -173,8 +173,8 @@ def test_output_inverse_is_not_stacked_and_chunked_pass_equals_step_by_step():
     for chunk_rows in (0, 40):
         net = Network.from_spec("20-5x4-5", "sigmoid", "sigmoid", seeds=seeds, feedback="all", dtype=torch.float64)
         rule = make_rule("dtp", net, seeds=seeds, first_target="output")
-        assert not rule._stackable()
-        rule.chunk_rows = chunk_rows
+        assert not rule.fast.stackable()
+        rule.fast.chunk_rows = chunk_rows
         losses = [m["inverse_loss"] for m in rule.train_pass(iter(batches), ("feedback",))]
         results.append((rule, losses))
     (chunked, chunked_losses), (plain, plain_losses) = results
@@ -434,8 +434,8 @@ def test_stacked_inverse_training_equals_layer_by_layer(activation, replicas):
     for stacked in (True, False):
         net = Network.from_spec("20-8x4-5", activation, seeds=seeds, dtype=torch.float64)
         rule = make_rule("dtp", net, seeds=seeds)
-        rule.stack_inverses = stacked
-        assert rule._stackable() is stacked
+        rule.fast.stack = stacked
+        assert rule.fast.stackable() is stacked
         losses = [rule.step(x, y, ("feedback",))["inverse_loss"] for _ in range(3)]
         rules.append((rule, losses))
     (stacked_rule, stacked_losses), (plain_rule, plain_losses) = rules
@@ -470,8 +470,8 @@ def test_chunked_inverse_pass_equals_step_by_step(architecture, activation, repl
     for chunk_rows in (0, 40):
         net = Network.from_spec(architecture, activation, seeds=seeds, dtype=torch.float64)
         rule = make_rule("dtp", net, seeds=seeds)
-        rule.chunk_rows = chunk_rows
-        assert rule._chunkable(("feedback",)) is (chunk_rows > 0)
+        rule.fast.chunk_rows = chunk_rows
+        assert rule.fast.chunkable(("feedback",)) is (chunk_rows > 0)
         losses = [m["inverse_loss"] for m in rule.train_pass(iter(batches), ("feedback",))]
         results.append((rule, losses))
     (chunked, chunked_losses), (plain, plain_losses) = results
@@ -492,5 +492,5 @@ def test_inverse_pass_with_stochastic_units_runs_step_by_step():
     inverse pass of a stochastic network is not chunked."""
     net = Network.from_spec("20-8-8-5", "bernoulli", dtype=torch.float64)
     rule = make_rule("dtp", net)
-    assert not rule._chunkable(("feedback",))
-    assert not rule._chunkable(("feedback", "forward"))
+    assert not rule.fast.chunkable(("feedback",))
+    assert not rule.fast.chunkable(("feedback", "forward"))

@@ -1,4 +1,4 @@
-"""Target propagation (Bengio 2014) with learned approximate inverses, and the machinery DTP shares.
+r"""Target propagation (Bengio 2014) with learned approximate inverses, and the machinery DTP shares.
 
 Each layer receives a *target* ``ĥ_i`` instead of a gradient and trains on its layer-local loss; targets travel
 down through learned inverses ``g_i ≈ f_i^{-1}``; the inverses are trained as noisy decoders. Per mini-batch:
@@ -41,15 +41,14 @@ With sign or step units the first target's gradient is taken with respect to the
 
 Schedules (``schedule``): ``"alternating"`` (authors' code) trains the inverses on every mini-batch of the epoch,
 then the forward weights on every mini-batch; ``"parallel"`` does steps 1–5 on each mini-batch, reusing the one
-forward pass, with the targets computed before the inverses change. In the alternating schedule's inverse pass
-the forward weights are frozen, so :meth:`TargetPropagation.train_pass` computes the forward pass and the
-corrupted ``f_i(h_{i−1} + ε)`` for chunks of mini-batches at once, then trains the inverses mini-batch by
-mini-batch: the same numbers as step by step.
+forward pass, with the targets computed before the inverses change. This module is the algorithm, layer by layer and
+mini-batch by mini-batch; :mod:`targetprop.rules.tp_fastpath` computes the inverses' training faster (stacked over
+layers, chunked over the mini-batches of the alternating schedule's inverse pass), with the same numbers, and takes
+over under the two ``if`` statements marked "fast path" below.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, Literal
@@ -71,6 +70,7 @@ from targetprop.rules.base import (
     as_tensor,
     per_replica_view,
 )
+from targetprop.rules.tp_fastpath import InverseFastPath
 from targetprop.tasks import Task
 
 
@@ -127,11 +127,6 @@ class TargetPropagation(Rule):
                 f"layers {missing} have no feedback map; build the network with feedback={self.feedback_maps(config)!r}"
             )
         self.eta_hat = as_tensor(config.eta_hat, net)
-        self.stack_inverses = True
-        """Train the inverses of equal-width layers as one batched product (same numbers to rounding)."""
-        self.chunk_rows = 1000
-        """A pass of the inverses alone shares its forward-weight work across mini-batches of about this many
-        samples in all replicas together (0: off); measured best near 1000 on a 2-core CPU, for 1 and 10 replicas."""
         fb_params = net.feedback_parameters()
         self.feedback_optimizer: Optimizer | None = None
         if fb_params:
@@ -144,6 +139,8 @@ class TargetPropagation(Rule):
                     config.feedback_optimizer_args,
                 ),
             )
+        self.fast = InverseFastPath(self)
+        """Where the inverses' training is stacked over layers and chunked over mini-batches (:mod:`.tp_fastpath`)."""
 
     @classmethod
     def feedback_maps(cls, config: RuleConfig) -> str:
@@ -249,34 +246,26 @@ class TargetPropagation(Rule):
     # L_i^inv splits in two: the corrupted input h̃_{i−1} = h_{i−1} + ε and the code d_i(f_i(h̃_{i−1})) depend on
     # the forward weights only (:meth:`corrupt`); the reconstruction and the gradients depend on V_i, c_i
     # (:meth:`inverse_gradients_at`). The alternating schedule freezes the forward weights for its whole inverse
-    # pass, so :meth:`train_pass` computes the first part for many mini-batches at once.
+    # pass, so its fast path computes the first part for many mini-batches at once, and square layers of one width
+    # train their inverses as one batched product (:mod:`targetprop.rules.tp_fastpath`; the two `if`s below).
 
-    def _inverse_layers(self) -> list[tuple[int, Layer]]:
+    def inverse_layers(self) -> list[tuple[int, Layer]]:
+        """``(i, layer i)`` for the layers whose inverse ``g_i`` trains: ``i = 2..T``."""
         return [(i, self.net.layer(i)) for i in range(2, self.top + 1)]
 
     def corruption(self, rows: Sequence[int], dtype: torch.dtype) -> Tensor:
         """``ε ~ N(0, σ²)`` of shape ``(R, Σ rows, Σ_i n_{i−1})``, drawn mini-batch by mini-batch (``rows`` are
         their sizes) from each replica's training stream: the numbers one draw per mini-batch gives."""
-        width = sum(layer.n_in for _, layer in self._inverse_layers())
+        width = sum(layer.n_in for _, layer in self.inverse_layers())
         return self.noise.normal_rows(rows, width, dtype=dtype).mul_(self.sigma)
 
-    def corrupt(self, acts: Activity, eps: Tensor, stacked: bool = False) -> tuple[list[Tensor], list[Tensor]]:
+    def corrupt(self, acts: Activity, eps: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``d_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
         the forward weights only; for the output layer (``T = M``) the feedback input is the pre-activation
-        ``W_M t(h̃_{M−1}) + b_M``, what :meth:`target_site` gives ``g_M``. One tensor per layer, or with ``stacked`` one
-        ``(R·L, rows, n)`` tensor each (see :meth:`_stackable`)."""
-        layers = self._inverse_layers()
-        widths = [layer.n_in for _, layer in layers]
-        if stacked:
-            first, n = layers[0][1], widths[0]
-            replicas, rows = self.net.replicas, eps.shape[1]
-            weight, bias = self._stacked_forward_weights()
-            h_below = torch.stack([acts.h[i - 1] for i, _ in layers], 1)  # (R, L, rows, n)
-            h_tilde = h_below.add_(eps.view(replicas, rows, len(layers), n).transpose(1, 2)).view(-1, rows, n)
-            fh = first.unit(torch.baddbmm(bias, self.net.layers[0].transmit(h_tilde), weight.transpose(1, 2)))
-            return [h_tilde], [first.feedback_input(fh)]
+        ``W_M t(h̃_{M−1}) + b_M``, what :meth:`target_site` gives ``g_M``. One tensor per layer."""
+        layers = self.inverse_layers()
         h_tildes, fb_ins = [], []
-        for (i, layer), e in zip(layers, eps.split(widths, dim=-1), strict=True):
+        for (i, layer), e in zip(layers, eps.split([layer.n_in for _, layer in layers], dim=-1), strict=True):
             h_tilde = acts.h[i - 1] + e
             u_tilde = self.net.layer(i - 1).transmit(h_tilde, self.sample)
             h_tildes.append(h_tilde)
@@ -292,16 +281,14 @@ class TargetPropagation(Rule):
     ) -> tuple[list[Tensor], Tensor]:
         """Gradients of ``L_i^inv = (1/B) Σ_b ||g_i(f_i(h_{i−1} + ε)) − (h_{i−1} + ε)||²`` for ``V_i, c_i``,
         ``i = 2..T``, with ``f_i`` and the corrupted input held fixed; also ``Σ_i L_i^inv`` per replica. Takes what
-        :meth:`corrupt` gives (the rows of one mini-batch).
+        :meth:`corrupt` gives (the rows of one mini-batch). With ``out`` the gradients are written there.
 
         ``z = V_i d_i(f_i(h̃)) + c_i``, ``δ = s̄'(z) ⊙ 2(s̄(z) − h̃)/B``, ``∂/∂V_i = δᵀ d_i(f_i(h̃))``, ``∂/∂c_i = Σ_b δ``.
         """
         batch = fb_in[0].shape[1]
-        if len(fb_in) != self.top - 1:  # stacked by corrupt()
-            return self._stacked_inverse_gradients(h_tilde[0], fb_in[0])
         grads: list[Tensor] = []
         total = torch.zeros(self.net.replicas, dtype=fb_in[0].dtype, device=fb_in[0].device)
-        for k, ((_, layer), h_t, code) in enumerate(zip(self._inverse_layers(), h_tilde, fb_in, strict=True)):
+        for k, ((_, layer), h_t, code) in enumerate(zip(self.inverse_layers(), h_tilde, fb_in, strict=True)):
             z = linear(code, layer.fb_weight, layer.fb_bias)
             rec = layer.feedback_unit(z)  # type: ignore[misc]
             diff = rec - h_t
@@ -313,130 +300,23 @@ class TargetPropagation(Rule):
     def inverse_gradients(self, acts: Activity, out: Sequence[Tensor] | None = None) -> tuple[list[Tensor], Tensor]:
         """:meth:`inverse_gradients_at` on a fresh corruption of the mini-batch ``acts``."""
         eps = self.corruption([acts.h[0].shape[1]], acts.h[0].dtype)
-        return self.inverse_gradients_at(*self.corrupt(acts, eps, out is not None and self._stackable()), out=out)
-
-    def _stackable(self) -> bool:
-        """Whether the inverses of layers 2..T can train as one batched product over layers: equal square widths,
-        one deterministic unit throughout, and the feedback parameters in one flat buffer holding just them. Not
-        with the output layer among them (``T = M``): its inverse reads the pre-activation ``a_M``."""
-        if not self.stack_inverses or self.feedback_optimizer is None or not self.feedback_optimizer.is_flat:
-            return False
-        if self.top == self.net.depth:
-            return False
-        layers = [layer for _, layer in self._inverse_layers()]
-        n = layers[0].n_in
-        return (
-            len(layers) >= 2
-            and all(layer.n_in == n and layer.n_out == n for layer in layers)
-            and len({layer.unit.name for layer in self.net.layers[: self.top]}) == 1
-            and len({layer.feedback_unit.name for layer in layers}) == 1  # type: ignore[union-attr]
-            and self.net.layers[0].unit.deterministic
-            and len(self.feedback_optimizer.params) == 2 * len(layers)
-        )
-
-    def _stacked_forward_weights(self) -> tuple[Tensor, Tensor]:
-        """``W_i, b_i`` of layers 2..T stacked as ``(R·L, n, n)`` and ``(R·L, 1, n)``; cached while they do not
-        change (the whole inverse pass of the alternating schedule). Compiled code stacks them every call (the
-        cache's key, the parameters' version counters, is not something a graph can hold)."""
-        layers = [layer for _, layer in self._inverse_layers()]
-        n = layers[0].n_in
-
-        def stack() -> tuple[Tensor, Tensor]:
-            weight = torch.stack([layer.weight.detach() for layer in layers], 1).view(-1, n, n)
-            bias = torch.stack([layer.bias.detach() for layer in layers], 1).view(-1, 1, n)
-            return weight, bias
-
-        if torch.compiler.is_compiling():
-            return stack()
-        key = tuple(p._version for layer in layers for p in (layer.weight, layer.bias))
-        key += (self.optimizer.slots[0]._version,)
-        if getattr(self, "_stack_key", None) != key:
-            self._stack_key, self._stack = key, stack()
-        return self._stack
-
-    def _stacked_inverse_gradients(self, h_tilde: Tensor, fb_in: Tensor) -> tuple[list[Tensor], Tensor]:
-        """:meth:`inverse_gradients_at` for all layers 2..T at once (same equations), as products over the
-        stacked layers. The feedback parameters ``[V_2, c_2, …, V_T, c_T]`` of each replica are one flat row, so
-        ``V`` is a strided ``(R·L, n, n)`` view of it and the gradients land in the optimiser's buffer in place."""
-        first = self._inverse_layers()[0][1]
-        replicas, batch, n = self.net.replicas, fb_in.shape[1], first.n_in
-        n_layers = self.top - 1
-        stride = n * n + n  # one layer's V and c in the flat row
-
-        def views(flat: Tensor, start: int) -> tuple[Tensor, Tensor]:
-            matrices = flat.as_strided((replicas * n_layers, n, n), (stride, n, 1), start)
-            biases = flat.as_strided((replicas * n_layers, 1, n), (stride, n, 1), start + n * n)
-            return matrices, biases
-
-        assert self.feedback_optimizer is not None
-        fb_weight, fb_bias = views(self.feedback_optimizer.slots[0], self.feedback_optimizer.flat_offset)
-        buffers = self.feedback_optimizer.grad_buffers()
-        grad_weight, grad_bias = views(self.feedback_optimizer.grad_buffer, 0)  # a tensor of its own (empty_like)
-        z = torch.baddbmm(fb_bias, fb_in, fb_weight.transpose(1, 2))
-        rec = first.feedback_unit(z)  # type: ignore[misc]
-        diff = rec - h_tilde
-        total = diff.square().view(replicas, -1).sum(1).div_(batch)
-        delta = first.feedback_unit.vjp(z, rec, diff.mul_(2.0 / batch))  # type: ignore[union-attr]
-        grad_weight.copy_(torch.bmm(delta.transpose(1, 2), fb_in))
-        grad_bias.copy_(delta.sum(1, keepdim=True))
-        return buffers, total
-
-    def _chunkable(self, phases: Sequence[str]) -> bool:
-        """Whether a pass can share the inverses' forward-weight work between mini-batches: a pass of the
-        inverses alone (the forward weights stay frozen), with deterministic units below layer T (so the only
-        random draw of a mini-batch is ε, and drawing it ahead keeps every number)."""
-        return (
-            tuple(phases) == ("feedback",)
-            and self.chunk_rows > 0
-            and self.feedback_optimizer is not None
-            and self.top >= 2
-            and all(layer.unit.deterministic for layer in self.net.layers[: self.top - 1])
-        )
+        if out is not None and self.fast.stackable():  # fast path: every layer in one batched product
+            return self.fast.inverse_gradients_at(*self.fast.corrupt(acts, eps))
+        return self.inverse_gradients_at(*self.corrupt(acts, eps), out=out)
 
     def train_pass(
         self, batches: Iterable[tuple[Tensor, Tensor]], phases: Sequence[str]
     ) -> Iterator[dict[str, Tensor]]:
-        """As :meth:`Rule.train_pass`; a pass of the inverses alone runs in chunks of about ``chunk_rows`` samples:
-        the forward pass and :meth:`corrupt` once per chunk (large matrix products, with the forward weights
-        frozen), then :meth:`inverse_gradients_at` and the feedback optimiser's step mini-batch by mini-batch.
-        Each mini-batch gets the update of :meth:`step` (same ε, same order; rounding may differ)."""
-        if not self._chunkable(phases):
+        """As :meth:`Rule.train_pass`: :meth:`step` on each mini-batch."""
+        if self.fast.chunkable(phases):  # fast path: the inverses alone, their frozen forward work chunked
+            yield from self.fast.inverse_pass(batches)
+        else:
             yield from super().train_pass(batches, phases)
-            return
-        batches = iter(batches)
-        while first := next(batches, None):
-            per_chunk = max(1, self.chunk_rows // (first[0].shape[1] * self.net.replicas))
-            chunk = [first, *itertools.islice(batches, per_chunk - 1)]
-            sizes = [x.shape[1] for x, _ in chunk]
-            eps = self.corruption(sizes, chunk[0][0].dtype)
-            h_tilde, fb_in = self._corrupt_chunk(torch.cat([x for x, _ in chunk], 1), eps)
-            start = 0
-            for size in sizes:
-                rows = slice(start, start + size)
-                start += size
-                yield self._inverse_step([t[:, rows] for t in h_tilde], [t[:, rows] for t in fb_in])
 
     def compile(self, mode: str = "default") -> None:
         """As :meth:`Rule.compile`, and the two parts of a chunked inverse pass too."""
         super().compile(mode)
-        self._corrupt_chunk = torch.compile(self._corrupt_chunk, mode=mode, dynamic=False)  # type: ignore[method-assign]
-        self._inverse_step = torch.compile(self._inverse_step, mode=mode, dynamic=False)  # type: ignore[method-assign]
-
-    @torch.no_grad()
-    def _corrupt_chunk(self, x: Tensor, eps: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        with record_function("tp:forward pass"):
-            acts = self.net.activity(x, self.sample, depth=self.top - 1)
-        with record_function("tp:inverse corruption"):
-            return self.corrupt(acts, eps, self._stackable())
-
-    @torch.no_grad()
-    def _inverse_step(self, h_tilde: list[Tensor], fb_in: list[Tensor]) -> dict[str, Tensor]:
-        assert self.feedback_optimizer is not None
-        with record_function("tp:inverse gradients"):
-            grads, total = self.inverse_gradients_at(h_tilde, fb_in, out=self.feedback_optimizer.grad_buffers())
-        with record_function("tp:inverse optimizer step"):
-            self.feedback_optimizer.step(grads)
-        return {"inverse_loss": total}
+        self.fast.compile(mode)
 
     # ---- one step ------------------------------------------------------------------------------------------
 
