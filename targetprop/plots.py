@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from targetprop.errors import ConfigError
-from targetprop.runs import CONFIG, METRICS, RunDir, atomic_write, metric_values
+from targetprop.runs import CONFIG, METRICS, RunDir, RunDirError, atomic_write, metric_values
+from targetprop.tasks import get_task
 
 DEFAULT_FILE = "metrics.png"
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -60,6 +61,8 @@ class Run:
     path: Path
     replicas: int
     metrics: dict[str, Metric]
+    error_label: str | None = None
+    """What the run's task calls its error (:attr:`targetprop.tasks.Task.error_label`, e.g. "error %")."""
 
 
 @dataclass
@@ -117,7 +120,12 @@ def read_run(label: str, run: RunDir, note: Callable[[str], None]) -> Run:
         for e, r, layers in cells[key]:
             values[e, r, : len(layers)] = layers
         metrics[key] = Metric(np.array(epochs), values, per_layer)
-    return Run(label, run.path, len(replicas), metrics)
+    try:
+        error_label = get_task(str(run.read_config().get("task", "classify"))).error_label
+    except (RunDirError, ConfigError) as e:
+        note(f"warning: {e}; the error panels are drawn without their unit")
+        error_label = None
+    return Run(label, run.path, len(replicas), metrics, error_label)
 
 
 def available(runs: list[Run]) -> list[str]:
@@ -171,6 +179,17 @@ LOG_DECADES = 3
 """A panel whose values are all positive and span more than this many decades gets a log y axis (a metric that
 grows by orders of magnitude, e.g. the inverse error of a run that breaks down, is otherwise a flat line and a
 wall)."""
+
+
+def metric_unit(name: str, runs: list[Run]) -> str | None:
+    """The y axis label of a logged metric: the task's error (e.g. "error %") for the errors on the data, degrees
+    for angles; None for the rest (losses, inverse and synthetic-gradient errors, in the cost's own units)."""
+    if name.endswith("_deg"):
+        return "degrees"
+    if name in ("batch_error", "train_error", "valid_error", "test_error"):
+        labels = sorted({r.error_label for r in runs if r.error_label})
+        return " / ".join(labels) or None
+    return None
 
 
 def spans_decades(values: np.ndarray) -> bool:
@@ -234,6 +253,8 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> list[s
             log_scale.append(name)
         ax.set_title(f"{name}" + (" (per layer)" if per_layer else "") + (", log scale" if log else ""))
         ax.set_xlabel("epoch")
+        if unit := metric_unit(name, runs):
+            ax.set_ylabel(unit)
         ax.grid(True, alpha=0.3)
         if lines and (several or per_layer):
             ax.legend(fontsize="x-small")

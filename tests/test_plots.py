@@ -10,14 +10,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, run_main, show
 
-from targetprop.plots import plot_metrics
-from targetprop.runs import metric_values
+from targetprop.plots import Run, metric_unit, plot_metrics, read_run
+from targetprop.runs import RunDir, metric_values
 
 TINY = ["--arch", "64-16-10", "--epochs", "2", "--threads", "1", "-q"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -38,6 +39,22 @@ def diagnosed(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert proc.returncode == 0, show(proc)
     return cwd / "runs" / "d"
+
+
+def test_axes_name_the_task_error_and_the_angles(diagnosed, tmp_path):
+    run = read_run("d", RunDir(diagnosed), note=print)
+    assert run.error_label == "error %"
+    assert metric_unit("test_error", [run]) == "error %" and metric_unit("angle_deg", [run]) == "degrees"
+    assert metric_unit("inverse_error", [run]) is None and metric_unit("train_loss", [run]) is None
+    autoencoder = Run("ae", tmp_path, 1, {}, "reconstruction error")
+    assert metric_unit("valid_error", [run, autoencoder]) == "error % / reconstruction error"
+    (tmp_path / "damaged").mkdir()
+    shutil.copy(diagnosed / "metrics.jsonl", tmp_path / "damaged" / "metrics.jsonl")
+    (tmp_path / "damaged" / "config.toml").write_text("rule = \n")
+    notes: list[str] = []
+    damaged = read_run("damaged", RunDir(tmp_path / "damaged"), note=notes.append)
+    assert damaged.error_label is None and "drawn without their unit" in notes[0]
+    assert damaged.metrics["test_error"].values.shape == run.metrics["test_error"].values.shape
 
 
 def test_compare_diagnoses_every_rule_and_a_resume_cannot_switch_diagnostics_on(diagnosed, tmp_path):
