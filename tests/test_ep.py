@@ -186,6 +186,22 @@ def test_adjoint_by_conjugate_gradients_equals_the_relaxation_and_solves_the_sys
     assert negated is None
 
 
+def test_exact_gradients_are_computed_once_per_batch_and_weights():
+    """Diagnostics ask for BP's update and signal on one batch: one relaxation and one adjoint serve both; a step of
+    the weights, or another batch, computes them again."""
+    rule = make("6-5-3", bias=0.3)
+    x, y = batch(5, 2, 6, 3)
+    first = rule.exact_gradients(x, y)
+    assert rule.exact_gradients(x, y) is first
+    other = rule.exact_gradients(x.clone(), y)
+    assert other is not first
+    torch.testing.assert_close(other[0], first[0])
+    with torch.no_grad():
+        rule.net.layers[0].weight.add_(0.1)
+    moved = rule.exact_gradients(x, y)
+    assert moved is not first and not torch.allclose(moved[0][0], first[0][0])
+
+
 def test_update_is_the_contrast_of_the_two_phases_by_hand():
     """``∂W_i = α_i (ρ(s⁰_i)ᵀρ(s⁰_{i−1}) − ρ(s^β_i)ᵀρ(s^β_{i−1})) / (βB)``, ``∂b_i = α_i Σ_b (ρ(s⁰_i) − ρ(s^β_i)) / (βB)``."""
     rule = make("6-5-4-3", seeds=(0, 1), layer_lr=[0.2, 0.1, 0.05], beta=[0.5, 2.0])
