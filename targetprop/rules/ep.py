@@ -396,16 +396,13 @@ class EquilibriumPropagation(Rule):
         """:meth:`adjoint`'s ``λ`` by the damped (Richardson) iteration ``λ ← λ + ε (P(∂C̄/∂s + A λ) − λ)``, the
         linearised free dynamics (it converges where they do, far more slowly than conjugate gradients), until no
         entry moves by more than ``tol · max |λ|`` in an iteration, or ``max_steps``."""
-        eps, m = self.config.epsilon, len(free)
+        eps = self.config.epsilon
         mask = [((s > 0) & (s < 1)).to(s.dtype) for s in free]
         g = [torch.zeros_like(s) for s in free]
         g[-1] = (free[-1] - t) / free[-1].shape[-2]
         lam = [gi * mi for gi, mi in zip(g, mask, strict=True)]
         for step in range(max_steps):
-            new = [
-                torch.lerp(lam[i], (g[i] + c) * mask[i], eps)
-                for i, c in zip(range(m), self._couplings(lam), strict=True)
-            ]
+            new = [torch.lerp(lam[i], (g[i] + c) * mask[i], eps) for i, c in enumerate(self._couplings(lam))]
             if step % 50 == 49:
                 scale = max(float(v.abs().max()) for v in new) or 1.0
                 if max(float((a - b).abs().max()) for a, b in zip(new, lam, strict=True)) <= tol * scale:
