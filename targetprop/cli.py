@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from targetprop.config import RunConfig, apply_assignments, make_config
+from targetprop.config import RunConfig, apply_assignments, make_config, with_rule_defaults
 from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
 from targetprop.experiments import load_config_source, preset_names, preset_path
 from targetprop.health import seeds_cell
@@ -173,6 +173,7 @@ def train(
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
         )
+        base = _rule_defaults(base, common, [get_rule(rule_name).name])
         cfg = make_config(
             base,
             rule=rule,
@@ -203,6 +204,16 @@ def _common(data, data_dir, download, arch, activation, output, init, epochs, ba
         device=device,
         threads=_threads(threads),
     )
+
+
+def _rule_defaults(base: dict[str, Any], common: dict[str, Any], rules: list[str]) -> dict[str, Any]:
+    """``base`` with the run keys the rules need that the user left unset (e.g. EP's units), said on stderr."""
+    base, added = with_rule_defaults(base, common, rules)
+    if added:
+        needs = ", ".join(r for r in rules if get_rule(r).run_defaults)
+        flags = " ".join(f"--{key} {value}" for key, value in added.items())
+        _note(f"{needs}: running with {flags}, which {needs} needs (give the flags to choose otherwise)")
+    return base
 
 
 def _threads(text: str | None) -> int | str | None:
@@ -253,6 +264,7 @@ def compare(
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )
+    base = _rule_defaults(base, common, names)
     flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
     configs = [make_config(base, rule=r, **flags, **common) for r in names]  # all checked first
     first = configs[0]

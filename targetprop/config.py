@@ -290,6 +290,25 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConf
         raise ConfigError(describe_validation_error(e, RunConfig)) from None
 
 
+def with_rule_defaults(
+    base: dict[str, Any], overrides: dict[str, Any], rules: list[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``base`` with the run keys ``rules`` need (:attr:`Rule.run_defaults`) where neither ``base`` (the config file
+    and ``--set``) nor ``overrides`` (the flags) set them; and what was added. Compared rules share one network, so
+    a key is added for all of them, and not at all where two rules need different values (each rule's own check
+    then names the conflict)."""
+    wanted: dict[str, set[str]] = {}
+    for rule in rules:
+        for key, value in get_rule(rule).run_defaults.items():
+            wanted.setdefault(key, set()).add(value)
+    added = {
+        key: next(iter(values))
+        for key, values in wanted.items()
+        if len(values) == 1 and base.get(key) is None and overrides.get(key) is None
+    }
+    return {**base, **added}, added
+
+
 def parse_assignment(text: str) -> tuple[list[str], Any]:
     """``"dtp.eta_hat=0.5"`` → (["dtp", "eta_hat"], 0.5); the value is read as TOML, else kept as a string."""
     if "=" not in text:

@@ -4,12 +4,14 @@ states per example, and resumes bit for bit."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 import torch
 from clitools import assert_same_run, run_cli, show
 
 from targetprop import Network, ReplicaRandom, checkpoint
-from targetprop.config import make_config
+from targetprop.config import make_config, with_rule_defaults
 from targetprop.data import Split
 from targetprop.diagnostics import measure
 from targetprop.errors import ConfigError
@@ -66,6 +68,21 @@ def test_registered_and_refuses_what_it_cannot_relax():
     with pytest.raises(ConfigError, match="normalises that scale away"):
         make_config(rule="ep", ep={"optimizer": "adam"})
     assert make_config(rule="ep", ep={"optimizer": "adam", "layer_lr": [1.0], "lr": 1e-3}).rule_config().lr == 1e-3
+
+
+def test_rule_defaults_fill_only_what_the_user_left_unset(monkeypatch):
+    """EP's units (``Rule.run_defaults``) where no flag, config file or ``--set`` chose them; one network for compared
+    rules, and no default where two rules need different values."""
+    both = {"activation": "hardsigmoid", "output": "linear"}
+    assert with_rule_defaults({}, {"activation": None}, ["ep"]) == (both, both)
+    assert with_rule_defaults({}, {"activation": "tanh"}, ["ep"]) == ({"output": "linear"}, {"output": "linear"})
+    assert with_rule_defaults({"output": "softmax"}, {}, ["ep"])[1] == {"activation": "hardsigmoid"}
+    assert with_rule_defaults({}, {}, ["bp"]) == ({}, {})
+    assert with_rule_defaults({}, {}, ["ep", "bp"])[0] == both  # compare: bp runs on EP's net too
+    monkeypatch.setattr(get_rule("sg"), "run_defaults", {"activation": "tanh"})
+    assert with_rule_defaults({}, {}, ["ep", "sg"])[1] == {"output": "linear"}
+    cfg = make_config(with_rule_defaults({}, {}, ["ep"])[0], rule="ep", data="digits", arch="64-24-10")
+    assert (cfg.hidden_units, cfg.output) == ("hardsigmoid", "linear")
 
 
 def test_preset_holds_the_authors_settings():
@@ -349,12 +366,18 @@ def test_state_dict_round_trip_continues_identically():
 def test_a_resumed_run_continues_bit_for_bit(tmp_path):
     """Through the command line, as tests/test_run_dirs.py checks the other rules: 2 epochs then resumed to 4 equal
     4 epochs at once (metrics, weights, random streams, summary), persistent states included."""
-    run = ["train", "--rule", "ep", "--arch", "64-24-10", "--activation", "hardsigmoid", "--output", "linear"]
+    run = ["train", "--rule", "ep", "--arch", "64-24-10"]
     run += ["--seeds", "0-1", "--set", "batch_size=20", "--set", "ep.persistent=true", "--threads", "1", "-q"]
-    whole = run_cli(*run, "--epochs", "4", "--out", tmp_path, "--name", "whole", cwd=tmp_path)
+    units = ["--activation", "hardsigmoid", "--output", "linear"]
+    whole = run_cli(*run, *units, "--epochs", "4", "--out", tmp_path, "--name", "whole", cwd=tmp_path)
     assert whole.returncode == 0, show(whole)
+    assert "which ep needs" not in whole.stderr
+    # the units left to the rule's defaults (Rule.run_defaults): the same run, and its config says them
     part = run_cli(*run, "--epochs", "2", "--out", tmp_path, "--name", "part", cwd=tmp_path)
     assert part.returncode == 0, show(part)
+    assert "ep: running with --activation hardsigmoid --output linear, which ep needs" in part.stderr
+    saved = tomllib.loads((tmp_path / "part" / "config.toml").read_text())
+    assert (saved["activation"], saved["output"]) == ("hardsigmoid", "linear")
     resumed = run_cli("train", "--resume", tmp_path / "part", "--epochs", "4", "-q", cwd=tmp_path)
     assert resumed.returncode == 0, show(resumed)
     assert_same_run(tmp_path / "part", tmp_path / "whole", epochs=4)

@@ -166,6 +166,9 @@ class Rule(ABC):
     Config: ClassVar[type[RuleConfig]] = RuleConfig
     indexed: bool = False
     """Whether :meth:`train_pass` wants each mini-batch's example positions (see the module's docstring)."""
+    run_defaults: ClassVar[dict[str, str]] = {}
+    """Run keys the rule needs a value of, e.g. EP's hard-sigmoid units: ``train`` and ``compare`` use them where the
+    user (a flag, the config file or ``--set``) chose none (see :func:`targetprop.config.with_rule_defaults`)."""
 
     def __init__(self, net: Network, config: RuleConfig, noise: ReplicaRandom, task: Task | None = None):
         self.net, self.config, self.noise = net, config, noise

@@ -121,6 +121,8 @@ class EquilibriumPropagation(Rule):
     name = "ep"
     Config = EPConfig
     config: EPConfig
+    run_defaults: ClassVar[dict[str, str]] = {"activation": "hardsigmoid", "output": "linear"}
+    """ρ(s) = clip(s, 0, 1), and the output state read against the one-hot target by squared error."""
 
     def __init__(self, net: Network, config: EPConfig, noise: ReplicaRandom, task: Task | None = None):
         super().__init__(net, config, noise, task)
@@ -138,9 +140,11 @@ class EquilibriumPropagation(Rule):
                 f"target by squared error; {' and '.join(problems)}: use {' '.join(fixes)}"
             )
         if len(config.layer_lr) not in (1, net.depth):
+            one_hidden = f"{net.sizes[0]}-{net.sizes[1]}-{net.sizes[-1]}"
             raise ConfigError(
                 f"ep.layer_lr has {len(config.layer_lr)} values for {net.depth} layers (the defaults are the authors' "
-                f"for one hidden layer); give one, or one per layer, e.g. --set 'ep.layer_lr=[{', '.join(['0.1'] * net.depth)}]'"
+                f"for one hidden layer): train such a net, e.g. --arch {one_hidden}, or give one rate, or one per "
+                f"layer, e.g. --set 'ep.layer_lr=[{', '.join(['0.1'] * net.depth)}]'"
             )
         ref = net.layers[0].weight
         rates = config.layer_lr * net.depth if len(config.layer_lr) == 1 else config.layer_lr
