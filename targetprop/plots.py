@@ -32,6 +32,21 @@ from targetprop.tasks import get_task
 
 DEFAULT_FILE = "metrics.png"
 LINE_STYLES = ("-", "--", ":", "-.")
+MEANINGS = {
+    "batch_loss": "cost on the training mini-batches",
+    "batch_error": "error on the training mini-batches",
+    "train_loss": "cost on the training set, evaluated",
+    "angle_deg": "the rule's update of W_i against BP's gradient",
+    "signal_angle_deg": "the rule's signal against −∂L/∂h_i",
+    "inverse_loss": "the feedback maps' training cost",
+    "inverse_error": "||g_i(f_i(h_{i−1})) − h_{i−1}||², the inverses",
+    "feedback_angle_deg": "forward W_i against the feedback B_i",
+    "feedback_norm_ratio": "||W_i|| / ||B_i||",
+    "sg_error": "||ĝ_i − ∂L/∂h_i||² / ||∂L/∂h_i||² (0: exact)",
+    "synthetic_loss": "the gradient predictors' training cost",
+}
+"""A panel's second title line, for the metrics the trainer, the diagnostics (:mod:`targetprop.diagnostics`) and
+the rules log; a metric not listed gets its name only."""
 
 
 @dataclass
@@ -198,6 +213,12 @@ def spans_decades(values: np.ndarray) -> bool:
     return finite.size > 0 and finite.min() > 0 and finite.max() / finite.min() > 10**LOG_DECADES
 
 
+def panel_title(name: str, per_layer: bool, log: bool) -> str:
+    """The metric's name, whether it has a line per layer and a log axis, and on a second line what it measures."""
+    title = name + (" (per layer)" if per_layer else "") + (", log scale" if log else "")
+    return f"{title}\n{MEANINGS[name]}" if name in MEANINGS else title
+
+
 def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> list[str]:
     """Draw the panels into ``path``; return the names of those drawn on a log y axis."""
     import matplotlib
@@ -251,7 +272,7 @@ def _draw(folder: Path, runs: list[Run], names: list[str], path: Path) -> list[s
         if log:
             ax.set_yscale("log")
             log_scale.append(name)
-        ax.set_title(f"{name}" + (" (per layer)" if per_layer else "") + (", log scale" if log else ""))
+        ax.set_title(panel_title(name, per_layer, log), fontsize="medium")
         ax.set_xlabel("epoch")
         if unit := metric_unit(name, runs):
             ax.set_ylabel(unit)

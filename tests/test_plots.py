@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, run_main, show
 
-from targetprop.plots import Run, metric_unit, plot_metrics, read_run
+from targetprop.plots import MEANINGS, Run, metric_unit, panel_title, plot_metrics, read_run
 from targetprop.runs import RunDir, metric_values
 
 TINY = ["--arch", "64-16-10", "--epochs", "2", "--threads", "1", "-q"]
@@ -55,6 +55,18 @@ def test_axes_name_the_task_error_and_the_angles(diagnosed, tmp_path):
     damaged = read_run("damaged", RunDir(tmp_path / "damaged"), note=notes.append)
     assert damaged.error_label is None and "drawn without their unit" in notes[0]
     assert damaged.metrics["test_error"].values.shape == run.metrics["test_error"].values.shape
+
+
+def test_every_panel_of_a_diagnosed_run_says_what_it_measures(diagnosed):
+    run = read_run("d", RunDir(diagnosed), note=print)
+    assert {"angle_deg", "signal_angle_deg", "inverse_error"} <= set(run.metrics)
+    splits = ("train_error", "valid_error", "test_error")  # their names say it
+    assert [name for name in run.metrics if name not in MEANINGS and name not in splits] == []
+    assert (
+        panel_title("angle_deg", True, False) == "angle_deg (per layer)\nthe rule's update of W_i against BP's gradient"
+    )
+    assert panel_title("inverse_error", True, True).startswith("inverse_error (per layer), log scale\n||g_i(")
+    assert panel_title("test_error", False, False) == "test_error"
 
 
 def test_compare_diagnoses_every_rule_and_a_resume_cannot_switch_diagnostics_on(diagnosed, tmp_path):
