@@ -211,7 +211,9 @@ def _rule_defaults(base: dict[str, Any], common: dict[str, Any], rules: list[str
     base, added = with_rule_defaults(base, common, rules)
     if added:
         needs = ", ".join(r for r in rules if get_rule(r).run_defaults)
-        flags = " ".join(f"--{key} {value}" for key, value in added.items())
+        flags = " ".join(
+            f"--{key} {value}" if key in common else f"--set {key}={str(value).lower()}" for key, value in added.items()
+        )
         _note(f"{needs}: running with {flags}, which {needs} needs (give the flags to choose otherwise)")
     return base
 
@@ -577,6 +579,11 @@ def list_rules() -> None:
                 )
         resumable = ", ".join(cls.Config.resumable)
         out.print(f"    (--resume may change: {resumable})", highlight=False, markup=False, soft_wrap=True)
+        if cls.run_defaults:
+            needs = ", ".join(f"{key} {value!r}" for key, value in cls.run_defaults.items())
+            out.print(
+                f"    (where unset, train and compare use: {needs})", highlight=False, markup=False, soft_wrap=True
+            )
 
 
 @app.command("presets")

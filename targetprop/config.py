@@ -48,6 +48,14 @@ DEFAULT_ARCH = {
     "xor": "2-2-2",
 }
 """The architecture of a run that names none, for the default task, classify (task binary on xor: give 2-2-1)."""
+AUTOENCODER_ARCH = {
+    "digits": "64-100-64",
+    "mnist": "784-1000-784",
+    "fashion-mnist": "784-1000-784",
+    "cifar10": "3072-1000-3072",
+}
+"""The architecture of a ``reconstruct`` run that names none: one hidden layer, the DTP paper's 1000 units where
+the images are MNIST-sized or larger."""
 
 
 class RunConfig(BaseModel):
@@ -216,7 +224,11 @@ class RunConfig(BaseModel):
 
     @property
     def architecture(self) -> str:
-        return self.arch or DEFAULT_ARCH[self.data]
+        if self.arch:
+            return self.arch
+        if self.task == "reconstruct" and self.data in AUTOENCODER_ARCH:
+            return AUTOENCODER_ARCH[self.data]
+        return DEFAULT_ARCH[self.data]
 
     @property
     def hidden_units(self) -> str | list[str]:
@@ -292,12 +304,12 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConf
 
 def with_rule_defaults(
     base: dict[str, Any], overrides: dict[str, Any], rules: list[str]
-) -> tuple[dict[str, Any], dict[str, str]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``base`` with the run keys ``rules`` need (:attr:`Rule.run_defaults`) where neither ``base`` (the config file
     and ``--set``) nor ``overrides`` (the flags) set them; and what was added. Compared rules share one network, so
     a key is added for all of them, and not at all where two rules need different values (each rule's own check
     then names the conflict)."""
-    wanted: dict[str, set[str]] = {}
+    wanted: dict[str, set[Any]] = {}
     for rule in rules:
         for key, value in get_rule(rule).run_defaults.items():
             wanted.setdefault(key, set()).add(value)

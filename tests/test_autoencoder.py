@@ -3,8 +3,11 @@ the linear classifier on the learned code."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 import torch
+from clitools import read_jsonl, run_cli, show
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
@@ -100,6 +103,22 @@ def test_dtp_ae_needs_the_tied_reconstruction_net():
     cfg = make_config(data="digits", rule="dtp-ae", arch="64-32-64", output="sigmoid", task="reconstruct")
     with pytest.raises(ConfigError, match="tied_weights=true"):
         train(cfg, progress=False)
+
+
+def test_dtp_ae_from_the_command_line_needs_no_flags_but_the_rule(tmp_path):
+    """``--rule dtp-ae`` alone: the rule's run defaults (the tied sigmoid auto-encoder, the reconstruction task) and
+    the task's default digits architecture 64-100-64; it says so, and its reconstruction error falls."""
+    run = ["train", "--rule", "dtp-ae", "--data", "digits", "--epochs", "5", "--threads", "1", "-q"]
+    proc = run_cli(*run, "--out", tmp_path, "--name", "ae", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "--set task=reconstruct --set tied_weights=true --activation sigmoid --output sigmoid" in proc.stderr
+    saved = tomllib.loads((tmp_path / "ae" / "config.toml").read_text())
+    assert (saved["arch"], saved["task"], saved["tied_weights"], saved["output"]) == (
+        "64-100-64", "reconstruct", True, "sigmoid"
+    )  # fmt: skip
+    rows = read_jsonl(tmp_path / "ae" / "metrics.jsonl")
+    first, last = ([r["test_error"] for r in rows if r["epoch"] == e] for e in (1, 5))
+    assert all(b < 0.7 * a for a, b in zip(first, last, strict=True)), (first, last)
 
 
 def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):

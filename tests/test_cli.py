@@ -165,6 +165,7 @@ def test_rules_lists_every_rule_with_its_hyper_parameters(tmp_path):
     for name, keys in sections.items():
         assert keys == list(RULES[name].Config.model_fields), name
     assert "eta_hat = 0.3277" in proc.stdout
+    assert "(where unset, train and compare use: activation 'hardsigmoid', output 'linear')" in proc.stdout  # ep
 
 
 def test_help(tmp_path):

@@ -83,6 +83,10 @@ def test_rule_defaults_fill_only_what_the_user_left_unset(monkeypatch):
     assert with_rule_defaults({}, {}, ["ep", "sg"])[1] == {"output": "linear"}
     cfg = make_config(with_rule_defaults({}, {}, ["ep"])[0], rule="ep", data="digits", arch="64-24-10")
     assert (cfg.hidden_units, cfg.output) == ("hardsigmoid", "linear")
+    ae = make_config(with_rule_defaults({}, {}, ["dtp-ae"])[0], rule="dtp-ae", data="mnist")
+    assert (ae.task, ae.tied_weights, ae.hidden_units, ae.output) == ("reconstruct", True, "sigmoid", "sigmoid")
+    assert ae.architecture == "784-1000-784"  # the paper's auto-encoder, the reconstruct task's default
+    assert make_config(data="mnist").architecture == "784-240x7-10"
 
 
 def test_preset_holds_the_authors_settings():

@@ -166,7 +166,7 @@ class Rule(ABC):
     Config: ClassVar[type[RuleConfig]] = RuleConfig
     indexed: bool = False
     """Whether :meth:`train_pass` wants each mini-batch's example positions (see the module's docstring)."""
-    run_defaults: ClassVar[dict[str, str]] = {}
+    run_defaults: ClassVar[dict[str, Any]] = {}
     """Run keys the rule needs a value of, e.g. EP's hard-sigmoid units: ``train`` and ``compare`` use them where the
     user (a flag, the config file or ``--set``) chose none (see :func:`targetprop.config.with_rule_defaults`)."""
 

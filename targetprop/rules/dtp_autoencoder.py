@@ -27,7 +27,7 @@ clean ``x`` is the task's target ``y``; ``h`` and ``ĥ`` are computed from it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -55,6 +55,14 @@ class DTPAutoencoder(Rule):
     name = "dtp-ae"
     Config = DTPAutoencoderConfig
     config: DTPAutoencoderConfig
+    run_defaults: ClassVar[dict[str, Any]] = {
+        "task": "reconstruct",
+        "tied_weights": True,
+        "activation": "sigmoid",
+        "output": "sigmoid",
+    }
+    """The paper's auto-encoder: sigmoid units, tied weights, the input as the decoder's target (and, with no
+    ``--arch``, the task's default n-H-n: :data:`targetprop.config.AUTOENCODER_ARCH`)."""
 
     def __init__(self, net: Network, config: DTPAutoencoderConfig, noise: ReplicaRandom, task: Task | None = None):
         if not isinstance(task, Reconstruct) or not net.tied:

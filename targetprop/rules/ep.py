@@ -52,7 +52,7 @@ Everything is batched over replicas (``W_i`` is ``(R, n_i, n_{i−1})``, states 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 from pydantic import Field, model_validator
@@ -121,7 +121,7 @@ class EquilibriumPropagation(Rule):
     name = "ep"
     Config = EPConfig
     config: EPConfig
-    run_defaults: ClassVar[dict[str, str]] = {"activation": "hardsigmoid", "output": "linear"}
+    run_defaults: ClassVar[dict[str, Any]] = {"activation": "hardsigmoid", "output": "linear"}
     """ρ(s) = clip(s, 0, 1), and the output state read against the one-hot target by squared error."""
 
     def __init__(self, net: Network, config: EPConfig, noise: ReplicaRandom, task: Task | None = None):
