@@ -23,7 +23,7 @@ import json
 import math
 import statistics
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,7 +261,7 @@ def error_scale(ax) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path) -> None:
+def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path, changes: Sequence[str] = ()) -> None:
     """Train and test error against epochs for every method: mean over seeds, band from min to max."""
     import matplotlib
 
@@ -291,7 +291,8 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path)
     seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
     trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
     ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
-    title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}", 130)  # long ones on two lines
+    changed = f"; set on the command line: {', '.join(changes)}" if changes else ""
+    title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}{changed}", 130)  # long: two lines
     fig.suptitle(title, fontsize="medium")
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
@@ -304,15 +305,17 @@ def write_report(
     scale: str,
     config: RunConfig,
     extra_notes: list[str] | None = None,
+    changes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings
-    line); ``extra_notes`` end the table's notes."""
+    line); ``extra_notes`` end the table's notes; ``changes``, the ``reproduce --set`` assignments the runs were
+    made with, go into the figure's title (the notes say them already)."""
     rows = table_rows(experiment, results)
     markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes, probe_headings(results))
     atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
     text = csv_table(rows)
     atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
-    plot_errors(experiment, results, folder / "errors.png")
+    plot_errors(experiment, results, folder / "errors.png", changes)
     return rows
 
 
@@ -383,7 +386,8 @@ def report(
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
     config = make_config(RunDir(results[0].run_dir).read_config())
     seeds = sorted({p["seed"] for r in results for p in r.summary["per_replica"]})
-    write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra)
+    changes = list(dict.fromkeys(a for request in requests for a in request.get("set", [])))
+    write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra, changes)
     note(f"report of {len(results)} method(s) written into {folder}")
     return experiment, folder, results
 

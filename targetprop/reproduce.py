@@ -247,7 +247,7 @@ def reproduce(
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
         notes = [set_note(given)] if given else None
-        write_report(experiment, folder, results, scale, make_config(settings), notes)
+        write_report(experiment, folder, results, scale, make_config(settings), notes, given or ())
     return experiment, folder, results
 
 

@@ -27,6 +27,7 @@ from clitools import (
     show,
 )
 
+from targetprop import report as report_module
 from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
 from targetprop.errors import ConfigError, DataError
@@ -260,7 +261,9 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
-def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumable_changes(tmp_path: Path) -> None:
+def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumable_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--set METHOD.KEY=VALUE`` reaches that method's rule only, a bare key every method whose rule has it; both
     are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them, for a method added to it later too. A resume may
     change a learning rate, recorded as a change from the next epoch, but not the schedule; assignments no method
@@ -284,6 +287,10 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
         f"set on the command line (not the experiment's settings): {', '.join(given)}"
         in (folder / "table.md").read_text()
     )
+    titled: list[list[str]] = []  # and errors.png's title says them
+    monkeypatch.setattr(report_module, "plot_errors", lambda exp, res, path, changes=(): titled.append(list(changes)))
+    report_module.report([folder])
+    assert titled == [given]
 
     proc = run_cli("reproduce", "--resume", folder, "--epochs", "2", "--set", "dtp.lr=0.002", "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
