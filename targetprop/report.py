@@ -436,8 +436,8 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
         reached[r["replica"]] = max(reached.get(r["replica"], 0), r["epoch"])
     done = min(reached.values())
     kept = runs[0].read_summary()
-    if len(runs) == 1 and kept is not None and kept.get("epochs") == done:
-        result.summary = kept
+    if len(runs) == 1 and kept is not None and kept.get("epochs") == done and "lowest_test_error" in kept:
+        result.summary = kept  # (a summary written before lowest_test_error existed is made again from the rows)
     else:
         rows = [r for r in rows if r["epoch"] <= done]  # every seed at the same epoch
         first_replicas = [sum(len(c.seeds) for c in configs[:k]) for k in range(len(configs))]

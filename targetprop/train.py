@@ -137,6 +137,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+SUMMARY_STATS = ("train_error", "valid_error", "test_error", "test_error_at_best_valid", "lowest_test_error")
+"""The per-replica figures a summary gives the mean, std, min and max of over the replicas that did not diverge.
+``lowest_test_error`` is the lowest test error of any evaluated epoch: chosen on the test set, so not an estimate
+of the error on new data, but the figure papers that report "the best test error within N epochs" give (Bartunov
+et al. 2018)."""
+
+
 def summarize(
     config: RunConfig, history: list[dict[str, Any]], diverged: set[int], chance: float | None = None
 ) -> dict[str, Any]:
@@ -149,6 +156,7 @@ def summarize(
         final = rows[-1]
         finite = [h for h in rows if math.isfinite(h["valid_error"])]
         best = min(finite, key=lambda h: (h["valid_error"], h["epoch"])) if finite else final
+        tested = [h["test_error"] for h in rows if math.isfinite(h["test_error"])]
         per_replica.append(
             {
                 "seed": seed,
@@ -160,6 +168,7 @@ def summarize(
                 "best_epoch": best["epoch"],
                 "best_valid_error": best["valid_error"],
                 "test_error_at_best_valid": best["test_error"],
+                "lowest_test_error": min(tested, default=final["test_error"]),
             }
         )
 
@@ -185,7 +194,7 @@ def summarize(
         "diverged_seeds": [config.seeds[r] for r in sorted(diverged)],
         "collapsed_seeds": [p["seed"] for p in per_replica if p["collapsed_at"] is not None],
         "chance_error": chance,
-        **{k: stats(k) for k in ("train_error", "valid_error", "test_error", "test_error_at_best_valid")},
+        **{k: stats(k) for k in SUMMARY_STATS},
         "per_replica": per_replica,
     }
 

@@ -319,6 +319,10 @@ def test_a_replica_that_learned_then_fell_back_to_chance_is_flagged(tmp_path):
     assert 85 < summary["chance_error"] < 95  # 100 % less the share of digits' most frequent class
     assert summary["train_error"]["mean"] > 0.9 * summary["chance_error"]
     assert summary["test_error_at_best_valid"]["mean"] < 40  # the epochs before the collapse are kept
+    rows = read_jsonl(tmp_path / "runs" / "run" / "metrics.jsonl")
+    for r, replica in enumerate(summary["per_replica"]):  # the lowest test error of any epoch, before the collapse
+        lowest = min(row["test_error"] for row in rows if row["replica"] == r)
+        assert replica["lowest_test_error"] == lowest < 40 < replica["test_error"]
 
 
 @pytest.mark.parametrize("case", list(DIVERGING))
