@@ -23,6 +23,7 @@ import json
 import math
 import statistics
 import textwrap
+import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -343,6 +344,11 @@ def report(
 
     if not folders:
         raise ConfigError("--report needs at least one reproduce directory")
+    pooled = Path(folders[0]) if len(folders) == 1 and run_name is None else None
+    if pooled is not None and (pooled / "report.toml").is_file():  # a pooled report, written again in place
+        folders = pooled_sources(pooled)
+    else:
+        pooled = None
     paths = [Path(f) for f in folders]
     requests = [read_request(p) for p in paths]
     experiment = get_experiment(requests[0]["experiment"])
@@ -378,7 +384,11 @@ def report(
             "seeds pooled from: "
             + "; ".join(f"{p} (seeds {','.join(map(str, r['seeds']))})" for p, r in zip(paths, requests, strict=True))
         )
-    if len(paths) == 1 and run_name is None:
+    if pooled is not None:
+        folder = pooled
+        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
+        atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
+    elif len(paths) == 1 and run_name is None:
         folder = paths[0]
     else:
         folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
@@ -455,6 +465,31 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
             if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
                 result.probes.append(probe)
     return result
+
+
+def pooled_sources(folder: Path) -> list[Path]:
+    """The reproduce directories a pooled report (``folder/report.toml``) was made of: each where it was recorded,
+    or, once copied into the report's folder (results kept without their run directories), there."""
+    from targetprop.reproduce import EXPERIMENT_FILE
+
+    try:
+        sources = tomllib.loads((folder / "report.toml").read_text(encoding="utf-8"))["sources"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{folder}/report.toml cannot be read ({e}); give the directories with --report each"
+        ) from None
+    found = []
+    for source in map(Path, sources):
+        for place in (source, folder / source.name):
+            if (place / EXPERIMENT_FILE).is_file():
+                found.append(place)
+                break
+        else:
+            raise ConfigError(
+                f"{folder}/report.toml pools {source}, which is neither there nor copied into {folder}; give the "
+                "directories with --report each"
+            )
+    return found
 
 
 def read_probe(path: Path) -> dict[str, Any] | None:

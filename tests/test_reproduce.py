@@ -10,6 +10,7 @@ import io
 import json
 import math
 import pickle
+import shutil
 import tarfile
 import tomllib
 from pathlib import Path
@@ -385,6 +386,26 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert float(row["test_error_mean"]) == pytest.approx(sum(at) / 2)
     assert "seeds pooled from" in (tmp_path / "ab" / "table.md").read_text()
     assert (tmp_path / "ab" / "report.toml").is_file()
+    table = (tmp_path / "ab" / "table.csv").read_text()
+    proc = run_cli("reproduce", "--report", tmp_path / "ab", cwd=tmp_path)  # a pooled report, again, in place
+    assert proc.returncode == 0, show(proc)
+    assert (tmp_path / "ab" / "table.csv").read_text() == table
+    kept = tmp_path / "kept"  # results kept without the run folders: the sources copied into the report's folder
+    shutil.copytree(tmp_path / "ab", kept)
+    for source in ("a", "b"):
+        shutil.copytree(tmp_path / source, kept / source)
+    for source in ("a", "b"):  # gone from where report.toml recorded them
+        shutil.move(tmp_path / source, tmp_path / f"{source}-moved")
+    proc = run_cli("reproduce", "--report", kept, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert (kept / "table.csv").read_text() == table
+    assert f"seeds pooled from: {kept / 'a'} (seeds 0); {kept / 'b'} (seeds 1)" in (kept / "table.md").read_text()
+    shutil.rmtree(kept / "a")
+    proc = run_cli("reproduce", "--report", kept, cwd=tmp_path)
+    assert proc.returncode == 2 and "neither there nor copied into" in error_line(proc), show(proc)
+    shutil.rmtree(kept)
+    for source in ("a", "b"):
+        shutil.move(tmp_path / f"{source}-moved", tmp_path / source)
 
     for bad, words in (
         (["--report", tmp_path / "a", "--report", tmp_path / "a", "--name", "x"], ["seed(s) [0]", "more than one"]),
