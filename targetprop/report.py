@@ -386,12 +386,11 @@ def report(
         )
     if pooled is not None:
         folder = pooled
-        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
-        atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
     elif len(paths) == 1 and run_name is None:
         folder = paths[0]
     else:
         folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
+    if folder not in paths:  # a pooled report names its sources
         listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
     config = make_config(RunDir(results[0].run_dir).read_config())
