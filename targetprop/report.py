@@ -344,11 +344,10 @@ def report(
 
     if not folders:
         raise ConfigError("--report needs at least one reproduce directory")
-    pooled = Path(folders[0]) if len(folders) == 1 and run_name is None else None
-    if pooled is not None and (pooled / "report.toml").is_file():  # a pooled report, written again in place
+    alone = Path(folders[0]) if len(folders) == 1 and run_name is None else None
+    pooled = alone if alone is not None and (alone / "report.toml").is_file() else None
+    if pooled is not None:  # a pooled report, written again in place
         folders = pooled_sources(pooled)
-    else:
-        pooled = None
     paths = [Path(f) for f in folders]
     requests = [read_request(p) for p in paths]
     experiment = get_experiment(requests[0]["experiment"])
