@@ -269,6 +269,7 @@ def compare(
     base = _rule_defaults(base, common, names)
     flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
     configs = [make_config(base, rule=r, **flags, **common) for r in names]  # all checked first
+    _one_network(configs)
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
@@ -290,6 +291,16 @@ def compare(
         title=f"{first.data} {first.architecture}, seeds {_seed_text(first.seeds)}, {first.epochs} epochs",
     )
     _note(f"run directories: {parent.path}")
+
+
+def _one_network(configs: list[RunConfig]) -> None:
+    """Compared rules train one network: refuse where their run defaults (``Rule.run_defaults``) pulled it apart."""
+    for key in sorted({key for cfg in configs for key in get_rule(cfg.rule).run_defaults}):
+        values = {cfg.rule: getattr(cfg, key) for cfg in configs}
+        if any(value != getattr(configs[0], key) for value in values.values()):
+            said = ", ".join(f"{rule} {value!r}" for rule, value in values.items())
+            flag = f"--{key}" if key in ("activation", "output") else f"--set {key}=..."
+            raise ConfigError(f"the compared rules need different {key}s ({said}); they share one network: give {flag}")
 
 
 def _seed_text(seeds: list[int]) -> str:

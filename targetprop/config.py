@@ -287,7 +287,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
-    """Validate ``base`` (e.g. from a TOML file) updated with ``overrides``; one-line ConfigError on failure."""
+    """Validate ``base`` (e.g. from a TOML file) updated with ``overrides``; one-line ConfigError on failure.
+
+    Run keys the rule needs (:attr:`Rule.run_defaults`, e.g. EP's hard-sigmoid units) are filled in where neither
+    gives them, as the CLI does, so ``make_config(rule="ep", data="digits")`` is a run EP can train."""
     data = dict(base or {})
     for k, v in overrides.items():
         if v is None:
@@ -296,6 +299,9 @@ def make_config(base: dict[str, Any] | None = None, **overrides: Any) -> RunConf
             data[k] = {**data.get(k, {}), **v}
         else:
             data[k] = v
+    rule = data.get("rule")
+    if isinstance(rule, str) and rule.lower() in RULES:
+        data, _ = with_rule_defaults(data, {}, [rule])
     try:
         return RunConfig(**data)
     except ValidationError as e:

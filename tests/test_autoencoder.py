@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 import torch
-from clitools import read_jsonl, run_cli, show
+from clitools import error_line, read_jsonl, run_cli, show
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
@@ -119,6 +119,22 @@ def test_dtp_ae_from_the_command_line_needs_no_flags_but_the_rule(tmp_path):
     rows = read_jsonl(tmp_path / "ae" / "metrics.jsonl")
     first, last = ([r["test_error"] for r in rows if r["epoch"] == e] for e in (1, 5))
     assert all(b < 0.7 * a for a, b in zip(first, last, strict=True)), (first, last)
+
+
+def test_python_api_gets_the_rules_run_defaults_and_compare_refuses_two_networks(tmp_path):
+    """``make_config(rule="dtp-ae")`` is the run the CLI's ``--rule dtp-ae`` makes (what a key the user gives stays);
+    ``compare`` of rules whose defaults need different networks (EP's hard-sigmoid, dtp-ae's sigmoid) refuses, and
+    says which flag settles it, rather than train each rule on a different net."""
+    ae = make_config(rule="dtp-ae", data="digits")
+    assert (ae.task, ae.tied_weights, ae.hidden_units, ae.output, ae.architecture) == (
+        "reconstruct", True, "sigmoid", "sigmoid", "64-100-64"
+    )  # fmt: skip
+    assert make_config(rule="dtp-ae", data="digits", activation="tanh").hidden_units == "tanh"
+    assert make_config(rule="bp", data="digits").hidden_units == "tanh"
+    proc = run_cli("compare", "--rules", "ep,dtp-ae", "--data", "digits", "--epochs", "1", cwd=tmp_path)
+    assert proc.returncode != 0, show(proc)
+    assert "need different activations (ep 'hardsigmoid', dtp-ae 'sigmoid')" in error_line(proc), show(proc)
+    assert "give --activation" in error_line(proc) and not list(tmp_path.iterdir())  # nothing half-made
 
 
 def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):
