@@ -100,7 +100,9 @@ def test_dtp_ae_needs_the_tied_reconstruction_net():
     net = Network.from_spec("6-4-6", "sigmoid", "sigmoid", feedback="none")
     with pytest.raises(ConfigError, match="tied_weights=true"):
         DTPAutoencoder(net, DTPAutoencoderConfig(), ReplicaRandom([0], "train"), Reconstruct())
-    cfg = make_config(data="digits", rule="dtp-ae", arch="64-32-64", output="sigmoid", task="reconstruct")
+    cfg = make_config(  # untied by choice: the rule's default (tied) does not override what the user gave
+        data="digits", rule="dtp-ae", arch="64-32-64", output="sigmoid", task="reconstruct", tied_weights=False
+    )
     with pytest.raises(ConfigError, match="tied_weights=true"):
         train(cfg, progress=False)
 
