@@ -269,7 +269,7 @@ def compare(
     base = _rule_defaults(base, common, names)
     flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
     configs = [make_config(base, rule=r, **flags, **common) for r in names]  # all checked first
-    _one_network(configs)
+    _one_network(configs, common)
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
@@ -293,13 +293,13 @@ def compare(
     _note(f"run directories: {parent.path}")
 
 
-def _one_network(configs: list[RunConfig]) -> None:
+def _one_network(configs: list[RunConfig], common: dict[str, Any]) -> None:
     """Compared rules train one network: refuse where their run defaults (``Rule.run_defaults``) pulled it apart."""
     for key in sorted({key for cfg in configs for key in get_rule(cfg.rule).run_defaults}):
-        values = {cfg.rule: getattr(cfg, key) for cfg in configs}
-        if any(value != getattr(configs[0], key) for value in values.values()):
-            said = ", ".join(f"{rule} {value!r}" for rule, value in values.items())
-            flag = f"--{key}" if key in ("activation", "output") else f"--set {key}=..."
+        values = [getattr(cfg, key) for cfg in configs]
+        if any(value != values[0] for value in values):
+            said = ", ".join(f"{cfg.rule} {value!r}" for cfg, value in zip(configs, values, strict=True))
+            flag = f"--{key}" if key in common else f"--set {key}=..."
             raise ConfigError(f"the compared rules need different {key}s ({said}); they share one network: give {flag}")
 
 
