@@ -11,6 +11,12 @@ classifier on the learned features was trained. Two protocols, both choosing the
   auto-encoder papers of the time (pre-training, then supervised fine-tuning; Vincent et al. 2010). It measures the
   features *and* the supervised training, so it also trains the same net from its random initialisation, with the
   same settings (the ``control``): what the auto-encoder's weights add is the difference.
+- ``svm`` (:func:`svm_probe`): a support-vector machine with a Gaussian (RBF) kernel on the frozen code, the other
+  measure of learned features in the denoising auto-encoder papers the DTP paper follows (Vincent et al. 2010 fit
+  linear and RBF SVMs on each layer's representation). Its ``C`` and kernel width are chosen on the validation
+  split from fits on a subset of the training split; the chosen pair is then fit on the whole training split. A
+  kernel machine learns no features of its own, but it is nonlinear in them: it asks whether the code separates
+  the classes at all, where the linear protocol asks whether it separates them by planes.
 
 The linear protocol also counts, per replica, the hidden units whose activation hardly varies over the test
 images (:func:`near_constant_units`): dead, saturated or fixed units, which carry nothing for any classifier.
@@ -47,10 +53,24 @@ class ProbeSettings:
     lr: float = 1e-3
     optimizer: str = "adam"
     batch_size: int = 100
-    kind: Literal["linear", "finetune"] = "linear"
+    kind: Literal["linear", "finetune", "svm"] = "linear"
     lr_decay: float | None = None
+    svm_c: tuple[float, ...] = (10.0,)
+    """``svm``: the values of the SVM's ``C`` tried (with every ``svm_gamma``)."""
+    svm_gamma: tuple[float, ...] = (2.0, 3.0, 4.0)
+    """``svm``: the kernel widths tried, ``exp(−γ ||a − b||²)`` with ``γ`` in units of ``1 / (H var(h))`` (``H``
+    code units, ``var`` over the training code's entries: scikit-learn's ``gamma="scale"`` is 1)."""
+    svm_subset: int = 10_000
+    """``svm``: the first this many training examples fit the candidates that the validation split chooses among."""
 
     def to_dict(self) -> dict[str, Any]:
+        if self.kind == "svm":  # trained by no optimiser: the fields of the other kinds do not apply
+            return {
+                "kind": self.kind,
+                "svm_c": list(self.svm_c),
+                "svm_gamma": list(self.svm_gamma),
+                "svm_subset": self.svm_subset,
+            }
         settings = {
             "kind": self.kind,
             "epochs": self.epochs,
@@ -68,11 +88,27 @@ class ProbeSettings:
     @property
     def label(self) -> str:
         """Its column heading in the table."""
-        return "classifier test error %" if self.kind == "linear" else "fine-tuned test error %"
+        return {"linear": "classifier test error %", "finetune": "fine-tuned test error %"}.get(
+            self.kind, "RBF SVM test error %"
+        )
+
+    @property
+    def short(self) -> str:
+        """What is trained, in a few words (for a progress line)."""
+        if self.kind == "svm":
+            return f"RBF SVM on the learned code ({len(self.svm_c) * len(self.svm_gamma)} candidates)"
+        return f"{self.kind} classifier on the learned code ({self.epochs} epochs)"
 
     @property
     def describe(self) -> str:
         """One line for the table's notes."""
+        if self.kind == "svm":
+            return (
+                "an RBF-kernel SVM (scikit-learn's SVC) on each seed's frozen code h = f(x) after the last epoch, "
+                f"C in {_values(self.svm_c)} and γ in {_values(self.svm_gamma)} / (H var(h)) chosen on the "
+                f"validation split from fits on {self.svm_subset} training examples, then fit on all of them "
+                "(targetprop/probe.py)"
+            )
         what = (
             "a softmax regression on each seed's frozen code h = f(x) after the last epoch"
             if self.kind == "linear"
@@ -96,7 +132,7 @@ def run_probe(
 ) -> dict[str, Any]:
     """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
     bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto")."""
-    probe = linear_probe if settings.kind == "linear" else finetune_probe
+    probe = {"linear": linear_probe, "finetune": finetune_probe, "svm": svm_probe}[settings.kind]
     with flushed():  # as in the trainer: subnormal floats slow the CPU (targetprop.subnormals)
         return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
@@ -210,6 +246,81 @@ def finetune_probe(
             "per_replica": _per_replica(best, seeds, range(replicas, 2 * replicas)),
         },
     }
+
+
+def svm_probe(
+    net: Network,
+    dataset: Dataset,
+    seeds: Sequence[int],
+    settings: ProbeSettings,
+    progress: bool = False,
+    threads: int | str = "auto",
+) -> dict[str, Any]:
+    """Per replica, an RBF-kernel SVM on the frozen code of ``net``'s encoder: every pair of ``settings.svm_c``
+    and ``settings.svm_gamma`` fit on the first ``svm_subset`` training examples and scored on the validation
+    split; the pair with the lowest validation error (the first of equals) fit on the whole training split; its
+    validation and test error %, with every candidate's score. One pair is fit on the whole split directly.
+    scikit-learn's SVC runs on one core whatever ``threads`` says."""
+    del threads  # libsvm's solver is single-threaded
+    splits = (dataset.train, dataset.valid, dataset.test)
+    codes = [encoder_features(net, split.x).double().cpu().numpy() for split in splits]
+    y_train, y_valid, y_test = (split.y.cpu().numpy() for split in splits)
+    grid = [(c, g) for c in settings.svm_c for g in settings.svm_gamma]
+    bar = Progress(f"RBF SVM ×{net.replicas}", net.replicas, len(grid) + (len(grid) > 1), enabled=progress)
+    per_replica = []
+    try:
+        for r, seed in enumerate(seeds):
+            train, valid, test = (code[r] for code in codes)
+            unit = 1.0 / (train.shape[1] * train.var())  # scikit-learn's gamma="scale"
+            tried = []
+            if len(grid) > 1:
+                for c, g in grid:
+                    svm = _fit_svm(train[: settings.svm_subset], y_train[: settings.svm_subset], c, g * unit, bar)
+                    tried.append({"C": c, "gamma": g, "valid_error": _svm_error(svm, valid, y_valid)})
+                best = min(tried, key=lambda t: t["valid_error"])
+                c, g = best["C"], best["gamma"]
+            else:
+                c, g = grid[0]
+            svm = _fit_svm(train, y_train, c, g * unit, bar)
+            row = {
+                "seed": seed,
+                "C": c,
+                "gamma": g,
+                "gamma_value": g * unit,
+                "support_vectors": int(svm.n_support_.sum()),
+                "valid_error": _svm_error(svm, valid, y_valid),
+                "test_error": _svm_error(svm, test, y_test),
+                "candidates": tried,
+            }
+            per_replica.append(row)
+            bar.epoch_done(
+                f"RBF SVM seed {seed}: C {c:g}, γ {g:g} / (H var(h)): valid {row['valid_error']:.2f}% "
+                f"test {row['test_error']:.2f}%"
+            )
+    finally:
+        bar.close()
+    return {
+        "classifier": "RBF-kernel SVM on the frozen code h = f(x)",
+        "settings": settings.to_dict(),
+        "units": codes[0].shape[-1],
+        "per_replica": per_replica,
+    }
+
+
+def _fit_svm(x: Any, y: Any, c: float, gamma: float, bar: Progress) -> Any:
+    from sklearn.svm import SVC
+
+    svm = SVC(C=c, gamma=gamma, cache_size=2000).fit(x, y)
+    bar.advance()
+    return svm
+
+
+def _svm_error(svm: Any, x: Any, y: Any) -> float:
+    return 100.0 * float((svm.predict(x) != y).mean())
+
+
+def _values(values: Sequence[float]) -> str:
+    return "{" + ", ".join(f"{v:g}" for v in values) + "}"
 
 
 def _train_classifier(

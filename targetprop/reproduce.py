@@ -342,9 +342,7 @@ def _probe(
     kept = read_probe(path)
     if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
         return kept
-    note(
-        f"{experiment.name} {result.method.name}: {settings.kind} classifier on the learned code ({settings.epochs} epochs)"
-    )
+    note(f"{experiment.name} {result.method.name}: {settings.short}")
     net = _trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
     probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads)}

@@ -13,7 +13,14 @@ from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
-from targetprop.probe import ProbeSettings, encoder_features, finetune_probe, linear_probe, near_constant_units
+from targetprop.probe import (
+    ProbeSettings,
+    encoder_features,
+    finetune_probe,
+    linear_probe,
+    near_constant_units,
+    svm_probe,
+)
 from targetprop.report import probe_columns
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
@@ -157,6 +164,29 @@ def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):
     errors = [p["test_error"] for p in probe["per_replica"]]
     assert all(e < 10.0 for e in errors), errors
     print("reconstruction error, epoch 1 -> 20:", first, last, "classifier test error %:", errors)
+
+
+def test_the_svm_on_the_code_takes_the_kernel_width_the_validation_split_prefers(tmp_path):
+    """On the code of a DTP auto-encoder of digits, the RBF SVM is fit with the (C, γ) of the lowest validation
+    error among its candidates and classifies the test digits far better than chance; a width far too narrow
+    (every code its own island) scores worse on validation and is not chosen; one candidate is fit directly."""
+    digits = load_dataset("digits")
+    cfg = make_config(
+        data="digits", rule="dtp-ae", arch="64-64-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, input_noise=0.1, epochs=10, seeds=[0, 1], threads=1, out=str(tmp_path),
+        **{"dtp-ae": {"lr": 1e-3}},
+    )  # fmt: skip
+    net = train(cfg, dataset=digits, progress=False).net
+    probe = svm_probe(net, digits, [0, 1], ProbeSettings(kind="svm", svm_c=(10.0,), svm_gamma=(1.0, 1000.0)))
+    for row in probe["per_replica"]:
+        narrow, fitting = sorted(row["candidates"], key=lambda t: -t["gamma"])
+        assert narrow["valid_error"] > fitting["valid_error"] + 20.0, row["candidates"]
+        assert (row["C"], row["gamma"]) == (10.0, 1.0)
+        assert row["test_error"] < 10.0 and 0 < row["support_vectors"] <= len(digits.train), row
+    assert [p["seed"] for p in probe["per_replica"]] == [0, 1] and probe["settings"]["svm_gamma"] == [1.0, 1000.0]
+    single = svm_probe(net, digits, [0, 1], ProbeSettings(kind="svm", svm_gamma=(1.0,)))
+    assert [p["candidates"] for p in single["per_replica"]] == [[], []]
+    assert [p["test_error"] for p in single["per_replica"]] == [p["test_error"] for p in probe["per_replica"]]
 
 
 def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(tmp_path):
