@@ -62,6 +62,8 @@ class ProbeSettings:
     code units, ``var`` over the training code's entries: scikit-learn's ``gamma="scale"`` is 1)."""
     svm_subset: int = 10_000
     """``svm``: the first this many training examples fit the candidates that the validation split chooses among."""
+    svm_train: int | None = None
+    """``svm``: the chosen candidate is fit on the first this many training examples (all of them when None)."""
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "svm":  # trained by no optimiser: the fields of the other kinds do not apply
@@ -70,6 +72,7 @@ class ProbeSettings:
                 "svm_c": list(self.svm_c),
                 "svm_gamma": list(self.svm_gamma),
                 "svm_subset": self.svm_subset,
+                **({} if self.svm_train is None else {"svm_train": self.svm_train}),
             }
         settings = {
             "kind": self.kind,
@@ -93,6 +96,24 @@ class ProbeSettings:
         )
 
     @property
+    def control_label(self) -> str:
+        """The heading of the control's column (the same classifier without the auto-encoder)."""
+        return "SVM on the raw pixels %" if self.kind == "svm" else "the same from random weights %"
+
+    @property
+    def control_note(self) -> str:
+        """What the control measures, for the table's notes."""
+        if self.kind == "svm":
+            return (
+                "the same SVM, chosen the same way, on the raw pixels x instead of the code: what the learned "
+                "features add (one fit, the same for every seed)"
+            )
+        return (
+            "the same net trained the same way from its random initialisation (glorot): what the training "
+            "on labels gives without the auto-encoder"
+        )
+
+    @property
     def short(self) -> str:
         """What is trained, in a few words (for a progress line)."""
         if self.kind == "svm":
@@ -106,8 +127,9 @@ class ProbeSettings:
             return (
                 "an RBF-kernel SVM (scikit-learn's SVC) on each seed's frozen code h = f(x) after the last epoch, "
                 f"C in {_values(self.svm_c)} and γ in {_values(self.svm_gamma)} / (H var(h)) chosen on the "
-                f"validation split from fits on {self.svm_subset} training examples, then fit on all of them "
-                "(targetprop/probe.py)"
+                f"validation split from fits on {self.svm_subset} training examples, then fit on "
+                + ("all of them" if self.svm_train is None else f"the first {self.svm_train}")
+                + " (targetprop/probe.py)"
             )
         what = (
             "a softmax regression on each seed's frozen code h = f(x) after the last epoch"
@@ -258,45 +280,30 @@ def svm_probe(
 ) -> dict[str, Any]:
     """Per replica, an RBF-kernel SVM on the frozen code of ``net``'s encoder: every pair of ``settings.svm_c``
     and ``settings.svm_gamma`` fit on the first ``svm_subset`` training examples and scored on the validation
-    split; the pair with the lowest validation error (the first of equals) fit on the whole training split; its
+    split; the pair with the lowest validation error (the first of equals) fit on the whole training split (or its
+    first ``svm_train``); its
     validation and test error %, with every candidate's score. One pair is fit on the whole split directly.
+    The ``control`` is the same SVM, chosen the same way, on the raw inputs (one fit; every seed gets its result).
     scikit-learn's SVC runs on one core whatever ``threads`` says."""
     del threads  # libsvm's solver is single-threaded
     splits = (dataset.train, dataset.valid, dataset.test)
     codes = [encoder_features(net, split.x).double().cpu().numpy() for split in splits]
-    y_train, y_valid, y_test = (split.y.cpu().numpy() for split in splits)
-    grid = [(c, g) for c in settings.svm_c for g in settings.svm_gamma]
-    bar = Progress(f"RBF SVM ×{net.replicas}", net.replicas, len(grid) + (len(grid) > 1), enabled=progress)
+    pixels = [split.x.double().cpu().numpy() for split in splits]
+    labels = [split.y.cpu().numpy() for split in splits]
+    candidates = len(settings.svm_c) * len(settings.svm_gamma)
+    fits = candidates + (candidates > 1)  # the candidates on the subset, then the chosen one on all
+    bar = Progress(f"RBF SVM ×{net.replicas} + raw pixels", net.replicas + 1, fits, enabled=progress)
     per_replica = []
     try:
         for r, seed in enumerate(seeds):
-            train, valid, test = (code[r] for code in codes)
-            unit = 1.0 / (train.shape[1] * train.var())  # scikit-learn's gamma="scale"
-            tried = []
-            if len(grid) > 1:
-                for c, g in grid:
-                    svm = _fit_svm(train[: settings.svm_subset], y_train[: settings.svm_subset], c, g * unit, bar)
-                    tried.append({"C": c, "gamma": g, "valid_error": _svm_error(svm, valid, y_valid)})
-                best = min(tried, key=lambda t: t["valid_error"])
-                c, g = best["C"], best["gamma"]
-            else:
-                c, g = grid[0]
-            svm = _fit_svm(train, y_train, c, g * unit, bar)
-            row = {
-                "seed": seed,
-                "C": c,
-                "gamma": g,
-                "gamma_value": g * unit,
-                "support_vectors": int(svm.n_support_.sum()),
-                "valid_error": _svm_error(svm, valid, y_valid),
-                "test_error": _svm_error(svm, test, y_test),
-                "candidates": tried,
-            }
+            row = {"seed": seed, **_chosen_svm([code[r] for code in codes], labels, settings, bar)}
             per_replica.append(row)
             bar.epoch_done(
-                f"RBF SVM seed {seed}: C {c:g}, γ {g:g} / (H var(h)): valid {row['valid_error']:.2f}% "
-                f"test {row['test_error']:.2f}%"
+                f"RBF SVM seed {seed}: C {row['C']:g}, γ {row['gamma']:g} / (H var(h)): valid "
+                f"{row['valid_error']:.2f}% test {row['test_error']:.2f}%"
             )
+        raw = _chosen_svm(pixels, labels, settings, bar)
+        bar.epoch_done(f"RBF SVM on the raw pixels: valid {raw['valid_error']:.2f}% test {raw['test_error']:.2f}%")
     finally:
         bar.close()
     return {
@@ -304,6 +311,38 @@ def svm_probe(
         "settings": settings.to_dict(),
         "units": codes[0].shape[-1],
         "per_replica": per_replica,
+        "control": {
+            "classifier": "the same SVM on the raw pixels x",
+            "per_replica": [{"seed": seed, **raw} for seed in seeds],
+        },
+    }
+
+
+def _chosen_svm(inputs: Sequence[Any], labels: Sequence[Any], settings: ProbeSettings, bar: Progress) -> dict[str, Any]:
+    """The SVM of :func:`svm_probe` on one set of (train, valid, test) inputs: its (C, γ), validation and test
+    error %, support vectors, and the candidates' validation errors (none where the grid holds one pair)."""
+    (train, valid, test), (y_train, y_valid, y_test) = inputs, labels
+    unit = 1.0 / (train.shape[1] * train.var())  # scikit-learn's gamma="scale"
+    grid = [(c, g) for c in settings.svm_c for g in settings.svm_gamma]
+    tried = []
+    if len(grid) > 1:
+        n = settings.svm_subset
+        for c, g in grid:
+            svm = _fit_svm(train[:n], y_train[:n], c, g * unit, bar)
+            tried.append({"C": c, "gamma": g, "valid_error": _svm_error(svm, valid, y_valid)})
+        best = min(tried, key=lambda t: t["valid_error"])
+        c, g = best["C"], best["gamma"]
+    else:
+        c, g = grid[0]
+    svm = _fit_svm(train[: settings.svm_train], y_train[: settings.svm_train], c, g * unit, bar)
+    return {
+        "C": c,
+        "gamma": g,
+        "gamma_value": g * unit,
+        "support_vectors": int(svm.n_support_.sum()),
+        "valid_error": _svm_error(svm, valid, y_valid),
+        "test_error": _svm_error(svm, test, y_test),
+        "candidates": tried,
     }
 
 

@@ -97,11 +97,8 @@ def probe_columns(probe: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
     notes = [settings.describe]
     stats = [probe["test_error"]]
     if "control" in probe:
-        columns.append((f"{settings.kind}_control_test_error", "the same from random weights %"))
-        notes.append(
-            "the same net trained the same way from its random initialisation (glorot): what the training "
-            "on labels gives without the auto-encoder"
-        )
+        columns.append((f"{settings.kind}_control_test_error", settings.control_label))
+        notes.append(settings.control_note)
         stats.append(probe["control"]["test_error"])
     if "near_constant_units" in probe:
         columns.append(("near_constant_units", "near-constant hidden units"))

@@ -169,7 +169,8 @@ def test_dtp_autoencoder_learns_features_a_linear_classifier_can_use(tmp_path):
 def test_the_svm_on_the_code_takes_the_kernel_width_the_validation_split_prefers(tmp_path):
     """On the code of a DTP auto-encoder of digits, the RBF SVM is fit with the (C, γ) of the lowest validation
     error among its candidates and classifies the test digits far better than chance; a width far too narrow
-    (every code its own island) scores worse on validation and is not chosen; one candidate is fit directly."""
+    (every code its own island) scores worse on validation and is not chosen; one candidate is fit directly. Its
+    control, the same SVM on the pixels, is one fit for every seed, and not the code's."""
     digits = load_dataset("digits")
     cfg = make_config(
         data="digits", rule="dtp-ae", arch="64-64-64", activation="sigmoid", output="sigmoid", task="reconstruct",
@@ -184,6 +185,11 @@ def test_the_svm_on_the_code_takes_the_kernel_width_the_validation_split_prefers
         assert (row["C"], row["gamma"]) == (10.0, 1.0)
         assert row["test_error"] < 10.0 and 0 < row["support_vectors"] <= len(digits.train), row
     assert [p["seed"] for p in probe["per_replica"]] == [0, 1] and probe["settings"]["svm_gamma"] == [1.0, 1000.0]
+    raw = probe["control"]["per_replica"]  # the same SVM on the pixels: one fit, every seed's row
+    assert [p["seed"] for p in raw] == [0, 1] and raw[0]["test_error"] == raw[1]["test_error"] < 10.0, raw
+    assert (raw[0]["C"], raw[0]["gamma"]) == (10.0, 1.0) and raw[0]["test_error"] not in [
+        p["test_error"] for p in probe["per_replica"]
+    ]
     single = svm_probe(net, digits, [0, 1], ProbeSettings(kind="svm", svm_gamma=(1.0,)))
     assert [p["candidates"] for p in single["per_replica"]] == [[], []]
     assert [p["test_error"] for p in single["per_replica"]] == [p["test_error"] for p in probe["per_replica"]]

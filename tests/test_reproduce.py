@@ -188,7 +188,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     markdown = (folder / "table.md").read_text()
     assert "final test reconstruction error" in markdown and "classifier test error %" in markdown
     assert "fine-tuned test error %" in markdown and "the same from random weights %" in markdown
-    assert "RBF SVM test error %" in markdown
+    assert "RBF SVM test error %" in markdown and "SVM on the raw pixels %" in markdown
     assert "near-constant hidden units" in markdown
     for row in rows:
         metrics = read_jsonl(folder / row["method"] / "metrics.jsonl")
@@ -208,6 +208,7 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
         assert svm["settings"]["kind"] == "svm" and [p["seed"] for p in svm["per_replica"]] == [0, 1]
         assert all(len(p["candidates"]) == 2 for p in svm["per_replica"])  # γ 1 and 3, chosen on validation
         assert 0.5 < float(row["svm_test_error_mean"]) < 40.0, row
+        assert 0.5 < float(row["svm_control_test_error_mean"]) < 40.0 and row["svm_control_test_error_std"] == "0.0"
     assert rows[0]["paper_test_error"] == "1.35"
     # resuming a finished experiment trains nothing and reads the classifiers back
     before = (folder / "dtp" / "probe.json").stat().st_mtime_ns

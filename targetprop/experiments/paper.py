@@ -363,7 +363,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         probes_smoke=(
             ProbeSettings(epochs=3),
             ProbeSettings(kind="finetune", epochs=2, lr=3e-4),
-            ProbeSettings(kind="svm", svm_gamma=(1.0, 3.0), svm_subset=1000),
+            ProbeSettings(kind="svm", svm_gamma=(1.0, 3.0), svm_subset=500, svm_train=1000),
         ),
     ),
 )
