@@ -319,7 +319,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         name="autoencoder",
         description=(
             "MNIST auto-encoder 784-1000-784 sigmoid with tied weights: DTP (hidden target 2h − f(z)) vs BP, "
-            "then classifiers on the learned code (linear; fine-tuned)"
+            "then classifiers on the learned code (linear; fine-tuned; RBF SVM)"
         ),
         base={
             **MNIST_RUN,
