@@ -28,9 +28,11 @@ side by side as replicas of one :class:`~targetprop.nets.Network`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import multiprocessing
+import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -328,34 +330,93 @@ def _chosen_svm(inputs: Sequence[Any], labels: Sequence[Any], settings: ProbeSet
     if len(grid) > 1:
         n = settings.svm_subset
         for c, g in grid:
-            svm = _fit_svm(train[:n], y_train[:n], c, g * unit, bar)
-            tried.append({"C": c, "gamma": g, "valid_error": _svm_error(svm, valid, y_valid)})
+            _, (valid_error,) = _svm(train[:n], y_train[:n], c, g * unit, [(valid, y_valid)], bar)
+            tried.append({"C": c, "gamma": g, "valid_error": valid_error})
         best = min(tried, key=lambda t: t["valid_error"])
         c, g = best["C"], best["gamma"]
     else:
         c, g = grid[0]
-    svm = _fit_svm(train[: settings.svm_train], y_train[: settings.svm_train], c, g * unit, bar)
+    n = settings.svm_train
+    support, (valid_error, test_error) = _svm(
+        train[:n], y_train[:n], c, g * unit, [(valid, y_valid), (test, y_test)], bar
+    )
     return {
         "C": c,
         "gamma": g,
         "gamma_value": g * unit,
-        "support_vectors": int(svm.n_support_.sum()),
-        "valid_error": _svm_error(svm, valid, y_valid),
-        "test_error": _svm_error(svm, test, y_test),
+        "support_vectors": support,
+        "valid_error": valid_error,
+        "test_error": test_error,
         "candidates": tried,
     }
 
 
-def _fit_svm(x: Any, y: Any, c: float, gamma: float, bar: Progress) -> Any:
+def _svm(
+    x: Any, y: Any, c: float, gamma: float, scored: Sequence[tuple[Any, Any]], bar: Progress
+) -> tuple[int, list[float]]:
+    """:func:`_fit_and_score` in a process of its own (:func:`_interruptible`), one step of ``bar``."""
+    result = _interruptible(_fit_and_score, x, y, c, gamma, scored)
+    bar.advance()
+    return result
+
+
+def _fit_and_score(
+    x: Any, y: Any, c: float, gamma: float, scored: Sequence[tuple[Any, Any]]
+) -> tuple[int, list[float]]:
+    """An RBF-kernel SVC fit on ``(x, y)``: its number of support vectors and its error % on each ``(x, y)`` of
+    ``scored``."""
     from sklearn.svm import SVC
 
     svm = SVC(C=c, gamma=gamma, cache_size=2000).fit(x, y)
-    bar.advance()
-    return svm
+    return int(svm.n_support_.sum()), [100.0 * float((svm.predict(xs) != ys).mean()) for xs, ys in scored]
 
 
-def _svm_error(svm: Any, x: Any, y: Any) -> float:
-    return 100.0 * float((svm.predict(x) != y).mean())
+T = TypeVar("T")
+
+
+def _interruptible(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked child process, so that Ctrl-C (or SIGTERM) stops the caller at once and kills it.
+
+    libsvm's fit and predict take minutes on MNIST and cannot be interrupted: a signal is handled only between the
+    main thread's Python instructions, so called in-process they would hold an interrupted run (and its run
+    directory's lock) until they return. A thread is no way out: an interpreter that exits while a thread is inside
+    libsvm can crash. The child inherits the inputs by ``fork`` (nothing is copied through a pipe but the small
+    result); its exception, if any, is raised here. Where ``fork`` does not exist (Windows) ``fn`` runs in-process."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return fn(*args)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_send_outcome, args=(send, fn, args), name="libsvm", daemon=True)
+    child.start()
+    send.close()
+    try:
+        while not receive.poll(0.1):  # wakes to handle signals however they arrive
+            pass
+        ok, value = receive.recv()
+    except EOFError:
+        child.join()
+        raise RuntimeError(f"the process fitting the SVM died without an answer (exit code {child.exitcode})") from None
+    except BaseException:  # Ctrl-C, SIGTERM: stop the fit, which would run on to its end
+        child.kill()
+        child.join()
+        raise
+    finally:
+        receive.close()
+    child.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _send_outcome(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """The child's side of :func:`_interruptible`. Ctrl-C reaches the whole process group; the parent answers it
+    (and kills this process), so here it is ignored rather than printed as a second traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        outcome = (True, fn(*args))
+    except Exception as error:  # raised again in the parent by _interruptible
+        outcome = (False, error)
+    send.send(outcome)
 
 
 def _values(values: Sequence[float]) -> str:

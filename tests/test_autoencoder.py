@@ -3,8 +3,13 @@ the linear classifier on the learned code."""
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+import threading
+import time
 import tomllib
 
+import numpy as np
 import pytest
 import torch
 from clitools import error_line, read_jsonl, run_cli, show
@@ -15,12 +20,14 @@ from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
 from targetprop.probe import (
     ProbeSettings,
+    _svm,
     encoder_features,
     finetune_probe,
     linear_probe,
     near_constant_units,
     svm_probe,
 )
+from targetprop.progress import Progress
 from targetprop.report import probe_columns
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
@@ -193,6 +200,41 @@ def test_the_svm_on_the_code_takes_the_kernel_width_the_validation_split_prefers
     single = svm_probe(net, digits, [0, 1], ProbeSettings(kind="svm", svm_gamma=(1.0,)))
     assert [p["candidates"] for p in single["per_replica"]] == [[], []]
     assert [p["test_error"] for p in single["per_replica"]] == [p["test_error"] for p in probe["per_replica"]]
+
+
+def test_ctrl_c_stops_an_svm_fit_without_waiting_for_libsvm_and_its_errors_reach_the_caller():
+    """A SIGINT that arrives during an SVM fit raises KeyboardInterrupt while libsvm is still computing, and the
+    fit's process is killed (called in-process, libsvm would hold the interrupt until the fit returns, minutes on
+    MNIST, keeping the run's lock); a fit that fails raises its own error in the caller, and one that succeeds
+    returns its support vectors and errors."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4000, 100)), rng.integers(0, 10, 4000)  # labels of noise: a slow fit (~1-3 s)
+    bar = Progress("svm", 1, 1, enabled=False)
+    fits: list[multiprocessing.process.BaseProcess] = []
+
+    def interrupt_the_fit() -> None:  # Ctrl-C 0.2 s into libsvm's work (into the fit's process, if it has one)
+        for _ in range(100):
+            fits.extend(p for p in multiprocessing.active_children() if p.name == "libsvm")
+            if fits:
+                break
+            time.sleep(0.01)
+        time.sleep(0.2)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C: Python raises KeyboardInterrupt
+
+    signaller = threading.Thread(target=interrupt_the_fit)
+    signaller.start()
+    with pytest.raises(KeyboardInterrupt):
+        _svm(x, y, 10.0, 0.01, [(x, y)], bar)
+    signaller.join()
+    assert fits, "the SVM was fit in the test's own process, where a signal waits for libsvm to return"
+    assert fits[0].exitcode == -signal.SIGKILL, "the fit ran to its end: the interrupt waited for libsvm"
+    assert not multiprocessing.active_children()
+    with pytest.raises(ValueError, match="number of classes"):
+        _svm(x[:50], np.zeros(50), 10.0, 0.01, [], bar)
+    support, (train_error, test_error) = _svm(
+        x[:500], y[:500] % 2, 10.0, 0.01, [(x[:500], y[:500] % 2), (x[500:1000], y[500:1000] % 2)], bar
+    )
+    assert 0 < support <= 500 and train_error < 5.0 and 30.0 < test_error < 70.0  # noise: memorised, not learned
 
 
 def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(tmp_path):
