@@ -95,6 +95,18 @@ class FolderLock:
         self.release()
 
 
+def _not_inherited() -> None:
+    """In a forked child: close the child's copies of the held locks' files. A flock belongs to the open file, which
+    a fork shares, so a child that outlives its parent (an SVM fit in :mod:`targetprop.probe`, the parent killed)
+    would keep the folder locked until it ends. Closing a copy leaves the parent's lock as it is."""
+    for handle, _ in _held.values():
+        handle.close()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_not_inherited)
+
+
 def holder(folder: str | Path) -> str | None:
     """Who writes to ``folder`` now, or None. Takes a shared lock for an instant (never blocks a writer for
     longer), so ``targetprop inspect`` can tell a run in progress from a stopped one."""

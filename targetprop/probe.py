@@ -27,9 +27,12 @@ side by side as replicas of one :class:`~targetprop.nets.Network`.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import multiprocessing
+import os
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -372,6 +375,7 @@ def _fit_and_score(
 
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def _interruptible(fn: Callable[..., T], *args: Any) -> T:
@@ -381,12 +385,14 @@ def _interruptible(fn: Callable[..., T], *args: Any) -> T:
     main thread's Python instructions, so called in-process they would hold an interrupted run (and its run
     directory's lock) until they return. A thread is no way out: an interpreter that exits while a thread is inside
     libsvm can crash. The child inherits the inputs by ``fork`` (nothing is copied through a pipe but the small
-    result); its exception, if any, is raised here. Where ``fork`` does not exist (Windows) ``fn`` runs in-process."""
+    result); its exception, if any, is raised here. It holds no run directory's lock (:mod:`targetprop.lock`
+    closes a forked child's copies) and dies with its parent. Where ``fork`` does not exist (Windows) ``fn`` runs
+    in-process."""
     if "fork" not in multiprocessing.get_all_start_methods():
         return fn(*args)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_send_outcome, args=(send, fn, args), name="libsvm", daemon=True)
+    child = context.Process(target=_send_outcome, args=(send, fn, args, os.getpid()), name="libsvm", daemon=True)
     child.start()
     send.close()
     try:
@@ -408,10 +414,16 @@ def _interruptible(fn: Callable[..., T], *args: Any) -> T:
     return value
 
 
-def _send_outcome(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _send_outcome(send: Any, fn: Callable[..., Any], args: tuple[Any, ...], parent: int) -> None:
     """The child's side of :func:`_interruptible`. Ctrl-C reaches the whole process group; the parent answers it
-    (and kills this process), so here it is ignored rather than printed as a second traceback."""
+    (and kills this process), so here it is ignored rather than printed as a second traceback. On Linux the child
+    also dies with its parent, however the parent ends (a SIGKILL it cannot pass on), instead of fitting on for
+    minutes with nobody to answer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
     try:
         outcome = (True, fn(*args))
     except Exception as error:  # raised again in the parent by _interruptible

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import subprocess
+import sys
 import threading
 import time
 import tomllib
@@ -235,6 +237,43 @@ def test_ctrl_c_stops_an_svm_fit_without_waiting_for_libsvm_and_its_errors_reach
         x[:500], y[:500] % 2, 10.0, 0.01, [(x[:500], y[:500] % 2), (x[500:1000], y[500:1000] % 2)], bar
     )
     assert 0 < support <= 500 and train_error < 5.0 and 30.0 < test_error < 70.0  # noise: memorised, not learned
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_the_svms_process_dies_with_a_killed_parent():
+    """SIGKILL on the process running a probe (it cannot pass the signal on) also ends the SVM fit it forked, at
+    once: no orphan fits on for minutes."""
+    script = (
+        "import sys, threading, time, multiprocessing, numpy as np\n"
+        "from targetprop.probe import _svm\n"
+        "from targetprop.progress import Progress\n"
+        "def report():\n"
+        "    while not multiprocessing.active_children(): time.sleep(0.01)\n"
+        "    print(multiprocessing.active_children()[0].pid, flush=True)\n"
+        "threading.Thread(target=report, daemon=True).start()\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, y = rng.standard_normal((20000, 100)), rng.integers(0, 10, 20000)\n"
+        "_svm(x, y, 10.0, 0.01, [], Progress('svm', 1, 1, enabled=False))\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the SVM's process outlived its killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"  # a zombie has ended (its exit not yet collected)
+    except FileNotFoundError:
+        return False
 
 
 def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -34,6 +35,8 @@ from clitools import (
 )
 
 from targetprop import checkpoint
+from targetprop.lock import FolderLock
+from targetprop.lock import holder as holder_of
 
 EPOCHS = 6
 RUN = ["train", "--rule", "dtp", "--arch", "64-48-48-10", "--seeds", "0-1"]
@@ -241,6 +244,31 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_leaves
     after = run_cli("train", "--resume", run_dir, "--epochs", "400", "-q", cwd=tmp_path)
     assert after.returncode == 0, show(after)
     assert {r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")} == set(range(1, 401))
+
+
+def test_a_forked_child_does_not_keep_the_folder_locked_after_its_parent_lets_go(tmp_path):
+    """A flock belongs to the open file, which a fork shares: a child still running (an SVM fit whose parent was
+    killed) must not keep the run directory locked. The child closes its copy; the parent's lock holds until the
+    parent lets go, and then the folder is free though the child lives on."""
+    fork = multiprocessing.get_context("fork")
+    running, go = fork.Event(), fork.Event()
+
+    def work() -> None:  # the forked child: up and running, then waits as a long fit would
+        running.set()
+        go.wait(60)
+
+    with FolderLock(tmp_path, "run directory"):
+        child = fork.Process(target=work, daemon=True)
+        child.start()
+        assert running.wait(60) and holder_of(tmp_path) == "this process"
+    try:
+        assert child.is_alive()
+        assert holder_of(tmp_path) is None, "the forked child kept the parent's lock"
+        with FolderLock(tmp_path, "run directory"):  # and a new writer takes it
+            pass
+    finally:
+        go.set()
+        child.join()
 
 
 # ---- resuming with changes ------------------------------------------------------------------------------------
