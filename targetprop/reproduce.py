@@ -38,7 +38,7 @@ import torch
 
 from targetprop.config import RunConfig, apply_assignments, make_config, parse_assignment
 from targetprop.data import Dataset, load_dataset
-from targetprop.errors import ConfigError
+from targetprop.errors import ConfigError, Interrupted, Terminated
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
@@ -240,10 +240,20 @@ def reproduce(
         results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
-            for result in results:
-                result.probes = [
-                    _probe(experiment, result, dataset, settings, note, progress, first.threads) for settings in probes
-                ]
+            try:
+                for result in results:
+                    result.probes = [
+                        _probe(experiment, result, dataset, settings, note, progress, first.threads)
+                        for settings in probes
+                    ]
+            except KeyboardInterrupt as stop:  # training says how to continue by itself; the classifiers say it here
+                code = 143 if isinstance(stop, Terminated) else 130
+                raise Interrupted(
+                    f"{'terminated' if code == 143 else 'interrupted'} while fitting a classifier on the learned code; "
+                    f"the trained methods and the finished classifiers are kept: continue with "
+                    f"`targetprop reproduce --resume {folder}`",
+                    code,
+                ) from None
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()
         notes = [set_note(given)] if given else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -31,10 +32,12 @@ from clitools import (
 from targetprop import report as report_module
 from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
-from targetprop.errors import ConfigError, DataError
+from targetprop.errors import ConfigError, DataError, Interrupted
 from targetprop.experiments import EXPERIMENTS, get_experiment, load_config_source, paper
 from targetprop.reproduce import method_config, reproduce
 from targetprop.train import train, training_subset
+
+reproduce_module = importlib.import_module("targetprop.reproduce")  # the module (the package exports the function)
 
 needs_mnist = pytest.mark.skipif(
     not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
@@ -179,7 +182,7 @@ def test_mnist_experiment_smoke_runs_end_to_end(name: str, tmp_path: Path) -> No
 
 
 @needs_mnist
-def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path) -> None:
+def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path, monkeypatch) -> None:
     proc = run_cli("reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"
@@ -215,6 +218,24 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
     assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before
+    # Ctrl-C while a classifier is fit says how to continue and loses none of the finished ones; continuing fits the rest
+    (folder / "dtp" / "probe-svm.json").unlink()
+    fit = reproduce_module.run_probe
+
+    def interrupted_svm(net, dataset, seeds, settings, *args):
+        if settings.kind == "svm":
+            raise KeyboardInterrupt
+        return fit(net, dataset, seeds, settings, *args)
+
+    monkeypatch.setattr(reproduce_module, "run_probe", interrupted_svm)
+    with pytest.raises(Interrupted) as stop:
+        reproduce_module.reproduce(None, resume=folder, data_dir=str(DATA_DIR), progress=False)
+    assert stop.value.exit_code == 130 and f"continue with `targetprop reproduce --resume {folder}`" in str(stop.value)
+    assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before and not (
+        folder / "dtp" / "probe-svm.json"
+    ).exists()
+    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
+    assert proc.returncode == 0 and (folder / "dtp" / "probe-svm.json").is_file(), show(proc)
     # a report reads them too
     proc = run_cli("reproduce", "--report", folder, "--name", "again", "--out", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
