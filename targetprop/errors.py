@@ -27,6 +27,13 @@ class Interrupted(TargetpropError):
         super().__init__(message)
         self.exit_code = exit_code
 
+    @classmethod
+    def by(cls, stop: KeyboardInterrupt, then: str) -> "Interrupted":
+        """The error for ``stop``, Ctrl-C (130, "interrupted") or :class:`Terminated` (143, "terminated"), its
+        message that word followed by ``then`` (where it stopped, how to continue)."""
+        terminated = isinstance(stop, Terminated)
+        return cls(f"{'terminated' if terminated else 'interrupted'}{then}", 143 if terminated else 130)
+
 
 class Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so that a terminated run stops as cleanly as an interrupted one."""

@@ -38,7 +38,7 @@ import torch
 
 from targetprop.config import RunConfig, apply_assignments, make_config, parse_assignment
 from targetprop.data import Dataset, load_dataset
-from targetprop.errors import ConfigError, Interrupted, Terminated
+from targetprop.errors import ConfigError, Interrupted
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
@@ -247,12 +247,10 @@ def reproduce(
                         for settings in probes
                     ]
             except KeyboardInterrupt as stop:  # training says how to continue by itself; the classifiers say it here
-                code = 143 if isinstance(stop, Terminated) else 130
-                raise Interrupted(
-                    f"{'terminated' if code == 143 else 'interrupted'} while fitting a classifier on the learned code; "
-                    f"the trained methods and the finished classifiers are kept: continue with "
-                    f"`targetprop reproduce --resume {folder}`",
-                    code,
+                raise Interrupted.by(
+                    stop,
+                    " while fitting a classifier on the learned code; the trained methods and the finished classifiers "
+                    f"are kept: continue with `targetprop reproduce --resume {folder}`",
                 ) from None
             plot_filters(experiment, results, dataset, folder / "filters.png")
         settings = RunDir(folder / selected[0].name).read_config()

@@ -22,7 +22,7 @@ from torch import Tensor
 from targetprop.config import RunConfig
 from targetprop.data import Dataset, Split, load_dataset
 from targetprop.diagnostics import measure
-from targetprop.errors import ConfigError, DivergedError, Interrupted, Terminated, warn
+from targetprop.errors import ConfigError, DivergedError, Interrupted, warn
 from targetprop.health import ReplicaHealth, collapse_epoch
 from targetprop.nets import Network, parse_architecture
 from targetprop.progress import Progress, mean_std
@@ -479,11 +479,8 @@ def _train_locked(
             run_dir.remove()  # nothing worth keeping: no half-written run is left behind
         go_on = f"`{continue_with or f'targetprop train --resume {run_dir.path}'}`"
         if isinstance(e, KeyboardInterrupt):
-            code = 143 if isinstance(e, Terminated) else 130
-            what = "terminated" if code == 143 else "interrupted"
-            if kept:
-                raise Interrupted(f"{what}; continue with {go_on}", code) from None
-            raise Interrupted(f"{what} before the first epoch ended; nothing was kept", code) from None
+            then = f"; continue with {go_on}" if kept else " before the first epoch ended; nothing was kept"
+            raise Interrupted.by(e, then) from None
         if isinstance(e, RunDirError):
             tail = f"the run keeps every finished epoch: continue with {go_on}" if kept else "nothing was kept"
             wrapped = RunDirError(f"{e}; {tail}")
