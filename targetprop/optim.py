@@ -3,6 +3,10 @@
 Every parameter has a leading replica dimension R and the learning rate is a tensor of shape ``(R,)``, so R
 seeds or R hyper-parameter settings train side by side. Rules hand the optimiser their update directions
 (gradients, or a rule's pseudo-gradients) explicitly: ``opt.step(grads)``; nothing reads ``param.grad``.
+
+Every optimiser also takes a weight decay λ (per replica, like the learning rate; none by default): before its
+update, each step shrinks the parameters as ``θ ← θ − lr · λ · θ``, decoupled from the update direction
+(Loshchilov & Hutter 2019's AdamW; for plain SGD the same as adding ``λ θ`` to the gradient).
 """
 
 from __future__ import annotations
@@ -95,6 +99,9 @@ class Optimizer:
     def __init__(self, params: Sequence[Tensor], lr: Tensor):
         self.params = list(params)
         self.lr = lr
+        self.weight_decay: Tensor | None = None
+        """λ, ``(R,)``, of the decoupled weight decay ``θ ← θ − lr · λ · θ`` that precedes every update; ``None``:
+        no decay (see :func:`make_optimizer`)."""
         self.tied: list[tuple[int, int]] = []
         """Pairs ``(i, j)`` of parameters that are transposes of each other (a tied auto-encoder's ``W_1`` and
         ``W_2``): :meth:`step` gives both the direction ``G = G_i + G_jᵀ`` (``Gᵀ`` for ``j``), so they stay tied."""
@@ -185,10 +192,16 @@ class Optimizer:
         p, lr = self.slots[i], _lr_view(self.lr, self.slots[i])
         state = [self._buffer(name)[i] for name in self.state_names]
         scratch = self._scratch(i) if self.uses_scratch else None
+        # θ ← θ − lr · λ · θ, with the factor lr · λ of each replica
+        shrink = None if self.weight_decay is None else lr * _lr_view(self.weight_decay, p)
         if not self._flat or torch.compiler.is_compiling():  # inductor fuses the passes into one loop anyway
+            if shrink is not None:
+                p.addcmul_(p, shrink, value=-1.0)
             self._update(p, g, lr, *state, scratch=scratch)
             return
         for rows, cols in update_blocks(p.shape[0], p.shape[1], self.block_elements):
+            if shrink is not None:
+                p[rows, cols].addcmul_(p[rows, cols], shrink[rows], value=-1.0)
             self._update(
                 p[rows, cols],
                 g[rows, cols],
@@ -345,9 +358,11 @@ def make_optimizer(
     lr: float | Sequence[float],
     options: dict[str, float] | None = None,
     tied: Sequence[tuple[int, int]] = (),
+    weight_decay: float | Sequence[float] = 0.0,
 ) -> Optimizer:
-    """Build optimiser ``name`` over ``params`` (each ``(R, ...)``); ``lr`` is a scalar or one value per replica;
-    ``tied`` pairs parameters kept transposes of each other (:attr:`Optimizer.tied`)."""
+    """Build optimiser ``name`` over ``params`` (each ``(R, ...)``); ``lr`` and ``weight_decay`` (λ of
+    :attr:`Optimizer.weight_decay`) are scalars or one value per replica; ``tied`` pairs parameters kept transposes
+    of each other (:attr:`Optimizer.tied`)."""
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
     cls = OPTIMIZERS[name]
@@ -362,4 +377,8 @@ def make_optimizer(
     lr_t = per_replica(lr, params[0].shape[0], params[0])
     optimizer = cls(params, lr_t, **options)
     optimizer.tied = list(tied)
+    decay = per_replica(weight_decay, params[0].shape[0], params[0])
+    if bool((decay < 0).any()) or not bool(decay.isfinite().all()):
+        raise ConfigError(f"weight decay {weight_decay!r} is out of range; give numbers of 0 or more")
+    optimizer.weight_decay = decay if bool((decay > 0).any()) else None
     return optimizer

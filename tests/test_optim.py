@@ -57,6 +57,9 @@ TORCH_REFERENCES = {
         {"beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
         lambda ps, lr: torch.optim.Adam(ps, lr=lr, betas=(0.8, 0.99), eps=1e-6),
     ),
+    # decoupled weight decay: AdamW's, and for SGD the same as an L2 term in the gradient
+    "adam-weight-decay": ("adam", {"weight_decay": 0.5}, lambda ps, lr: torch.optim.AdamW(ps, lr=lr, weight_decay=0.5)),
+    "sgd-weight-decay": ("sgd", {"weight_decay": 0.5}, lambda ps, lr: torch.optim.SGD(ps, lr=lr, weight_decay=0.5)),
 }
 
 
@@ -71,7 +74,8 @@ def test_each_replica_matches_torch_optim_with_its_own_lr(case):
         ps = [p[r].clone().requires_grad_(True) for p in params]
         refs.append((ps, reference(ps, LRS[r])))
 
-    opt = make_optimizer(name, params, LRS, options)
+    options = dict(options)
+    opt = make_optimizer(name, params, LRS, options, weight_decay=options.pop("weight_decay", 0.0))
     for step, gs in enumerate(grads):
         opt.step(gs)
         for r, (ps, ref) in enumerate(refs):
@@ -148,6 +152,27 @@ def test_unknown_option_is_a_config_error(name, option):
         make_optimizer(name, make_params(), 0.1, {option: 0.9})
 
 
+def test_each_replica_decays_by_its_own_lr_and_weight_decay():
+    """With zero update directions only the decay acts: ``θ_r ← (1 − lr_r λ_r) θ_r`` per step, and a replica
+    with λ = 0 does not move."""
+    params, decays = make_params(), [0.5, 2.0, 0.0]
+    start = [p.clone() for p in params]
+    opt = make_optimizer("sgd", params, LRS, weight_decay=decays)
+    for _ in range(3):
+        opt.step([torch.zeros_like(p) for p in params])
+    for r in range(R):
+        factor = (1 - LRS[r] * decays[r]) ** 3
+        for p, p0 in zip(params, start, strict=True):
+            torch.testing.assert_close(p[r], p0[r] * factor)
+    assert torch.equal(params[0][2], start[0][2])
+
+
+@pytest.mark.parametrize("decay", [-0.1, [0.1, float("nan"), 0.0]])
+def test_negative_or_nan_weight_decay_is_a_config_error(decay):
+    with pytest.raises(ConfigError, match=r"weight decay .* out of range"):
+        make_optimizer("adam", make_params(), LRS, weight_decay=decay)
+
+
 @pytest.mark.parametrize("lrs", [[0.1, 0.2], [0.1, 0.2, 0.3, 0.4]])
 def test_wrong_number_of_per_replica_lrs_is_a_config_error(lrs):
     with pytest.raises(ConfigError, match=rf"{len(lrs)} values given for {R} replicas"):
@@ -208,11 +233,13 @@ def test_update_blocks_tile_the_buffer_once(budget, n_blocks):
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("budget", [7, 40, 80])  # pieces of rows; one row per block; two rows per block
-def test_blocked_update_equals_whole_buffer_update_bitwise(name, budget):
+@pytest.mark.parametrize("weight_decay", [0.0, 0.2])
+def test_blocked_update_equals_whole_buffer_update_bitwise(name, budget, weight_decay):
     """Updating the flat buffer block by block (for the cache) changes no number of any step."""
     sizes, lrs = [20, 9, 8], [0.1, 0.03, 0.01, 0.003, 0.001]
     whole, blocked = flat_params(len(lrs), sizes), flat_params(len(lrs), sizes)
-    opt_whole, opt_blocked = make_optimizer(name, whole, lrs), make_optimizer(name, blocked, lrs)
+    opt_whole = make_optimizer(name, whole, lrs, weight_decay=weight_decay)
+    opt_blocked = make_optimizer(name, blocked, lrs, weight_decay=weight_decay)
     assert opt_whole.is_flat and opt_blocked.is_flat
     opt_whole.block_elements, opt_blocked.block_elements = 10**9, budget
     g = torch.Generator().manual_seed(3)

@@ -81,8 +81,11 @@ class RuleConfig(BaseModel):
     lr_decay: OptionalScalar = None
     """If set, the forward learning rate at epoch e (from 0) is ``lr / (1 + e / lr_decay)`` (one value, or one
     per replica); a rule's other learning rates (inverses, predictors) stay constant."""
+    weight_decay: NonNegativeScalar = 0.0
+    """Decoupled weight decay λ of the forward weights: each step first shrinks them as ``θ ← θ − lr · λ · θ``
+    (AdamW's decay with Adam; one value, or one per replica; 0: none). A rule's other weights do not decay."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay")
+    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay", "weight_decay")
     """Keys a resumed run may change (``targetprop train --resume RUN --set RULE.KEY=...``): they steer the
     updates from the next epoch on without changing what the saved state means."""
 
@@ -180,7 +183,12 @@ class Rule(ABC):
         self.optimizer = self.state.add_optimizer(
             "forward",
             make_optimizer(
-                config.optimizer, net.forward_parameters(), config.lr, config.optimizer_args, tied=net.tied_pairs()
+                config.optimizer,
+                net.forward_parameters(),
+                config.lr,
+                config.optimizer_args,
+                tied=net.tied_pairs(),
+                weight_decay=config.weight_decay,
             ),
         )
 

@@ -46,7 +46,7 @@ class DTPAutoencoderConfig(RuleConfig):
     noise: float = Field(0.3, ge=0, allow_inf_nan=False)
     """σ of the Gaussian noise ε added to the code ``h`` before decoding."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay", "noise")
+    resumable: ClassVar[tuple[str, ...]] = (*RuleConfig.resumable, "noise")
 
 
 class DTPAutoencoder(Rule):

@@ -96,8 +96,7 @@ class EPConfig(RuleConfig):
     persistent particles); they are saved with the run (R x examples x units numbers)."""
 
     resumable: ClassVar[tuple[str, ...]] = (
-        "lr",
-        "lr_decay",
+        *RuleConfig.resumable,
         "layer_lr",
         "beta",
         "random_sign",

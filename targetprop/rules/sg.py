@@ -72,7 +72,7 @@ class SGConfig(RuleConfig):
     target: Literal["bootstrap", "true"] = "bootstrap"
     """What the predictors learn from: the gradient the block above sends down, or the exact gradient."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay", "lr_synthetic")
+    resumable: ClassVar[tuple[str, ...]] = (*RuleConfig.resumable, "lr_synthetic")
 
 
 class SyntheticGradients(Rule):

@@ -99,7 +99,7 @@ class TargetPropConfig(RuleConfig):
     feedback_optimizer_args: dict[str, float] | None = None
     """Options of the feedback optimizer (default: the same as ``optimizer_args``)."""
 
-    resumable: ClassVar[tuple[str, ...]] = ("lr", "lr_decay", "lr_feedback", "eta_hat", "noise", "noise_decay")
+    resumable: ClassVar[tuple[str, ...]] = (*RuleConfig.resumable, "lr_feedback", "eta_hat", "noise", "noise_decay")
 
     @model_validator(mode="after")
     def _feedback_defaults(self) -> TargetPropConfig:
