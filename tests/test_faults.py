@@ -1,6 +1,11 @@
 """Fault injection: one run stopped again and again at random moments — SIGKILL, Ctrl-C (SIGINT), SIGTERM and a
 disk that fills up — and resumed each time, ends with exactly the numbers and weights of the uninterrupted run.
 
+Each fault lands either while the command starts (loading PyTorch, reading the checkpoint) or after the run has
+logged a random number of further epochs, plus a random fraction of an epoch (in the step, the evaluation or a
+write). Counting epochs rather than seconds makes the run's length independent of the machine's speed: however
+fast it trains, all twelve faults land before it ends.
+
 The disk fills for real where this process may mount a tmpfs (root, as in CI): the run directory lives on one, and
 a filler file takes all but a random few KiB of it while the run goes on; the filler is deleted before resuming.
 Elsewhere the same fault comes from a file-size limit (RLIMIT_FSIZE) on the process: its writes past a random
@@ -18,11 +23,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from clitools import assert_same_run, interruptible, run_cli, show, start_cli
+from clitools import assert_same_run, interruptible, run_cli, show, start_cli, wait_until
 from test_run_dirs import MOUNT
 
-EPOCHS = 1200
-"""Long enough (about 40 s of training on an idle 2-core machine) that all twelve faults land before it ends."""
+EPOCHS = 300
+"""Longer than the twelve faults' segments can be together: each trains at most ``MOST_EPOCHS`` epochs and about
+two seconds more."""
+MOST_EPOCHS = 15
+"""A fault lands after 0 (while the command starts) to this many newly logged epochs."""
 RUN = ["--rule", "dtp", "--arch", "64-96-96-10", "--seeds", "0-1", "--epochs", str(EPOCHS), "-q"]
 FAULTS = ["SIGKILL", "SIGINT", "SIGTERM", "disk full"] * 3
 """Twelve faults, in a shuffled order; their count is quoted in the README's reliability section."""
@@ -35,6 +43,27 @@ def start(args: list, cwd: Path, fsize: int | None = None) -> subprocess.Popen:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     return start_cli(args, cwd, stdout=subprocess.DEVNULL, preexec=limit)
+
+
+def logged_epochs(run_dir: Path, replicas: int = 2) -> int:
+    """The epochs ``metrics.jsonl`` holds: its finished rows (each ends in a newline), one per replica and epoch."""
+    try:
+        return (run_dir / "metrics.jsonl").read_bytes().count(b"\n") // replicas
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_moment(proc: subprocess.Popen, run_dir: Path, rng: random.Random) -> None:
+    """Wait for a random moment of the run ``proc``: 0.5-2 s into its start, or once it has logged 1 to
+    ``MOST_EPOCHS`` more epochs and then 0-0.2 s more (SIGTERM before ``targetprop``'s handler is installed, in
+    the first tenths of a second, would kill the interpreter without a word; that is not what is tested here)."""
+    more = rng.randint(0, MOST_EPOCHS)
+    if more == 0:
+        time.sleep(rng.uniform(0.5, 2.0))
+        return
+    target = logged_epochs(run_dir) + more
+    wait_until(proc, lambda: logged_epochs(run_dir) >= target, seconds=120)
+    time.sleep(rng.uniform(0.0, 0.2))
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -79,10 +108,10 @@ def test_a_run_stopped_at_random_moments_resumes_to_the_uninterrupted_numbers(tm
             filler = None
             if fault == "disk full":
                 if MOUNT:
-                    time.sleep(rng.uniform(2.0, 5.0))
+                    wait_for_moment(proc, run_dir, rng)
                     filler = fill(disk, rng.randint(0, size - 1))  # the next checkpoint cannot fit
             else:
-                time.sleep(rng.uniform(1.0, 6.0))
+                wait_for_moment(proc, run_dir, rng)
                 if proc.poll() is None:
                     proc.send_signal(getattr(signal, fault))
             try:
