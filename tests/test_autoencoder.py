@@ -223,11 +223,16 @@ def test_ctrl_c_stops_an_svm_fit_without_waiting_for_libsvm_and_its_errors_reach
         time.sleep(0.2)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # as Ctrl-C: Python raises KeyboardInterrupt
 
-    signaller = threading.Thread(target=interrupt_the_fit)
-    signaller.start()
-    with pytest.raises(KeyboardInterrupt):
-        _svm(x, y, 10.0, 0.01, [(x, y)], bar)
-    signaller.join()
+    # Python's own handler, as in a terminal: a suite started in the background (`pytest &`) inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        signaller = threading.Thread(target=interrupt_the_fit)
+        signaller.start()
+        with pytest.raises(KeyboardInterrupt):
+            _svm(x, y, 10.0, 0.01, [(x, y)], bar)
+        signaller.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert fits, "the SVM was fit in the test's own process, where a signal waits for libsvm to return"
     assert fits[0].exitcode == -signal.SIGKILL, "the fit ran to its end: the interrupt waited for libsvm"
     assert not multiprocessing.active_children()
