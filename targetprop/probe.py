@@ -156,11 +156,15 @@ def run_probe(
     settings: ProbeSettings,
     progress: bool = False,
     threads: int | str = "auto",
+    pixel_svm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
-    bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto")."""
-    probe = {"linear": linear_probe, "finetune": finetune_probe, "svm": svm_probe}[settings.kind]
+    bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto").
+    ``pixel_svm``: for ``svm``, the control on the raw pixels as an earlier call fit it (:func:`pixel_svm_of`)."""
     with flushed():  # as in the trainer: subnormal floats slow the CPU (targetprop.subnormals)
+        if settings.kind == "svm":
+            return svm_probe(net, dataset, seeds, settings, progress=progress, pixel_svm=pixel_svm)
+        probe = {"linear": linear_probe, "finetune": finetune_probe}[settings.kind]
         return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
 
@@ -281,23 +285,23 @@ def svm_probe(
     seeds: Sequence[int],
     settings: ProbeSettings,
     progress: bool = False,
-    threads: int | str = "auto",
+    pixel_svm: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per replica, an RBF-kernel SVM on the frozen code of ``net``'s encoder: every pair of ``settings.svm_c``
     and ``settings.svm_gamma`` fit on the first ``svm_subset`` training examples and scored on the validation
     split; the pair with the lowest validation error (the first of equals) fit on the whole training split (or its
-    first ``svm_train``); its
-    validation and test error %, with every candidate's score. One pair is fit on the whole split directly.
-    The ``control`` is the same SVM, chosen the same way, on the raw inputs (one fit; every seed gets its result).
-    scikit-learn's SVC runs on one core whatever ``threads`` says."""
-    del threads  # libsvm's solver is single-threaded
+    first ``svm_train``); its validation and test error %, with every candidate's score. One pair is fit on the
+    whole split directly. scikit-learn's SVC runs on one core (libsvm's solver is single-threaded).
+
+    The ``control`` is the same SVM, chosen the same way, on the raw inputs: one fit, whose result every seed gets.
+    It depends on the data and ``settings`` alone, not on the net, so a caller that probes several nets passes the
+    first one's (:func:`pixel_svm_of`) as ``pixel_svm`` and it is not fit again."""
     splits = (dataset.train, dataset.valid, dataset.test)
     codes = [encoder_features(net, split.x).double().cpu().numpy() for split in splits]
-    pixels = [split.x.double().cpu().numpy() for split in splits]
     labels = [split.y.cpu().numpy() for split in splits]
     candidates = len(settings.svm_c) * len(settings.svm_gamma)
     fits = candidates + (candidates > 1)  # the candidates on the subset, then the chosen one on all
-    bar = Progress(f"RBF SVM ×{net.replicas} + raw pixels", net.replicas + 1, fits, enabled=progress)
+    bar = Progress(f"RBF SVM ×{net.replicas} + raw pixels", net.replicas + (pixel_svm is None), fits, enabled=progress)
     per_replica = []
     try:
         for r, seed in enumerate(seeds):
@@ -307,8 +311,11 @@ def svm_probe(
                 f"RBF SVM seed {seed}: C {row['C']:g}, γ {row['gamma']:g} / (H var(h)): valid "
                 f"{row['valid_error']:.2f}% test {row['test_error']:.2f}%"
             )
-        raw = _chosen_svm(pixels, labels, settings, bar)
-        bar.epoch_done(f"RBF SVM on the raw pixels: valid {raw['valid_error']:.2f}% test {raw['test_error']:.2f}%")
+        raw = pixel_svm
+        if raw is None:
+            pixels = [split.x.double().cpu().numpy() for split in splits]
+            raw = _chosen_svm(pixels, labels, settings, bar)
+            bar.epoch_done(f"RBF SVM on the raw pixels: valid {raw['valid_error']:.2f}% test {raw['test_error']:.2f}%")
     finally:
         bar.close()
     return {
@@ -321,6 +328,11 @@ def svm_probe(
             "per_replica": [{"seed": seed, **raw} for seed in seeds],
         },
     }
+
+
+def pixel_svm_of(probe: dict[str, Any]) -> dict[str, Any]:
+    """The raw-pixel control of an :func:`svm_probe` result, as ``svm_probe`` takes it back (``pixel_svm``)."""
+    return {k: v for k, v in probe["control"]["per_replica"][0].items() if k != "seed"}
 
 
 def _chosen_svm(inputs: Sequence[Any], labels: Sequence[Any], settings: ProbeSettings, bar: Progress) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from targetprop.errors import ConfigError, Interrupted
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
-from targetprop.probe import ProbeSettings, run_probe
+from targetprop.probe import ProbeSettings, pixel_svm_of, run_probe
 from targetprop.replicas import parse_seeds
 from targetprop.report import MethodResult, read_probe, set_note, write_report
 from targetprop.rules import get_rule
@@ -240,10 +240,11 @@ def reproduce(
         results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
+            pixel_svms = _kept_pixel_svms(results, probes)
             try:
                 for result in results:
                     result.probes = [
-                        _probe(experiment, result, dataset, settings, note, progress, first.threads)
+                        _probe(experiment, result, dataset, settings, note, progress, first.threads, pixel_svms)
                         for settings in probes
                     ]
             except KeyboardInterrupt as stop:  # training says how to continue by itself; the classifiers say it here
@@ -342,9 +343,11 @@ def _probe(
     note: Callable[[str], None],
     progress: bool = True,
     threads: int | str = "auto",
+    pixel_svms: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A classifier on one method's learned code: read from its file (``probe.json``, ``probe-finetune.json``) when
-    it was trained on the same epochs with the same settings, else trained now and written there."""
+    it was trained on the same epochs with the same settings, else trained now and written there. ``pixel_svms``
+    (by probe file) holds the SVM on the raw pixels once a method has fit it; the next method reuses it."""
     path = result.run_dir / settings.file
     epochs = int(result.summary.get("epochs", 0))
     kept = read_probe(path)
@@ -353,7 +356,10 @@ def _probe(
     note(f"{experiment.name} {result.method.name}: {settings.short}")
     net = _trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
-    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads)}
+    pixels = None if pixel_svms is None else pixel_svms.get(settings.file)
+    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads, pixels)}
+    if settings.kind == "svm" and pixel_svms is not None:
+        pixel_svms[settings.file] = pixel_svm_of(probe)
     for part in (p for p in (probe, probe.get("control")) if p is not None):
         for key in ("test_error", "near_constant_units"):  # the second only in the linear classifier's result
             if key in part["per_replica"][0]:
@@ -365,6 +371,19 @@ def _probe(
     text = json.dumps(probe, indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
     return probe
+
+
+def _kept_pixel_svms(results: list[MethodResult], probes: Sequence[ProbeSettings]) -> dict[str, dict[str, Any]]:
+    """The SVMs on the raw pixels that a method of this run directory already fit, by probe file: they depend on
+    the data and the settings, not on the method, so a method fit later (or again) reuses them."""
+    kept: dict[str, dict[str, Any]] = {}
+    for settings in (s for s in probes if s.kind == "svm"):
+        for result in results:
+            probe = read_probe(result.run_dir / settings.file)
+            if probe and probe.get("settings") == settings.to_dict() and "control" in probe:
+                kept[settings.file] = pixel_svm_of(probe)
+                break
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------------------

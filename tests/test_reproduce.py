@@ -234,8 +234,18 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before and not (
         folder / "dtp" / "probe-svm.json"
     ).exists()
-    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
-    assert proc.returncode == 0 and (folder / "dtp" / "probe-svm.json").is_file(), show(proc)
+    # continuing fits dtp's SVMs on its code, and takes the SVM on the raw pixels from bp's file instead of fitting it
+    fitted = []
+
+    def recorded(net, dataset, seeds, settings, progress, threads, pixel_svm):
+        fitted.append((settings.kind, pixel_svm))
+        return fit(net, dataset, seeds, settings, progress, threads, pixel_svm)
+
+    monkeypatch.setattr(reproduce_module, "run_probe", recorded)
+    reproduce_module.reproduce(None, resume=folder, data_dir=str(DATA_DIR), progress=False)
+    pixels_of_bp = json.loads((folder / "bp" / "probe-svm.json").read_text())["control"]
+    assert fitted == [("svm", {k: v for k, v in pixels_of_bp["per_replica"][0].items() if k != "seed"})]
+    assert json.loads((folder / "dtp" / "probe-svm.json").read_text())["control"] == pixels_of_bp
     # a report reads them too
     proc = run_cli("reproduce", "--report", folder, "--name", "again", "--out", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
