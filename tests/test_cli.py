@@ -266,6 +266,22 @@ BAD_INPUTS = {
         lambda tmp: ["compare", "--rules", "dtp,bp", "--arch", "100-10", "--epochs", "1"],
         ["100-10 does not fit digits"],
     ),
+    "compare with a rule that refuses the net, after one that takes it": (
+        lambda tmp: [
+            "compare",
+            "--rules",
+            "bp,ep",
+            "--arch",
+            "64-32-32-10",
+            "--activation",
+            "hardsigmoid",
+            "--output",
+            "linear",
+            "--epochs",
+            "1",
+        ],
+        ["ep.layer_lr has 2 values for 3 layers", "--arch 64-32-10"],
+    ),
 }
 
 
