@@ -34,6 +34,7 @@ from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
 from targetprop.errors import ConfigError, DataError, Interrupted
 from targetprop.experiments import EXPERIMENTS, get_experiment, load_config_source, paper
+from targetprop.probe import pixel_svm_of
 from targetprop.reproduce import method_config, reproduce
 from targetprop.train import train, training_subset
 
@@ -243,9 +244,9 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
 
     monkeypatch.setattr(reproduce_module, "run_probe", recorded)
     reproduce_module.reproduce(None, resume=folder, data_dir=str(DATA_DIR), progress=False)
-    pixels_of_bp = json.loads((folder / "bp" / "probe-svm.json").read_text())["control"]
-    assert fitted == [("svm", {k: v for k, v in pixels_of_bp["per_replica"][0].items() if k != "seed"})]
-    assert json.loads((folder / "dtp" / "probe-svm.json").read_text())["control"] == pixels_of_bp
+    bp_svm = json.loads((folder / "bp" / "probe-svm.json").read_text())
+    assert fitted == [("svm", pixel_svm_of(bp_svm))]
+    assert json.loads((folder / "dtp" / "probe-svm.json").read_text())["control"] == bp_svm["control"]
     # a report reads them too
     proc = run_cli("reproduce", "--report", folder, "--name", "again", "--out", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
