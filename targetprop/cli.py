@@ -252,7 +252,7 @@ def compare(
     """Train several rules on the same data, architecture and seeds; print one table."""
     from targetprop.data import load_dataset
     from targetprop.runs import RunDir
-    from targetprop.train import build
+    from targetprop.train import check_builds
     from targetprop.train import train as run_training
 
     names = [r.strip().lower() for r in rules.split(",") if r.strip()]
@@ -275,8 +275,7 @@ def compare(
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
     )
-    for cfg in configs:  # what only a rule can refuse (e.g. EP's per-layer rates) stops here, before any rule trains
-        build(cfg.model_copy(update={"compile": "off"}), dataset)
+    check_builds(configs, dataset)
     parent = RunDir.create(out_dir or first.out, name or RunDir.default_name("compare", first.data))
     rows = []
     try:

@@ -223,6 +223,9 @@ def reproduce(
         dataset = load_dataset(
             first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
         )
+    from targetprop.train import check_builds
+
+    check_builds((cfg for _, cfg in configs), dataset)  # a rule that refuses the run stops it before any trains
     if folder is None:
         folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
         request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}

@@ -12,7 +12,7 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,14 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
     if config.compile != "off":
         rule.compile(config.compile)
     return net, rule
+
+
+def check_builds(configs: Iterable[RunConfig], dataset: Dataset) -> None:
+    """Build every configuration's network and rule once, uncompiled, and drop them: what only a rule can refuse
+    (EP's per-layer rates, TP's hidden layer, ...) stops a command that trains several rules before the first
+    of them trains, rather than after it."""
+    for config in configs:
+        build(config.model_copy(update={"compile": "off"}), dataset)
 
 
 def _available_memory(device: torch.device) -> int | None:

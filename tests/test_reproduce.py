@@ -304,9 +304,9 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--set METHOD.KEY=VALUE`` reaches that method's rule only, a bare key every method whose rule has it; both
-    are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them, for a method added to it later too. A resume may
-    change a learning rate, recorded as a change from the next epoch, but not the schedule; assignments no method
-    takes are refused before anything is written."""
+    are recorded (experiment.toml, config.toml, the table's notes) and a resumed directory keeps them, for a method
+    added to it later too. A resume may change a learning rate, recorded as a change from the next epoch, but not the
+    schedule; assignments no method takes, or that a method's rule refuses, are refused before anything is written."""
     args = ["--scale", "smoke", "--seeds", "0", "--methods", "dtp,bp", "--epochs", "1", "-q"]
     proc = run_cli("reproduce", "mnist-tanh", *args, "--set", "dtp.eta_hat=0.5", "--set", "lr_decay=10", "--set", "shuffle=true",
                    "--out", tmp_path, "--name", "r", cwd=tmp_path)  # fmt: skip
@@ -355,6 +355,13 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     ):
         proc = run_cli("reproduce", "mnist-tanh", *args, "--set", bad, "--out", tmp_path, "--name", "x", cwd=tmp_path)
         assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
+    # what only a later method's rule refuses (tp needs a hidden layer; bp, fa and dfa run before it) stops the
+    # command before any method trains, and writes nothing
+    proc = run_cli(
+        "reproduce", "xor", "--seeds", "0", "--set", "arch=2-1", "--out", tmp_path, "--name", "x", cwd=tmp_path
+    )
+    assert proc.returncode == 2 and "tp needs at least one hidden layer" in error_line(proc), show(proc)
+    assert "epoch" not in proc.stdout + proc.stderr, show(proc)
     proc = run_cli("reproduce", "early-inference", "--set", "beta=1", "--out", tmp_path, "--name", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "--set does not apply" in error_line(proc), show(proc)
     proc = run_cli("reproduce", "--report", folder, "--set", "lr=1", cwd=tmp_path)
