@@ -124,6 +124,13 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a, b)
 
 
+def pair(flat: Sequence[Tensor] | None, k: int) -> Sequence[Tensor] | None:
+    """The ``k``-th ``(weight, bias)`` pair, from 0, of a list ordered like :meth:`Network.forward_parameters`
+    (``W_1, b_1, W_2, b_2, …``: layer ``i``'s pair is ``pair(flat, i − 1)``) or like the feedback parameters;
+    None where ``flat`` is None (a rule that is not given buffers to write its gradients into)."""
+    return None if flat is None else flat[2 * k : 2 * k + 2]
+
+
 class Layer(nn.Module):
     """``f_i(u) = s_i(W_i u + b_i)``, and optionally its feedback map ``g_i(h) = s̄_i(V_i d_i(h) + c_i)``, where
     ``d_i`` is the code of the connection below (see :meth:`feedback_input`)."""
@@ -165,6 +172,23 @@ class Layer(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         """``h = s(W u + b)``."""
         return self.unit(self.preactivation(u))
+
+    def input_grad(self, grad_a: Tensor) -> Tensor:
+        """``∂L/∂u = δ W``: what ``δ = ∂L/∂a`` of this layer's pre-activation sends to its input."""
+        return matmul(grad_a, self.weight)
+
+    def weight_grads(self, grad_a: Tensor, u: Tensor, out: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """``∂L/∂W = δᵀ u`` (summed over the batch) and ``∂L/∂b = Σ_b δ``, for ``δ = ∂L/∂a`` and the input ``u``
+        that ``a = W u + b`` was computed from (written into ``out``, e.g. :func:`pair` of the optimiser's gradient
+        buffers, if given)."""
+        return linear_grads(grad_a, u, out)
+
+    def feedback_grads(
+        self, grad_z: Tensor, code: Tensor, out: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``∂L/∂V = δᵀ d`` and ``∂L/∂c = Σ_b δ`` of the feedback map's ``z = V d + c``, for ``δ = ∂L/∂z`` and its
+        input ``d`` (see :meth:`feedback_input`)."""
+        return linear_grads(grad_z, code, out)
 
     def transmit(self, h: Tensor, noise: Noise | None = None, straight_through: bool = False) -> Tensor:
         if self.is_output:

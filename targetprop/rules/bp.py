@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, Network, linear_grads, matmul
+from targetprop.nets import Activity, Network, pair
 from targetprop.rules.base import Rule, RuleConfig, Scalar
 from targetprop.units import Noise
 
@@ -35,7 +35,7 @@ def descent_directions(net: Network, x: Tensor, y: Tensor, noise: Noise | None =
     delta = net.output_unit.loss_grad(acts.logits, y)
     directions = []
     for i in range(net.depth, 1, -1):
-        grad_u = matmul(delta, net.layer(i).weight)
+        grad_u = net.layer(i).input_grad(delta)
         directions.append(-grad_u)
         below = net.layer(i - 1)
         delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], grad_u)
@@ -64,8 +64,7 @@ class BP(Rule):
         grads: list[Tensor | None] = [None] * (2 * net.depth)
         delta = net.output_unit.loss_grad(acts.logits, y)
         for i in range(net.depth, 0, -1):
-            dest = out[2 * i - 2 : 2 * i] if out is not None else None
-            grads[2 * i - 2 : 2 * i] = linear_grads(delta, acts.u[i - 1], out=dest)
+            grads[2 * i - 2 : 2 * i] = net.layer(i).weight_grads(delta, acts.u[i - 1], out=pair(out, i - 1))
             if i == 1:
                 break
             below = net.layer(i - 1)
@@ -75,7 +74,7 @@ class BP(Rule):
                 for k in range(2 * i - 2):
                     grads[k] = out[k].zero_() if out is not None else torch.zeros_like(params[k])
                 break
-            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], matmul(delta, net.layer(i).weight))
+            delta = below.unit.vjp(acts.a[i - 1], acts.h[i - 1], net.layer(i).input_grad(delta))
         return grads  # type: ignore[return-value]
 
     def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:

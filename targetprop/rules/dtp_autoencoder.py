@@ -34,7 +34,7 @@ from pydantic import Field
 from torch import Tensor
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Network, linear_grads
+from targetprop.nets import Network
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import Rule, RuleConfig, Scalar
 from targetprop.tasks import Reconstruct, Task
@@ -86,12 +86,12 @@ class DTPAutoencoder(Rule):
     def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
         """Layer-local directions ``[∂L_f/∂W, ∂L_f/∂b, ∂L_g/∂Wᵀ, ∂L_g/∂c]`` (the optimiser ties the two ``W``)."""
         with torch.no_grad():
-            encoder = self.net.layers[0]
+            encoder, decoder = self.net.layers[0], self.net.layers[1]
             clean = y
             code, a_z, h_hat = self.targets(clean)
             a = encoder.preactivation(x)
             h_noisy = encoder.unit(a)
             delta_h = encoder.unit.vjp(a, h_noisy, (h_noisy - h_hat).mul_(2.0 / x.shape[1]))
             delta_z = self.net.output_unit.loss_grad(a_z, clean)
-            grads = [*linear_grads(delta_h, x), *linear_grads(delta_z, code)]
+            grads = [*encoder.weight_grads(delta_h, x), *decoder.weight_grads(delta_z, code)]
         return grads, self.metrics(a_z, clean)

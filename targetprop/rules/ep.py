@@ -59,7 +59,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Network, linear, linear_grads
+from targetprop.nets import Network, linear, pair
 from targetprop.optim import per_replica
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import PositiveFloat, Rule, RuleConfig, Scalar, as_tensor, per_replica_view
@@ -254,7 +254,7 @@ class EquilibriumPropagation(Rule):
             else:
                 delta = torch.cat([free[i], -nudged[i]], dim=1).mul_(c)
                 u = torch.cat([free[i - 1], nudged[i - 1]], dim=1)
-            grads.extend(linear_grads(delta, u, out=out[2 * i : 2 * i + 2] if out is not None else None))
+            grads.extend(self.net.layers[i].weight_grads(delta, u, out=pair(out, i)))
         return grads
 
     def phases(

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from targetprop.nets import Activity, Network, init_weight, linear_grads, matmul
+from targetprop.nets import Activity, Network, init_weight, matmul, pair
 from targetprop.optim import per_replica
 from targetprop.replicas import ReplicaRandom, generator
 from targetprop.rules.base import Rule, RuleConfig, Scalar, angle_deg
@@ -110,7 +110,7 @@ class RandomFeedbackRule(Rule):
             acts = self.net.activity(x, self.sample)
             grads: list[Tensor] = []
             for i, delta in enumerate(self.deltas(acts, y), start=1):
-                grads.extend(linear_grads(delta, acts.u[i - 1], out=out[2 * i - 2 : 2 * i] if out else None))
+                grads.extend(self.net.layer(i).weight_grads(delta, acts.u[i - 1], out=pair(out, i - 1)))
             loss = self.net.output_unit.loss(acts.logits, y)
         return grads, self.metrics(acts.logits, y, loss)
 

@@ -44,7 +44,7 @@ from pydantic import Field
 from torch import Tensor
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Activity, Network, linear_grads, matmul
+from targetprop.nets import Activity, Network, pair
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import Rule, RuleConfig, Scalar
@@ -152,7 +152,7 @@ class SyntheticGradients(Rule):
         deltas: list[Tensor] = [net.output_unit.loss_grad(acts.logits, y)]
         at_sites: dict[int, tuple[Tensor, Tensor, Tensor, Tensor | None]] = {}
         for i in range(net.depth, 1, -1):
-            from_above = matmul(deltas[-1], net.layer(i).weight)  # ∂L/∂u_{i−1} as the block above sees it
+            from_above = net.layer(i).input_grad(deltas[-1])  # ∂L/∂u_{i−1} as the block above sees it
             below = net.layer(i - 1)
             if i - 1 in self.sites:  # predictors work per sample: ĝ ≈ B ∂L/∂h of the batch-mean cost L
                 batch = from_above.shape[1]
@@ -168,7 +168,7 @@ class SyntheticGradients(Rule):
             deltas, _ = self.backward(acts, y)
             grads: list[Tensor] = []
             for i, delta in enumerate(deltas, start=1):
-                grads.extend(linear_grads(delta, acts.u[i - 1]))
+                grads.extend(self.net.layer(i).weight_grads(delta, acts.u[i - 1]))
         return grads, self.metrics(acts.logits, y)
 
     def step(self, x: Tensor, y: Tensor, phases: Sequence[str] = ("forward",)) -> dict[str, Tensor]:
@@ -178,7 +178,7 @@ class SyntheticGradients(Rule):
             exact = descent_directions(self.net, x, y, self.sample) if self.config.target == "true" else None
             grads = self.optimizer.grad_buffers()
             for i, delta in enumerate(deltas, start=1):
-                linear_grads(delta, acts.u[i - 1], out=grads[2 * i - 2 : 2 * i])
+                self.net.layer(i).weight_grads(delta, acts.u[i - 1], out=pair(grads, i - 1))
             synthetic: list[Tensor] = []
             loss = acts.h[0].new_zeros(self.net.replicas)
             for k, i in enumerate(self.sites):
@@ -202,7 +202,7 @@ class SyntheticGradients(Rule):
         acts = self.net.activity(x, self.sample)
         deltas, at_sites = self.backward(acts, y)
         return [
-            -at_sites[i][0] if i in at_sites else -matmul(deltas[i], self.net.layer(i + 1).weight)
+            -at_sites[i][0] if i in at_sites else -self.net.layer(i + 1).input_grad(deltas[i])
             for i in range(1, self.net.depth)
         ]
 

@@ -59,7 +59,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from targetprop.errors import ConfigError
-from targetprop.nets import Activity, Layer, Network, linear, linear_grads, matmul
+from targetprop.nets import Activity, Layer, Network, linear, pair
 from targetprop.optim import Optimizer, make_optimizer
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import (
@@ -178,7 +178,7 @@ class TargetPropagation(Rule):
         if self.top == self.net.depth:
             grad = out.loss_grad(a_m, y)
         else:  # gradient through the output layer only: ∂L/∂u_{M−1} = (∂L/∂a_M) W_M
-            grad = matmul(out.loss_grad(a_m, y), self.net.layer(self.net.depth).weight)
+            grad = self.net.layer(self.net.depth).input_grad(out.loss_grad(a_m, y))
         h = self.target_site(acts, self.top)
         return h - per_replica_view(self.eta_hat, h) * grad
 
@@ -230,7 +230,7 @@ class TargetPropagation(Rule):
                 delta = layer.unit.vjp(a, h, torch.sub(h, targets[i]).mul_(2.0 / h.shape[1]))
             else:
                 delta = self.net.output_unit.loss_grad(a, y)
-            grads.extend(linear_grads(delta, acts.u[i - 1], out=out[2 * i - 2 : 2 * i] if out is not None else None))
+            grads.extend(layer.weight_grads(delta, acts.u[i - 1], out=pair(out, i - 1)))
         return grads
 
     def forward_updates(self, x: Tensor, y: Tensor) -> tuple[list[Tensor], dict[str, Tensor]]:
@@ -294,7 +294,7 @@ class TargetPropagation(Rule):
             diff = rec - h_t
             total += diff.pow(2).sum(-1).mean(-1)
             delta = layer.feedback_unit.vjp(z, rec, diff * (2.0 / batch))  # type: ignore[union-attr]
-            grads.extend(linear_grads(delta, code, out=out[2 * k : 2 * k + 2] if out is not None else None))
+            grads.extend(layer.feedback_grads(delta, code, out=pair(out, k)))
         return grads, total
 
     def inverse_gradients(self, acts: Activity, out: Sequence[Tensor] | None = None) -> tuple[list[Tensor], Tensor]:
