@@ -145,12 +145,18 @@ class Optimizer:
 
     def prepare(self) -> None:
         """Allocate every buffer a step uses (gradient buffers, state, work tensors) now rather than at the first
-        step, so that a compiled step does not meet new attributes after its first call and compile again."""
+        step, so that a compiled step does not meet new attributes after its first call and compile again; and
+        mark each of them, and the parameters, as living at a fixed address, so that a step that updates them in
+        place can still be captured as a CUDA graph (``compile=reduce-overhead``: CUDA graphs replay only steps
+        whose mutated inputs never move, as ``torch.optim`` marks its own state)."""
         self.grad_buffers()
         for name in self.state_names:
             self._buffer(name)
         if self.uses_scratch:
             self._scratch(0)
+        held = [*self.params, *self.slots, *self._grad_views, *self._work, *(t for v in self.state.values() for t in v)]
+        for t in [*held, *([self._grad] if self._grad is not None else [])]:
+            torch._dynamo.mark_static_address(t)
 
     def _buffer(self, name: str) -> list[Tensor]:
         if name not in self.state:

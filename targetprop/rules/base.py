@@ -286,6 +286,9 @@ class Rule(ABC):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         for optimizer in self.optimizers().values():
             optimizer.prepare()
+        for value in self.state.tensors.values():  # buffers a step writes in place (EP's persistent states)
+            for t in value if isinstance(value, list) else [value]:
+                torch._dynamo.mark_static_address(t)
         self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:

@@ -43,6 +43,9 @@ class InverseFastPath:
         self.chunk_rows = 1000
         """A pass of the inverses alone shares its forward-weight work across mini-batches of about this many
         samples in all replicas together (0: off); measured best near 1000 on a 2-core CPU, for 1 and 10 replicas."""
+        self.graphs = False
+        """Whether the inverse pass is compiled into CUDA graphs (``compile=reduce-overhead``), whose outputs the
+        next replay overwrites."""
         self._stack_key: tuple[int, ...] | None = None
         self._stack: tuple[Tensor, Tensor] | None = None
 
@@ -157,6 +160,8 @@ class InverseFastPath:
             sizes = [x.shape[1] for x, _ in chunk]
             eps = rule.corruption(sizes, chunk[0][0].dtype)
             h_tilde, fb_in = self._corrupt_chunk(torch.cat([x for x, _ in chunk], 1), eps, stacked)
+            if self.graphs:  # a CUDA graph's outputs are overwritten by its next replay: keep this chunk's
+                h_tilde, fb_in = [t.clone() for t in h_tilde], [t.clone() for t in fb_in]
             start = 0
             for size in sizes:
                 rows = slice(start, start + size)
@@ -190,5 +195,6 @@ class InverseFastPath:
     def compile(self, mode: str) -> None:
         """``torch.compile`` the two parts of a chunked inverse pass (see :meth:`Rule.compile
         <targetprop.rules.base.Rule.compile>`)."""
+        self.graphs = mode == "reduce-overhead"
         self._corrupt_chunk = torch.compile(self._corrupt_chunk, mode=mode, dynamic=False)  # type: ignore[method-assign]
         self._inverse_step = torch.compile(self._inverse_step, mode=mode, dynamic=False)  # type: ignore[method-assign]
