@@ -68,7 +68,7 @@ class MethodResult:
             run = RunDir(folder)
             latest = {(r["epoch"], r["replica"]): r for r in run.read_metrics().rows}  # a rerun epoch: the last
             rows += [{**r, "replica": r["replica"] + offset} for _, r in sorted(latest.items())]
-            offset += len(make_config(run.read_config()).seeds)
+            offset += len(stored_config(run).seeds)
         return rows
 
 
@@ -124,7 +124,7 @@ def table_rows(experiment: Experiment, results: list[MethodResult]) -> list[dict
             for key, _, _, stats in probe_columns(probe):
                 row[f"{key}_mean"], row[f"{key}_std"] = stats["mean"], stats["std"]
         if experiment.columns:
-            config = make_config(RunDir(r.run_dir).read_config())
+            config = stored_config(RunDir(r.run_dir))
             row.update({c.key: c.value(r.method, config, s) for c in experiment.columns})
         row["seconds_per_epoch"] = s.get("seconds_per_epoch", math.nan)
         row["epochs"] = s.get("epochs")
@@ -389,12 +389,18 @@ def report(
     if folder not in paths:  # a pooled report names its sources
         listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
-    config = make_config(RunDir(results[0].run_dir).read_config())
+    config = stored_config(RunDir(results[0].run_dir))
     seeds = sorted({p["seed"] for r in results for p in r.summary["per_replica"]})
     changes = list(dict.fromkeys(a for request in requests for a in request.get("set", [])))
     write_report(experiment, folder, results, scale, config.model_copy(update={"seeds": seeds}), extra, changes)
     note(f"report of {len(results)} method(s) written into {folder}")
     return experiment, folder, results
+
+
+def stored_config(run: RunDir) -> RunConfig:
+    """The configuration ``run`` was trained with, read to table it: on the CPU whatever device it trained on, so
+    that a run made on a GPU is tabled on a machine without one (a table trains nothing)."""
+    return make_config(run.read_config(), device="cpu")
 
 
 def set_note(assignments: list[str], where: Path | None = None) -> str:
@@ -412,7 +418,7 @@ def settings_changed(experiment: Experiment, method: Method, run_dirs: list[Path
     now = method_config(experiment, method, scale=scale).rule_config().model_dump()
     lines = []
     for run_dir in run_dirs:
-        then = make_config(RunDir(run_dir).read_config()).rule_config(method.rule).model_dump()
+        then = stored_config(RunDir(run_dir)).rule_config(method.rule).model_dump()
         changed = [f"{key} = {then[key]!r} (now {now[key]!r})" for key in now if then.get(key) != now[key]]
         if changed:
             lines.append(f"{method.name}: {run_dir} was trained with " + ", ".join(changed))
@@ -425,7 +431,7 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
     from targetprop.train import summarize
 
     runs = [RunDir(d) for d in run_dirs]
-    configs = [make_config(run.read_config()) for run in runs]
+    configs = [stored_config(run) for run in runs]
     planned = max(c.epochs for c in configs)
     seeds = [s for c in configs for s in c.seeds]
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})

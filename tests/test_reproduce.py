@@ -397,6 +397,24 @@ def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: 
     check_outputs(folder, ["bp"], epochs=done + 1, seeds=1)
 
 
+def test_report_tables_a_run_made_on_a_device_this_machine_lacks(tmp_path: Path) -> None:
+    """A table trains nothing: a run directory made on a GPU is tabled on a machine without one (its stored
+    configs name a device that cannot be trained on here), with the same numbers."""
+    proc = run_cli("reproduce", "xor", "--scale", "smoke", "--methods", "bp", "-q", "--name", "gpu", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "runs" / "gpu"
+    table = (folder / "table.csv").read_text()
+    config = folder / "bp" / "config.toml"
+    text = config.read_text()
+    assert 'device = "cpu"' in text
+    config.write_text(text.replace('device = "cpu"', 'device = "cuda:99"'))
+    with pytest.raises(ConfigError, match="cuda:99"):  # what a run with that config would meet here
+        make_config(tomllib.loads((folder / "bp" / "config.toml").read_text()))
+    proc = run_cli("reproduce", "--report", folder, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert (folder / "table.csv").read_text() == table
+
+
 @needs_mnist
 def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: Path) -> None:
     """--report trains nothing: a stopped run is tabled at its last finished epoch, and two runs' seeds pooled
