@@ -309,13 +309,28 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.steps = 0
+        """t, as a Python number: the eager step's bias corrections."""
+        self.t = torch.zeros(1, dtype=torch.float64, device=self.slots[0].device)
+        """t on the device: a compiled step's bias corrections (a Python counter read inside compiled code would
+        be a constant of the graph, compiled again at every step); the count checkpoints save. Shape (1,), not a
+        0-d tensor: inductor lost the in-place count of a 0-d CPU tensor (torch 2.13)."""
 
     def _extra_state(self):
-        return {"steps": self.steps}
+        return {"steps": int(self.t.item())}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.t.fill_(self.steps)
+
+    def prepare(self):
+        super().prepare()
+        torch._dynamo.mark_static_address(self.t)
 
     @torch.no_grad()
     def step(self, grads):
-        self.steps += 1
+        self.t.add_(1)
+        if not torch.compiler.is_compiling():
+            self.steps += 1
         super().step(grads)
 
     state_names, uses_scratch = ("exp_avg", "exp_avg_sq"), True
@@ -324,6 +339,10 @@ class Adam(Optimizer):
         m.lerp_(g, 1 - self.beta1)
         s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         # lr · m̂ / (sqrt(ŝ) + ε) with m̂ = m / (1 − β1ᵗ), ŝ = s / (1 − β2ᵗ)
+        if torch.compiler.is_compiling():
+            step = torch.div(s, 1 - torch.pow(self.beta2, self.t), out=scratch).sqrt_().add_(self.eps)
+            p.addcmul_(torch.div(m, step, out=step), lr / (1 - torch.pow(self.beta1, self.t)), value=-1.0)
+            return
         step = torch.div(s, 1 - self.beta2**self.steps, out=scratch).sqrt_().add_(self.eps)
         p.addcmul_(torch.div(m, step, out=step), lr, value=-1.0 / (1 - self.beta1**self.steps))
 

@@ -11,14 +11,23 @@ from targetprop.train import train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("rule", "seeds"), [("dtp", "0"), ("dtp", "0-1"), ("bp", "0")])
-def test_compiled_step_matches_eager(rule, seeds, tmp_path):
+@pytest.mark.parametrize(
+    ("rule", "seeds", "optimizer"),
+    [
+        ("dtp", "0", "centered_rmsprop"),
+        ("dtp", "0-1", "centered_rmsprop"),
+        ("bp", "0", "centered_rmsprop"),
+        ("bp", "0-1", "adam"),
+    ],
+)
+def test_compiled_step_matches_eager(rule, seeds, optimizer, tmp_path):
     data = load_dataset("digits")
     results = {}
     for mode in ("off", "default"):
         config = make_config(
             {"rule": rule, "data": "digits", "arch": "64-32x2-10", "epochs": 2, "seeds": seeds, "compile": mode},
             out=str(tmp_path / mode),
+            **{rule: {"optimizer": optimizer}},
         )
         results[mode] = train(config, dataset=data, progress=False)
     for p_eager, p_compiled in zip(results["off"].net.parameters(), results["default"].net.parameters(), strict=True):
@@ -37,15 +46,23 @@ def test_compile_option_is_validated():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("rule", "schedule", "one_graph"), [("dtp", "alternating", True), ("bp", None, True), ("dtp", "parallel", False)]
+    ("rule", "schedule", "one_graph", "optimizer"),
+    [
+        ("dtp", "alternating", True, "centered_rmsprop"),
+        ("bp", None, True, "centered_rmsprop"),
+        ("dtp", "parallel", False, "centered_rmsprop"),
+        ("bp", None, True, "adam"),
+    ],
 )
-def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one_graph):
+def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one_graph, optimizer):
     """Two replicas. BP's step, and each part of DTP's alternating schedule (the step, the chunked inverse pass),
     is one graph without breaks: optimiser buffers are allocated before compiling, gradients reach the strided
     views of the flat buffers by a copy rather than ``out=``, DTP's views of the feedback buffer need no
     ``storage_offset()`` inside the graph, and its stacked forward weights are not cached by version counters
     there. The parallel schedule draws ε inside its step from per-replica ``torch.Generator`` s, which dynamo
-    cannot trace, so its step breaks there. Either way the first epoch compiles all there is: later epochs reuse it."""
+    cannot trace, so its step breaks there. Either way the first epoch compiles all there is: later epochs reuse it
+    (Adam's bias corrections read its step count from a tensor, not a Python number the graph would be specialised
+    on and compiled again for at every step)."""
     from torch._dynamo.utils import counters
 
     from targetprop import Network, ReplicaRandom, get_rule
@@ -54,7 +71,7 @@ def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one
     torch._dynamo.reset()
     counters.clear()
     cls = get_rule(rule)
-    config = cls.Config(**({"schedule": schedule} if schedule else {}))
+    config = cls.Config(optimizer=optimizer, **({"schedule": schedule} if schedule else {}))
     net = Network.from_spec("64-32x3-10", "tanh", seeds=[0, 1], feedback=cls.feedback_maps(config))
     model = cls(net, config, ReplicaRandom([0, 1], "train"))
     model.compile("default")
