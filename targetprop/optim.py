@@ -12,6 +12,7 @@ update, each step shrinks the parameters as ``θ ← θ − lr · λ · θ``, de
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -154,8 +155,15 @@ class Optimizer:
             self._buffer(name)
         if self.uses_scratch:
             self._scratch(0)
-        held = [*self.params, *self.slots, *self._grad_views, *self._work, *(t for v in self.state.values() for t in v)]
-        for t in [*held, *([self._grad] if self._grad is not None else [])]:
+        grad = [self._grad] if self._grad is not None else []
+        for t in [
+            *self.params,
+            *self.slots,
+            *grad,
+            *self._grad_views,
+            *self._work,
+            *itertools.chain(*self.state.values()),
+        ]:
             torch._dynamo.mark_static_address(t)
 
     def _buffer(self, name: str) -> list[Tensor]:
@@ -309,28 +317,31 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.steps = 0
-        """t, as a Python number: the eager step's bias corrections."""
-        self.t = torch.zeros(1, dtype=torch.float64, device=self.slots[0].device)
-        """t on the device: a compiled step's bias corrections (a Python counter read inside compiled code would
-        be a constant of the graph, compiled again at every step); the count checkpoints save. Shape (1,), not a
-        0-d tensor: inductor lost the in-place count of a 0-d CPU tensor (torch 2.13)."""
+        """t, the steps taken, as a Python number: the eager step's bias corrections."""
+        self.t: Tensor | None = None
+        """t on the device once the step is compiled (:meth:`prepare`), and counted there instead: a Python number
+        read inside compiled code is a constant of the graph, compiled again at every step. Shape (1,), not 0-d:
+        inductor lost the in-place count of a 0-d CPU tensor (torch 2.13)."""
 
     def _extra_state(self):
-        return {"steps": int(self.t.item())}
+        return {"steps": self.steps if self.t is None else int(self.t.item())}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.t.fill_(self.steps)
+        if self.t is not None:
+            self.t.fill_(self.steps)
 
     def prepare(self):
         super().prepare()
+        self.t = torch.full((1,), float(self.steps), dtype=torch.float64, device=self.slots[0].device)
         torch._dynamo.mark_static_address(self.t)
 
     @torch.no_grad()
     def step(self, grads):
-        self.t.add_(1)
-        if not torch.compiler.is_compiling():
+        if self.t is None:
             self.steps += 1
+        else:
+            self.t.add_(1)
         super().step(grads)
 
     state_names, uses_scratch = ("exp_avg", "exp_avg_sq"), True
@@ -339,7 +350,7 @@ class Adam(Optimizer):
         m.lerp_(g, 1 - self.beta1)
         s.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         # lr · m̂ / (sqrt(ŝ) + ε) with m̂ = m / (1 − β1ᵗ), ŝ = s / (1 − β2ᵗ)
-        if torch.compiler.is_compiling():
+        if self.t is not None:
             step = torch.div(s, 1 - torch.pow(self.beta2, self.t), out=scratch).sqrt_().add_(self.eps)
             p.addcmul_(torch.div(m, step, out=step), lr / (1 - torch.pow(self.beta1, self.t)), value=-1.0)
             return
