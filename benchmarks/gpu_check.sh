@@ -15,7 +15,8 @@
 # 4. COMPILED (default mnist-tanh:dtp,bp): the same as 2 for those methods with compile=reduce-overhead (CUDA
 #    graphs);
 # 5. FULL (default: none), e.g. mnist-tanh:dtp,bp: that experiment with its full epochs and 10 seeds, compiled if
-#    step 4 ran, else eager, for at most FULL_SECONDS.
+#    step 4 ran, else eager, for at most FULL_SECONDS, or, with DEADLINE set, until DEADLINE seconds after the
+#    script started (less 30 s to pack the results).
 # A step is skipped by setting its variable to "none".
 #
 # Writes OUT/log.txt (everything printed) and OUT/runs.tgz (every run directory without its checkpoints; a run
@@ -94,7 +95,9 @@ fi
 
 full=${FULL:-none}
 if want "$full"; then
-    reproduce "${full%%:*}-full-$graphs" "${full%%:*}" "$graphs" "${full#*:}" "${FULL_SECONDS:-300}"
+    seconds=${FULL_SECONDS:-300}
+    [ -n "${DEADLINE:-}" ] && seconds=$((DEADLINE - SECONDS - 30))
+    reproduce "${full%%:*}-full-$graphs" "${full%%:*}" "$graphs" "${full#*:}" "$seconds"
 fi
 
 (cd "$out/runs" && find . -type f ! -name 'checkpoint*' ! -name '.lock' ! -name '*.tmp' | tar czf "$out/runs.tgz" -T -)

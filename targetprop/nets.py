@@ -252,8 +252,12 @@ class Network(nn.Module):
         feedback: str = "hidden",
         feedback_units: Sequence[str | None] | None = None,
         tied: bool = False,
+        flat: bool = True,
     ):
         super().__init__()
+        self.flat = flat
+        """Whether the parameters are views of flat buffers (:meth:`_flatten`); each has storage of its own
+        when not (what CUDA graphs of a whole step need: see ``compile`` in :mod:`targetprop.config`)."""
         sizes = list(sizes)
         n_layers = len(sizes) - 1
         if tied and (n_layers != 2 or sizes[0] != sizes[2]):
@@ -296,7 +300,15 @@ class Network(nn.Module):
         """Re-home the parameters as views of two contiguous ``(R, P)`` buffers, one for the forward parameters
         and one for the feedback parameters, in the order of :meth:`forward_parameters` and
         :meth:`feedback_parameters`. Each is still an ordinary ``nn.Parameter`` of its layer; an optimiser given a
-        whole group updates it with one element-wise kernel per operation, however many layers there are."""
+        whole group updates it with one element-wise kernel per operation, however many layers there are.
+
+        Not done for a network built with ``flat=False``: a compiled step that reads the parameters of layers
+        and writes them in place cannot be captured as a CUDA graph when they share one storage. With R > 1
+        replicas their views of an ``(R, P)`` buffer interleave (row r of every parameter lies in row r of the
+        buffer), AOTAutograd takes them for overlapping inputs and merges them into one "synthetic base", whose
+        address it does not hold fixed, and CUDA graph trees then skip the step ("mutated inputs")."""
+        if not self.flat:
+            return
         with torch.no_grad():
             for names in (self._forward_names(), self._feedback_names()):
                 if not names:
@@ -340,12 +352,14 @@ class Network(nn.Module):
         tied: bool = False,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        flat: bool = True,
     ) -> Network:
-        """Build and initialise a network: one replica per seed, each initialised from its own seed."""
+        """Build and initialise a network: one replica per seed, each initialised from its own seed; ``flat``:
+        its parameters tile flat buffers (see :meth:`_flatten`)."""
         sizes = parse_architecture(architecture) if isinstance(architecture, str) else list(architecture)
         n_hidden = len(sizes) - 2
         names = [hidden] * n_hidden if isinstance(hidden, str) else list(hidden)
-        net = cls(sizes, names, output, len(seeds), feedback, feedback_units, tied)
+        net = cls(sizes, names, output, len(seeds), feedback, feedback_units, tied, flat)
         net.initialize(seeds, init)
         return net.to(device=device, dtype=dtype)
 
@@ -433,11 +447,12 @@ class Network(nn.Module):
         return [(0, 2)] if self.tied else []
 
     def forward_parameters(self) -> list[nn.Parameter]:
-        """``W_1, b_1, …, W_M, b_M``: views, in this order, of one contiguous ``(R, P)`` buffer."""
+        """``W_1, b_1, …, W_M, b_M``: views, in this order, of one contiguous ``(R, P)`` buffer (if :attr:`flat`)."""
         return [getattr(layer, name) for layer, name in self._forward_names()]
 
     def feedback_parameters(self) -> list[nn.Parameter]:
-        """``V_i, c_i`` of the layers with a feedback map: views, in this order, of one contiguous buffer."""
+        """``V_i, c_i`` of the layers with a feedback map: views, in this order, of one contiguous buffer (if
+        :attr:`flat`)."""
         return [getattr(layer, name) for layer, name in self._feedback_names()]
 
     def select(self, index: int | Sequence[int]) -> Network:
@@ -445,7 +460,14 @@ class Network(nn.Module):
         index = [index] if isinstance(index, int) else list(index)
         fb_units = [layer.feedback_unit.name if layer.feedback_unit else None for layer in self.layers]
         net = Network(
-            self.sizes, self.hidden_names, self.output_name, len(index), self.feedback_mode, fb_units, self.tied
+            self.sizes,
+            self.hidden_names,
+            self.output_name,
+            len(index),
+            self.feedback_mode,
+            fb_units,
+            self.tied,
+            self.flat,
         )
         ref = self.layers[0].weight
         net.to(device=ref.device, dtype=ref.dtype)

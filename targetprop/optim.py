@@ -108,7 +108,9 @@ class Optimizer:
         ``W_2``): :meth:`step` gives both the direction ``G = G_i + G_jᵀ`` (``Gᵀ`` for ``j``), so they stay tied."""
         self.state: dict[str, list[Tensor]] = {}
         flat = flat_buffer(self.params) if len(self.params) > 1 else None
-        self.slots: list[Tensor] = [flat] if flat is not None else [p.detach() for p in self.params]
+        # without a flat buffer, the parameters themselves (not detached aliases: a compiled step given a parameter
+        # and an alias of it, one of them written, cannot be captured as a CUDA graph; see Network._flatten)
+        self.slots: list[Tensor] = [flat] if flat is not None else list(self.params)
         self._flat = flat is not None
         # where slots[0] starts in its storage: rules that view a flat buffer with as_strided read this plain int
         # rather than call storage_offset() inside compiled code (a graph break)
@@ -239,13 +241,26 @@ class Optimizer:
         """Restore the moments. The learning rate is not restored: it comes from the configuration, which a
         resumed run may change (``targetprop train --resume RUN --set dtp.lr=...``)."""
         device = self.slots[0].device
-        self.state = {k: [t.to(device) for t in v] for k, v in state["state"].items()}
-        for k, v in self.state.items():
-            if [t.shape for t in v] != [p.shape for p in self.slots]:
-                raise ValueError(f"optimizer state {k!r} does not fit these parameters")
+        self.state = {k: self._fit_slots(k, [t.to(device) for t in v]) for k, v in state["state"].items()}
         for k, v in state.items():
             if k not in ("lr", "state"):
                 setattr(self, k, v)
+
+    def _fit_slots(self, name: str, tensors: list[Tensor]) -> list[Tensor]:
+        """State ``name`` laid out as this optimiser's slots: saved by an optimiser over the same parameters with
+        the other layout (one flat ``(R, P)`` buffer, or one tensor per parameter: a network built with or
+        without ``flat``), it is gathered or split, so a run resumes under either."""
+        shapes = [p.shape for p in self.slots]
+        if [t.shape for t in tensors] == shapes:
+            return tensors
+        replicas, sizes = self.slots[0].shape[0], [p[0].numel() for p in self.params]
+        if self._flat and [t.shape for t in tensors] == [p.shape for p in self.params]:
+            return [torch.cat([t.reshape(replicas, -1) for t in tensors], dim=1)]
+        if not self._flat and len(tensors) == 1 and tensors[0].shape == (replicas, sum(sizes)):
+            return [
+                t.reshape(p.shape).clone() for t, p in zip(tensors[0].split(sizes, dim=1), self.params, strict=True)
+            ]
+        raise ValueError(f"optimizer state {name!r} does not fit these parameters")
 
 
 class SGD(Optimizer):

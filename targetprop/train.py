@@ -54,6 +54,7 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         tied=config.tied_weights,
         device=config.device,
         dtype=getattr(torch, config.dtype),
+        flat=config.compile != "reduce-overhead",  # CUDA graphs of whole steps need parameters apart
     )
     rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device), task)
     if rule.indexed:  # it keeps something per training example (EP's persistent states)

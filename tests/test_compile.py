@@ -85,3 +85,27 @@ def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one
     if one_graph:
         assert dict(counters["graph_break"]) == {}
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("rule", ["bp", "dtp"])
+def test_cuda_graph_mode_builds_parameters_apart(rule):
+    """``compile=reduce-overhead`` builds the network with every parameter in storage of its own, and optimisers
+    that update the parameters themselves: a step that reads parameters sharing one storage and writes them
+    cannot be captured as a CUDA graph (AOTAutograd merges such inputs into a "synthetic base" without a fixed
+    address). Any other mode keeps the flat buffers, whose one-kernel updates the eager step needs."""
+    from targetprop.train import build
+
+    data = load_dataset("digits")
+    for mode, flat in (("off", True), ("default", True), ("reduce-overhead", False)):
+        config = make_config({"rule": rule, "data": "digits", "arch": "64-32x2-10", "seeds": "0-1", "compile": mode})
+        net, model = build(config, data)
+        params = list(net.parameters())
+        storages = {p.untyped_storage().data_ptr() for p in params}
+        assert net.flat is flat
+        assert len(storages) == (
+            len([g for g in (net.forward_parameters(), net.feedback_parameters()) if g]) if flat else len(params)
+        )
+        for optimizer in model.optimizers().values():
+            assert optimizer.is_flat is flat
+            if not flat:
+                assert all(s is p for s, p in zip(optimizer.slots, optimizer.params, strict=True))

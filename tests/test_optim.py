@@ -251,3 +251,48 @@ def test_blocked_update_equals_whole_buffer_update_bitwise(name, budget, weight_
         assert torch.equal(a, b)
     for key, tensors in opt_whole.state.items():
         assert all(torch.equal(a, b) for a, b in zip(tensors, opt_blocked.state[key], strict=True)), key
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("saved_flat", [True, False])
+def test_state_moves_between_flat_and_separate_parameters(name, saved_flat):
+    """A network's parameters tile flat buffers, or each has its own storage (built with ``flat=False``, for CUDA
+    graphs). The two layouts update every number alike, and the moments saved under one resume under the other:
+    the resumed run follows the uninterrupted one bit for bit."""
+    sizes, lrs = [20, 9, 8], [0.1, 0.03, 0.01]
+    flat = flat_params(len(lrs), sizes)
+    apart = [p.clone() for p in flat]
+    assert len({p.untyped_storage().data_ptr() for p in apart}) == len(apart)
+    optimizers = {True: make_optimizer(name, flat, lrs, weight_decay=0.1), False: make_optimizer(name, apart, lrs)}
+    optimizers[False].weight_decay = optimizers[True].weight_decay
+    assert optimizers[True].is_flat and not optimizers[False].is_flat
+    g = torch.Generator().manual_seed(4)
+    steps = [[torch.randn(p.shape, generator=g) for p in flat] for _ in range(2 * STEPS)]
+    for grads in steps[:STEPS]:
+        for opt in optimizers.values():
+            opt.step(grads)
+    for a, b in zip(flat, apart, strict=True):
+        assert torch.equal(a, b)
+
+    saved = checkpoint.loads(checkpoint.dumps(optimizers[saved_flat].state_dict()))
+    params = [p.clone() for p in (flat if saved_flat else apart)]
+    if not saved_flat:  # resumed into the flat layout: parameters that tile one buffer again
+        params = list(torch.cat(params, dim=1).split(sizes, dim=1))
+    resumed = make_optimizer(name, params, lrs)
+    resumed.weight_decay = optimizers[True].weight_decay
+    assert resumed.is_flat is not saved_flat
+    resumed.load_state_dict(saved)
+    for grads in steps[STEPS:]:
+        optimizers[saved_flat].step(grads)
+        resumed.step(grads)
+    for a, b in zip(flat if saved_flat else apart, params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_state_of_other_parameters_is_refused():
+    """Moments that fit neither layout of these parameters stop the load with a clear error."""
+    opt = make_optimizer("adam", flat_params(3, [20, 9]), 0.1)
+    other = make_optimizer("adam", flat_params(3, [20, 8]), 0.1)
+    other.step([torch.ones(3, 20), torch.ones(3, 8)])
+    with pytest.raises(ValueError, match="does not fit these parameters"):
+        opt.load_state_dict(other.state_dict())
