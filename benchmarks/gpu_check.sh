@@ -17,7 +17,9 @@
 # 5. FULL (default: none), e.g. mnist-tanh:dtp,bp: that experiment with its full epochs and 10 seeds, compiled if
 #    step 4 ran, else eager, for at most FULL_SECONDS, or, with DEADLINE set, until DEADLINE seconds after the
 #    script started (less 30 s to pack the results).
-# A step is skipped by setting its variable to "none".
+# A step is skipped by setting its variable to "none". Runs write their checkpoint at most every
+# CHECKPOINT_SECONDS (default 60; 0: every epoch): 10 replicas of the discrete net checkpoint 144 MB, as long as a
+# GPU epoch.
 #
 # Writes OUT/log.txt (everything printed) and OUT/runs.tgz (every run directory without its checkpoints; a run
 # stopped by its time limit can be tabled with `targetprop reproduce --report DIR`).
@@ -49,7 +51,8 @@ reproduce() {  # NAME EXPERIMENT COMPILE-MODE METHODS SECONDS [EPOCHS]
     step "reproduce $2, 10 seeds, ${6:-full} epochs, compile=$3, methods $4"
     local start=$SECONDS
     timeout "$5" python3 -m targetprop reproduce "$2" --seeds 0-9 ${6:+--epochs "$6"} --scale "$scale" \
-        --device "$device" --set compile="$3" ${4:+--methods "$4"} --out "$out/runs" --name "$1" --quiet
+        --device "$device" --set compile="$3" --set checkpoint_seconds="${CHECKPOINT_SECONDS:-60}" \
+        ${4:+--methods "$4"} --out "$out/runs" --name "$1" --quiet
     local code=$?
     echo "exit $code, wall $((SECONDS - start)) s"
     epoch_seconds "$out/runs/$1"

@@ -111,6 +111,11 @@ class RunConfig(BaseModel):
     """Evaluate train, validation and test error every N epochs and at the last; the epochs between log no metrics
     row (their checkpoint is still written). For long runs whose evaluation costs more than training (the
     stochastic net's 100 passes). Divergence and collapse are checked at evaluated epochs."""
+    checkpoint_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Write the checkpoint after an epoch only once this many seconds have passed since the last one was written,
+    and after the last epoch; 0: after every epoch. A checkpoint holds every replica's weights and optimiser
+    moments (144 MB for 10 replicas of the discrete net) and takes about as long to write as a GPU takes to train
+    an epoch; a run stopped between checkpoints resumes from the last one and trains the epochs after it again."""
     diagnostics: bool = False
     """Log, each epoch, the angle between each layer's update and the BP gradient and the inverses' errors."""
     tensorboard: bool = False

@@ -24,6 +24,7 @@ RUN_KEYS_RESUMABLE = (
     "epochs",
     "eval_every",
     "eval_train_samples",
+    "checkpoint_seconds",
     "device",
     "data_dir",
     "download",
@@ -31,7 +32,7 @@ RUN_KEYS_RESUMABLE = (
     "tensorboard",
 )
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
-UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard")
+UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard", "checkpoint_seconds")
 """Keys whose change does not change the numbers: not recorded as a change in the metrics."""
 
 

@@ -391,7 +391,12 @@ def _train_locked(
         if cpu is not None:
             cpu.tick()
 
-    def save_checkpoint(epoch: int) -> None:  # after each epoch, evaluated or not
+    last_saved = time.monotonic()
+
+    def save_checkpoint(epoch: int) -> None:  # after each epoch, evaluated or not, at most every checkpoint_seconds
+        nonlocal last_saved
+        if epoch < config.epochs and time.monotonic() - last_saved < config.checkpoint_seconds:
+            return
         run_dir.save_checkpoint(
             {
                 "epoch": epoch,
@@ -404,6 +409,7 @@ def _train_locked(
                 "history": history,
             }
         )
+        last_saved = time.monotonic()
 
     try:
         if cpu is not None:
@@ -491,7 +497,11 @@ def _train_locked(
             then = f"; continue with {go_on}" if kept else " before the first epoch ended; nothing was kept"
             raise Interrupted.by(e, then) from None
         if isinstance(e, RunDirError):
-            tail = f"the run keeps every finished epoch: continue with {go_on}" if kept else "nothing was kept"
+            tail = (
+                f"the run keeps the epochs of its last checkpoint: continue with {go_on}"
+                if kept
+                else "nothing was kept"
+            )
             wrapped = RunDirError(f"{e}; {tail}")
             wrapped.reason = str(e)  # what went wrong, without the advice (a sweep gives its own)
             raise wrapped from None

@@ -274,6 +274,43 @@ def test_a_forked_child_does_not_keep_the_folder_locked_after_its_parent_lets_go
 # ---- resuming with changes ------------------------------------------------------------------------------------
 
 
+def test_checkpoints_every_n_seconds_a_run_stopped_between_them_resumes_from_the_last(part, reference):
+    """With ``checkpoint_seconds`` the checkpoint is written only once that long has passed, and after the last
+    epoch. A run stopped between checkpoints keeps its last one: resumed, it trains the epochs after it again
+    (their metrics rows are replaced, without a warning of damage) and ends with the uninterrupted numbers."""
+    from targetprop.resume import plan_resume
+    from targetprop.runs import RunDir
+    from targetprop.train import train
+
+    run_dir = RunDir(part)
+    saved: list[int] = []
+    save = run_dir.save_checkpoint
+
+    def counted(state):
+        saved.append(state["epoch"])
+        save(state)
+
+    def stop_after_epoch_5(epoch, _info):
+        if epoch == 5:
+            raise KeyboardInterrupt
+
+    run_dir.save_checkpoint = counted  # type: ignore[method-assign]
+    with run_dir.lock():
+        plan = plan_resume(run_dir, ["checkpoint_seconds=1e9"], epochs=EPOCHS)
+        assert "checkpoint_seconds" not in plan.changes, "it changes no number: not recorded as a change"
+        with pytest.raises(Exception, match="continue with"):
+            train(plan.config, run_dir=run_dir, resume=True, progress=False, on_epoch=stop_after_epoch_5)
+    assert saved == []  # epochs 4 and 5 ended within the interval: no checkpoint written
+    assert checkpoint.read_header(part / "checkpoint.safetensors")["epoch"] == 3
+    assert max(r["epoch"] for r in read_jsonl(part / "metrics.jsonl")) == 5
+
+    proc = resume(part, "--epochs", str(EPOCHS), "--set", "checkpoint_seconds=1e9")
+    assert proc.returncode == 0, show(proc)
+    assert "damaged" not in proc.stderr, show(proc)
+    assert checkpoint.read_header(part / "checkpoint.safetensors")["epoch"] == EPOCHS  # the last epoch is written
+    assert_same_run(part, reference, EPOCHS)
+
+
 def test_epochs_below_those_done_are_refused_and_config_toml_is_untouched(part):
     before = run_files(part)
     proc = resume(part, "--epochs", "2")
