@@ -128,7 +128,8 @@ class RunConfig(BaseModel):
     dtype: Literal["float32", "float64"] = "float32"
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     """Compile the rule's training step with torch.compile in this mode ("reduce-overhead" adds CUDA graphs on a
-    GPU). Fuses the element-wise work; the first steps of each phase take tens of seconds to compile."""
+    GPU, and builds the network with its parameters apart rather than in flat buffers, so that whole steps are
+    captured). Fuses the element-wise work; the first steps of each phase take tens of seconds to compile."""
     out: str = "runs"
     """Parent folder of the run directories."""
     name: str | None = None
