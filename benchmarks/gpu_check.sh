@@ -17,6 +17,8 @@
 # 5. FULL (default: none), e.g. mnist-tanh:dtp,bp: that experiment with its full epochs and 10 seeds, compiled if
 #    step 4 ran, else eager, for at most FULL_SECONDS, or, with DEADLINE set, until DEADLINE seconds after the
 #    script started (less 30 s to pack the results).
+# Compiled steps draw their noise from Philox streams (RNG, default philox: a step that draws from torch.Generator s
+# is graphed only in pieces); eager ones from generators (RNG default torch, the CPU runs' streams).
 # A step is skipped by setting its variable to "none". Runs write their checkpoint at most every
 # CHECKPOINT_SECONDS (default 60; 0: every epoch): 10 replicas of the discrete net checkpoint 144 MB, as long as a
 # GPU epoch.
@@ -52,6 +54,7 @@ reproduce() {  # NAME EXPERIMENT COMPILE-MODE METHODS SECONDS [EPOCHS]
     local start=$SECONDS
     timeout "$5" python3 -m targetprop reproduce "$2" --seeds 0-9 ${6:+--epochs "$6"} --scale "$scale" \
         --device "$device" --set compile="$3" --set checkpoint_seconds="${CHECKPOINT_SECONDS:-60}" \
+        --set rng="${RNG:-$([ "$3" = reduce-overhead ] && echo philox || echo torch)}" \
         ${4:+--methods "$4"} --out "$out/runs" --name "$1" --quiet
     local code=$?
     echo "exit $code, wall $((SECONDS - start)) s"

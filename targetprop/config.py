@@ -130,6 +130,12 @@ class RunConfig(BaseModel):
     """Compile the rule's training step with torch.compile in this mode ("reduce-overhead" adds CUDA graphs on a
     GPU, and builds the network with its parameters apart rather than in flat buffers, so that whole steps are
     captured). Fuses the element-wise work; the first steps of each phase take tens of seconds to compile."""
+    rng: Literal["torch", "philox"] = "torch"
+    """Where the rule's noise (stochastic units, corruption noise) and evaluation's stochastic units draw from:
+    one ``torch.Generator`` per replica ("torch"), or a counter-based Philox stream per replica computed in tensor
+    operations ("philox": the same numbers on every device, and draws that ``torch.compile`` traces, so that
+    ``compile=reduce-overhead`` captures a noisy step whole as a CUDA graph). Data order and input noise come from
+    generators either way."""
     out: str = "runs"
     """Parent folder of the run directories."""
     name: str | None = None

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from targetprop import philox
 from targetprop.errors import ConfigError
 
 _STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3, "input": 4, "probe": 5}
@@ -60,26 +61,45 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     return seeds
 
 
+def _seed_value(seed: int, stream: str) -> int:
+    return seed * 7919 + _STREAMS[stream] * 104729 + 12345
+
+
 def generator(seed: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for one replica and one purpose, seeded from the replica's seed."""
     g = torch.Generator(device=device)
-    g.manual_seed(seed * 7919 + _STREAMS[stream] * 104729 + 12345)
+    g.manual_seed(_seed_value(seed, stream))
     return g
 
 
 class ReplicaRandom:
-    """One random stream per replica. Draws come out stacked along a leading replica dimension."""
+    """One random stream per replica. Draws come out stacked along a leading replica dimension.
 
-    def __init__(self, seeds: Sequence[int], stream: str, device: torch.device | str = "cpu"):
+    Uniform and normal draws come from one ``torch.Generator`` per replica, or, with ``philox``, from a
+    counter-based Philox stream per replica computed in tensor operations (:mod:`targetprop.philox`): the same
+    numbers on every device, and draws that ``torch.compile`` traces, so that a step drawing noise is captured
+    whole as a CUDA graph. Permutations come from the generators either way."""
+
+    def __init__(self, seeds: Sequence[int], stream: str, device: torch.device | str = "cpu", philox: bool = False):
         self.seeds = list(seeds)
         self.device = torch.device(device)
         self.generators = [generator(s, stream, self.device) for s in self.seeds]
+        self.keys: Tensor | None = None
+        """``(R, 2)`` Philox keys, the two 32-bit halves of each replica's seed value (``philox`` only)."""
+        self.offsets: Tensor | None = None
+        """``(R,)`` each replica's position in its Philox stream, moved on in place by every draw."""
+        if philox:
+            values = [_seed_value(s, stream) for s in self.seeds]
+            self.keys = torch.tensor([[v & 0xFFFFFFFF, v >> 32] for v in values], dtype=torch.int64, device=device)
+            self.offsets = torch.zeros(len(self.seeds), dtype=torch.int64, device=device)
 
     def __len__(self) -> int:
         return len(self.generators)
 
     def normal(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
         """``(R, *shape)`` standard normal draws, replica r from its own generator."""
+        if self.keys is not None:
+            return philox.normal(self.keys, self.offsets, tuple(shape), dtype)  # type: ignore[arg-type]
         out = torch.empty((len(self.generators), *shape), device=self.device, dtype=dtype)
         for row, g in zip(out, self.generators, strict=True):
             row.normal_(generator=g)  # the numbers torch.randn(shape, generator=g) gives, without a copy
@@ -88,6 +108,8 @@ class ReplicaRandom:
     def normal_rows(self, rows: Sequence[int], width: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """``(R, Σ rows, width)`` standard normal draws: for each replica, the numbers of the successive draws
         ``normal((rows[0], width))``, ``normal((rows[1], width))``, … stacked along the rows."""
+        if self.keys is not None:
+            return philox.normal(self.keys, self.offsets, (sum(rows), width), dtype)  # type: ignore[arg-type]
         out = torch.empty((len(self.generators), sum(rows), width), device=self.device, dtype=dtype)
         for row, g in zip(out, self.generators, strict=True):
             for block in row.split(list(rows)):
@@ -96,6 +118,8 @@ class ReplicaRandom:
 
     def uniform_like(self, x: Tensor) -> Tensor:
         """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own generator."""
+        if self.keys is not None:
+            return philox.uniform(self.keys, self.offsets, tuple(x.shape[1:]), x.dtype)  # type: ignore[arg-type]
         out = torch.empty_like(x)
         for row, g in zip(out, self.generators, strict=True):
             row.uniform_(generator=g)  # the numbers torch.rand(shape, generator=g) gives, without a copy
@@ -106,13 +130,17 @@ class ReplicaRandom:
         return torch.stack([torch.randperm(n, generator=g, device=self.device) for g in self.generators])
 
     def state_dict(self) -> list[Tensor]:
-        return [g.get_state() for g in self.generators]
+        """Every generator's state, and after them, with ``philox``, the replicas' stream positions."""
+        return [g.get_state() for g in self.generators] + ([self.offsets.clone()] if self.offsets is not None else [])
 
     def load_state_dict(self, states: Sequence[Tensor]) -> None:
-        if len(states) != len(self.generators):
-            raise ValueError(f"expected {len(self.generators)} generator states, got {len(states)}")
-        for g, s in zip(self.generators, states, strict=True):
+        want = len(self.generators) + (self.offsets is not None)
+        if len(states) != want:
+            raise ValueError(f"expected {want} random stream states, got {len(states)}")
+        for g, s in zip(self.generators, states, strict=False):
             g.set_state(s.cpu())  # a checkpoint loaded onto a GPU brings the states with it
+        if self.offsets is not None:
+            self.offsets.copy_(states[-1])
 
     def select(self, index: Sequence[int]) -> ReplicaRandom:
         """The streams of a subset of replicas (sharing their generators)."""
@@ -120,4 +148,6 @@ class ReplicaRandom:
         out.seeds = [self.seeds[i] for i in index]
         out.device = self.device
         out.generators = [self.generators[i] for i in index]
+        out.keys = None if self.keys is None else self.keys[list(index)]
+        out.offsets = None if self.offsets is None else self.offsets[list(index)]  # copies: not shared
         return out

@@ -56,7 +56,8 @@ def build(config: RunConfig, dataset: Dataset) -> tuple[Network, Rule]:
         dtype=getattr(torch, config.dtype),
         flat=config.compile != "reduce-overhead",  # CUDA graphs of whole steps need parameters apart
     )
-    rule = rule_cls(net, rule_config, ReplicaRandom(config.seeds, "train", config.device), task)
+    noise = ReplicaRandom(config.seeds, "train", config.device, philox=config.rng == "philox")
+    rule = rule_cls(net, rule_config, noise, task)
     if rule.indexed:  # it keeps something per training example (EP's persistent states)
         rule.bind_examples(len(dataset.train))
     if config.compile != "off":
@@ -351,7 +352,7 @@ def _train_locked(
 ) -> TrainResult:
     device = torch.device(config.device)
     train_rng = rule.noise
-    eval_rng = ReplicaRandom(config.seeds, "eval", device)
+    eval_rng = ReplicaRandom(config.seeds, "eval", device, philox=config.rng == "philox")
     input_rng = ReplicaRandom(config.seeds, "input", device) if config.input_noise > 0 else None
     rngs = {"train_rng": train_rng, "eval_rng": eval_rng, **({"input_rng": input_rng} if input_rng is not None else {})}
     history: list[dict[str, Any]] = []

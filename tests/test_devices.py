@@ -116,17 +116,33 @@ def test_a_noiseless_rule_on_the_gpu_follows_the_cpu(rule):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-@pytest.mark.parametrize("rule", ["bp", "dtp"])
-def test_a_step_compiled_into_cuda_graphs_gives_the_eager_numbers(rule, tmp_path):
+def test_philox_streams_draw_the_same_numbers_on_the_gpu():
+    """``rng = "philox"``: a replica's stream is integer arithmetic, the same on either device."""
+    draws = {}
+    for device in ("cpu", "cuda"):
+        rng = ReplicaRandom([0, 5], "train", device, philox=True)
+        draws[device] = (rng.uniform_like(torch.empty(2, 3000, device=device)), rng.normal((3000,)))
+    assert torch.equal(draws["cuda"][0].cpu(), draws["cpu"][0])
+    torch.testing.assert_close(draws["cuda"][1].cpu(), draws["cpu"][1], rtol=1e-6, atol=1e-6)  # log, cos
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize(
+    ("rule", "keys"),
+    [("bp", {}), ("dtp", {}), ("dtp", {"rng": "philox"}), ("dtp", {"rng": "philox", "activation": "bernoulli"})],
+)
+def test_a_step_compiled_into_cuda_graphs_gives_the_eager_numbers(rule, keys, tmp_path):
     """``compile=reduce-overhead`` replays each whole step as a CUDA graph (inductor skips none: the parameters
-    are apart, see ``Network._flatten``); the weights after two epochs are the eager ones to rounding."""
+    are apart, see ``Network._flatten``); the weights after two epochs are the eager ones to rounding. With the
+    generator streams, a step that draws noise (DTP's corruption) is graphed in pieces around each draw; with
+    Philox streams it is one graph (``tests/test_philox.py``), stochastic units included."""
     from torch._dynamo.utils import counters
 
     data = load_dataset("digits")
     nets = {}
     for mode in ("off", "reduce-overhead"):
-        keys = {"arch": "64-32x2-10", "epochs": 2, "seeds": [0, 1], "device": "cuda", "out": str(tmp_path / mode)}
-        config = make_config(rule=rule, data="digits", compile=mode, **keys)
+        where = {"arch": "64-32x2-10", "epochs": 2, "seeds": [0, 1], "device": "cuda", "out": str(tmp_path / mode)}
+        config = make_config(rule=rule, data="digits", compile=mode, **where, **keys)
         counters.clear()
         nets[mode] = train(config, dataset=data, progress=False).net
     assert counters["inductor"]["cudagraph_skips"] == 0

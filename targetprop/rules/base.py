@@ -289,6 +289,8 @@ class Rule(ABC):
         for value in self.state.tensors.values():  # buffers a step writes in place (EP's persistent states)
             for t in value if isinstance(value, list) else [value]:
                 torch._dynamo.mark_static_address(t)
+        if self.noise.offsets is not None:  # the Philox streams' positions, moved on in place by every draw
+            torch._dynamo.mark_static_address(self.noise.offsets)
         self.step = torch.compile(self.step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
     def optimizers(self) -> dict[str, Optimizer]:
