@@ -97,7 +97,7 @@ class ReplicaRandom:
         return len(self.generators)
 
     def normal(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> Tensor:
-        """``(R, *shape)`` standard normal draws, replica r from its own generator."""
+        """``(R, *shape)`` standard normal draws, replica r from its own stream."""
         if self.keys is not None:
             return philox.normal(self.keys, self.offsets, tuple(shape), dtype)  # type: ignore[arg-type]
         out = torch.empty((len(self.generators), *shape), device=self.device, dtype=dtype)
@@ -117,7 +117,7 @@ class ReplicaRandom:
         return out
 
     def uniform_like(self, x: Tensor) -> Tensor:
-        """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own generator."""
+        """Uniform [0, 1) noise shaped like ``x`` of shape ``(R, ...)``, replica r from its own stream."""
         if self.keys is not None:
             return philox.uniform(self.keys, self.offsets, tuple(x.shape[1:]), x.dtype)  # type: ignore[arg-type]
         out = torch.empty_like(x)
