@@ -11,7 +11,7 @@
 #    with 10 seeds as replicas for EPOCHS epochs (default 2), every method, eager: the seconds per epoch of the
 #    full table;
 # 3. the benchmark suite on NETWORKS (default mnist): throughput against a plain PyTorch loop, 10 replicas
-#    against 10 runs;
+#    against 10 runs (BENCH_ARGS=--compile adds bp and dtp compiled, and as CUDA graphs);
 # 4. COMPILED (default mnist-tanh:dtp,bp): the same as 2 for those methods with compile=reduce-overhead (CUDA
 #    graphs);
 # 5. FULL (default: none), e.g. mnist-tanh:dtp,bp: that experiment with its full epochs and 10 seeds, compiled if
@@ -85,7 +85,7 @@ networks=${NETWORKS:-mnist}
 if want "$networks"; then
     step "benchmark suite: $networks"
     timeout "${BENCH_SECONDS:-90}" python3 benchmarks/suite.py --devices "$device" --networks "$networks" \
-        --repeats 3 --no-peers --json "$out/bench.json" --markdown "$out/bench.md"
+        --repeats 3 --no-peers ${BENCH_ARGS:-} --json "$out/bench.json" --markdown "$out/bench.md"
     echo "bench exit $?"
 fi
 

@@ -14,7 +14,8 @@ that already sit on the device, it times in the same process and interleaved, ``
 - every rule of ``targetprop`` with its default (paper) settings: one training step per mini-batch and phase
   (DTP and TP: the inverses' pass and the forward pass of the alternating schedule, so a DTP "epoch" is two
   passes over the data), plus ``dtp-parallel`` (both phases on each mini-batch, one forward pass);
-- with ``--compile``, ``bp`` and ``dtp`` again with ``torch.compile`` d steps (compilation is not timed);
+- with ``--compile``, ``bp`` and ``dtp`` again with ``torch.compile`` d steps (compilation is not timed), and on
+  CUDA also as CUDA graphs (``+graphs``: ``compile=reduce-overhead``, built as the trainer builds it);
 - peers: biotorch 0.0.16's FA and DFA (``pip install --no-deps biotorch==0.0.16``), SGD, when it imports;
 - ``R replicas``: R seeds trained as replicas of one process against R single runs one after another.
 
@@ -171,10 +172,11 @@ def our_rule(
         base, options = "dtp", {"schedule": "parallel"}
     cls = get_rule(base)
     config = cls.Config(**options)
+    graphs = compile_mode == "reduce-overhead"  # as the trainer builds it: parameters apart, Philox noise
     model = Network.from_spec(
-        net.arch, net.activation, seeds=seeds, feedback=cls.feedback_maps(config), device=x.device
+        net.arch, net.activation, seeds=seeds, feedback=cls.feedback_maps(config), device=x.device, flat=not graphs
     )
-    rule = cls(model, config, ReplicaRandom(seeds, "train", x.device))
+    rule = cls(model, config, ReplicaRandom(seeds, "train", x.device, philox=graphs))
     if compile_mode != "off":
         rule.compile(compile_mode)
     order = torch.arange(batches * BATCH, device=x.device).expand(len(seeds), -1)
@@ -252,6 +254,8 @@ def bench_network(
         for rule in ("bp", "dtp"):
             log(f"  compiling {rule} on {net_name} ({device.type}) ...")
             runners[f"{rule}+compile"] = our_rule(rule, net, x, y, batches, [0], "default")
+            if device.type == "cuda":  # whole steps replayed as CUDA graphs
+                runners[f"{rule}+graphs"] = our_rule(rule, net, x, y, batches, [0], "reduce-overhead")
     notes = {}
     if args.peers:
         for mode in ("fa", "dfa"):
