@@ -296,6 +296,8 @@ def svm_probe(
     The ``control`` is the same SVM, chosen the same way, on the raw inputs: one fit, whose result every seed gets.
     It depends on the data and ``settings`` alone, not on the net, so a caller that probes several nets passes the
     first one's (:func:`pixel_svm_of`) as ``pixel_svm`` and it is not fit again."""
+    import sklearn.svm  # noqa: F401  (loaded once here: every forked fit inherits it; each child took 1.8 s)
+
     splits = (dataset.train, dataset.valid, dataset.test)
     codes = [encoder_features(net, split.x).double().cpu().numpy() for split in splits]
     labels = [split.y.cpu().numpy() for split in splits]
