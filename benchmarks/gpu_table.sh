@@ -26,26 +26,22 @@ echo "== $(date +%T) start: $experiments; seeds ${SEEDS:-0-9}, ${DEVICE:-cuda}, 
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" || exit 1
 
-methods_of() {
-    python3 -c "import sys; from targetprop.experiments import get_experiment
-print(' '.join(m.name for m in get_experiment(sys.argv[1]).methods))" "$1"
-}
+# "EXPERIMENT METHOD" per line, every method of every experiment asked for (one Python start for all)
+pairs=$(python3 -c "import sys; from targetprop.experiments import get_experiment
+print('\n'.join(f'{e} {m.name}' for e in sys.argv[1:] for m in get_experiment(e).methods))" $experiments) || exit 1
 
 declare -A folders
 pids=()
-for exp in $experiments; do
-    methods=$(methods_of "$exp") || exit 1
-    for method in $methods; do
-        name="$exp--$method"
-        folders[$exp]="${folders[$exp]:-} $out/runs/$name"
-        timeout "$limit" python3 -m targetprop reproduce "$exp" --methods "$method" --seeds "${SEEDS:-0-9}" \
-            --scale "${SCALE:-full}" ${EPOCHS:+--epochs "$EPOCHS"} --device "${DEVICE:-cuda}" --threads 1 \
-            --set compile="${COMPILE:-reduce-overhead}" --set rng="${RNG:-philox}" --set checkpoint_seconds=60 \
-            --out "$out/runs" --name "$name" --quiet > "$out/runs/$name.log" 2>&1 &
-        pids+=($!)
-        echo "$(date +%T) started $name (process $!)"
-    done
-done
+while read -r exp method; do
+    name="$exp--$method"
+    folders[$exp]="${folders[$exp]:-} $out/runs/$name"
+    timeout "$limit" python3 -m targetprop reproduce "$exp" --methods "$method" --seeds "${SEEDS:-0-9}" \
+        --scale "${SCALE:-full}" ${EPOCHS:+--epochs "$EPOCHS"} --device "${DEVICE:-cuda}" --threads 1 \
+        --set compile="${COMPILE:-reduce-overhead}" --set rng="${RNG:-philox}" --set checkpoint_seconds=60 \
+        --out "$out/runs" --name "$name" --quiet < /dev/null > "$out/runs/$name.log" 2>&1 &
+    pids+=($!)
+    echo "$(date +%T) started $name (process $!)"
+done <<< "$pairs"
 for pid in "${pids[@]}"; do wait "$pid"; done
 echo "== $(date +%T) every process ended: ${SECONDS} s of wall time"
 
@@ -58,7 +54,6 @@ for exp in $experiments; do
     [ ${#reports[@]} -gt 0 ] || continue
     echo "== $exp"
     python3 -m targetprop reproduce "${reports[@]}" --out "$out/tables" --name "$exp" --quiet
-    cat "$out/tables/$exp/table.md" 2>/dev/null
 done
 
 (cd "$out/tables" && find . -type f \( -name 'table.*' -o -name 'errors.png' -o -name 'filters.png' \) | tar czf "$out/tables.tgz" -T -)
