@@ -70,7 +70,8 @@ python3 -c "import sys, torch, targetprop; print(sys.version.split()[0], torch._
 tests=${TESTS:-tests/test_devices.py}
 if want "$tests"; then
     step "tests: $tests"
-    timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider -rs $tests
+    # in one process (the device's image may lack pytest-xdist, which the project's addopts ask for)
+    timeout "${TEST_SECONDS:-150}" python3 -m pytest -q -p no:cacheprovider -o addopts="--strict-markers" -rs $tests
     echo "tests exit $?"
 fi
 
