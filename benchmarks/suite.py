@@ -172,7 +172,9 @@ def our_rule(
         base, options = "dtp", {"schedule": "parallel"}
     cls = get_rule(base)
     config = cls.Config(**options)
-    graphs = compile_mode == "reduce-overhead"  # as the trainer builds it: parameters apart, Philox noise
+    # CUDA graphs: built as `train` builds a run with compile=reduce-overhead (parameters apart) and, as
+    # gpu_check.sh runs them, rng=philox (noise the graph can hold)
+    graphs = compile_mode == "reduce-overhead"
     model = Network.from_spec(
         net.arch, net.activation, seeds=seeds, feedback=cls.feedback_maps(config), device=x.device, flat=not graphs
     )
