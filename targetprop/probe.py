@@ -52,7 +52,8 @@ from targetprop.threads import ThreadPolicy
 @dataclass(frozen=True)
 class ProbeSettings:
     """A classifier on the learned code: which protocol (``kind``), and its optimiser, learning rate (decayed as
-    ``lr / (1 + e / lr_decay)`` in epoch ``e`` from 0 when ``lr_decay`` is set), epochs and mini-batch size."""
+    ``lr / (1 + e / lr_decay)`` in epoch ``e`` from 0 when ``lr_decay`` is set), epochs, mini-batch size and the
+    noise on its training inputs."""
 
     epochs: int = 50
     lr: float = 1e-3
@@ -60,6 +61,11 @@ class ProbeSettings:
     batch_size: int = 100
     kind: Literal["linear", "finetune", "svm"] = "linear"
     lr_decay: float | None = None
+    input_noise: float = 0.0
+    """``linear``, ``finetune``: σ of the Gaussian noise added to each training mini-batch's inputs,
+    ``x + σ·N(0, 1)`` (the fine-tuned net's pixels, the linear classifier's code), drawn anew every epoch from each
+    replica's own stream; validation and test inputs are clean. For ``finetune`` it is the auto-encoder's own
+    corruption carried into the supervised training (denoising fine-tuning), applied to the control alike."""
     svm_c: tuple[float, ...] = (10.0,)
     """``svm``: the values of the SVM's ``C`` tried (with every ``svm_gamma``)."""
     svm_gamma: tuple[float, ...] = (2.0, 3.0, 4.0)
@@ -86,7 +92,11 @@ class ProbeSettings:
             "optimizer": self.optimizer,
             "batch_size": self.batch_size,
         }
-        return settings if self.lr_decay is None else {**settings, "lr_decay": self.lr_decay}
+        if self.lr_decay is not None:
+            settings["lr_decay"] = self.lr_decay
+        if self.input_noise > 0:  # absent when 0, so that results written before the field still match
+            settings["input_noise"] = self.input_noise
+        return settings
 
     @property
     def file(self) -> str:
@@ -143,8 +153,9 @@ class ProbeSettings:
             "from the auto-encoder's weights"
         )
         lr = f"lr {self.lr:g}" + ("" if self.lr_decay is None else f" / (1 + epoch/{self.lr_decay:g})")
+        noise = f", Gaussian noise σ = {self.input_noise:g} on its training inputs" if self.input_noise > 0 else ""
         return (
-            f"{what} ({self.optimizer}, {lr}, {self.epochs} epochs, batch {self.batch_size}), at its best "
+            f"{what} ({self.optimizer}, {lr}, {self.epochs} epochs, batch {self.batch_size}{noise}), at its best "
             "validation epoch (targetprop/probe.py)"
         )
 
@@ -471,7 +482,8 @@ def _train_classifier(
         BPConfig(lr=settings.lr, optimizer=settings.optimizer, lr_decay=settings.lr_decay),
         ReplicaRandom(seeds, "probe", device),
     )
-    order_rng = rule.noise  # the mini-batch order (nothing else is drawn)
+    order_rng = rule.noise  # the mini-batch order (BP draws nothing else)
+    input_rng = ReplicaRandom(seeds, "probe-input", device) if settings.input_noise > 0 else None
     labels = dataset.train.y.to(device)
     rows = torch.arange(replicas, device=device).unsqueeze(1)
     n = train.shape[-2]
@@ -491,7 +503,10 @@ def _train_classifier(
             order = order_rng.permutations(n)
             for start in range(0, n, settings.batch_size):
                 idx = order[:, start : start + settings.batch_size]
-                rule.step(train[rows, idx] if train.dim() == 3 else train[idx], labels[idx])
+                x = train[rows, idx] if train.dim() == 3 else train[idx]  # (R, B, n): a copy either way
+                if input_rng is not None:
+                    x.add_(input_rng.normal(x.shape[1:], x.dtype), alpha=settings.input_noise)
+                rule.step(x, labels[idx])
                 bar.advance()
                 if cpu is not None:
                     cpu.tick()

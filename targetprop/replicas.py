@@ -20,7 +20,7 @@ from torch import Tensor
 from targetprop import philox
 from targetprop.errors import ConfigError
 
-_STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3, "input": 4, "probe": 5}
+_STREAMS = {"init": 0, "train": 1, "eval": 2, "feedback": 3, "input": 4, "probe": 5, "probe-input": 6}
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit: every stream's generator seed (``seed * 7919 + ...``) then fits in 64 bits."""
 MAX_REPLICAS = 4096

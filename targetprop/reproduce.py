@@ -324,7 +324,7 @@ def _run_methods(
     return results
 
 
-def _trained_network(run_dir: Path, dataset: Dataset) -> Network:
+def trained_network(run_dir: Path, dataset: Dataset) -> Network:
     """The network of a finished run, as its last checkpoint holds it."""
     from targetprop.train import build
 
@@ -357,7 +357,7 @@ def _probe(
     if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
         return kept
     note(f"{experiment.name} {result.method.name}: {settings.short}")
-    net = _trained_network(result.run_dir, dataset)
+    net = trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
     pixels = None if pixel_svms is None else pixel_svms.get(settings.file)
     probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads, pixels)}
@@ -404,7 +404,7 @@ def plot_filters(experiment: Experiment, results: list[MethodResult], dataset: D
     shape = dataset.input_shape[-2:] if len(dataset.input_shape) >= 2 else (1, dataset.n_inputs)
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5.3), layout="constrained", squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
-        weight = _trained_network(r.run_dir, dataset).layers[0].weight[0].detach().float().cpu()
+        weight = trained_network(r.run_dir, dataset).layers[0].weight[0].detach().float().cpu()
         units = weight[:100]
         low = units.amin(1, keepdim=True)
         span = (units.amax(1, keepdim=True) - low).clamp_min(1e-12)

@@ -363,3 +363,37 @@ def test_the_linear_classifier_counts_the_hidden_units_that_no_input_moves():
     probe["near_constant_units"] = {"mean": 2.0, "std": 1.4}
     columns = {key: label for key, label, _, _ in probe_columns(probe)}
     assert columns["near_constant_units"] == "near-constant hidden units"
+
+
+def test_a_classifiers_input_noise_reaches_its_training_batches_only(monkeypatch):
+    """``ProbeSettings.input_noise`` σ: every training mini-batch the classifier steps on is the clean batch plus
+    σ·N(0, 1), from a stream of its own (the order of the mini-batches is the noiseless run's); evaluation reads
+    clean inputs (a run's errors at σ = 0 are bit-identical to the settings without the field); the settings
+    written to ``probe-finetune.json`` and the table's note name it. A seed's control draws the same noise as its
+    fine-tuned net, so the two differ by their starting weights alone."""
+    from targetprop.rules.bp import BP
+
+    digits = load_dataset("digits")
+    net = Network.from_spec("64-16-64", "sigmoid", "sigmoid", seeds=[0, 1], feedback="none")
+    seen, step = [], BP.step
+
+    def recording_step(self, x, y):
+        seen.append((x.clone(), y.clone()))
+        return step(self, x, y)
+
+    monkeypatch.setattr(BP, "step", recording_step)
+    clean = finetune_probe(net, digits, [0, 1], ProbeSettings(kind="finetune", epochs=2, lr=1e-2))
+    clean_batches, seen[:] = list(seen), []
+    noisy = finetune_probe(net, digits, [0, 1], ProbeSettings(kind="finetune", epochs=2, lr=1e-2, input_noise=0.5))
+    assert len(seen) == len(clean_batches) > 1
+    for (x_noisy, y_noisy), (x_clean, y_clean) in zip(seen, clean_batches, strict=True):
+        assert torch.equal(y_noisy, y_clean)  # the same examples in the same order
+        noise = x_noisy - x_clean
+        assert abs(noise.std().item() - 0.5) < 0.05 and abs(noise.mean().item()) < 0.05
+    noise = seen[0][0] - clean_batches[0][0]  # replicas: seeds 0, 1 fine-tuned, then 0, 1 from random weights
+    assert not torch.equal(noise[0], noise[1])  # each seed draws its own noise
+    assert torch.equal(noise[0], noise[2])  # and a seed's control sees the very inputs its fine-tuned net sees
+    assert noisy["per_replica"] != clean["per_replica"]
+    assert noisy["settings"]["input_noise"] == 0.5 and "input_noise" not in clean["settings"]
+    assert ProbeSettings(kind="finetune", input_noise=0.0).to_dict() == ProbeSettings(kind="finetune").to_dict()
+    assert "Gaussian noise σ = 0.5 on its training inputs" in ProbeSettings(input_noise=0.5).describe
