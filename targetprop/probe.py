@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from targetprop.data import Dataset
+from targetprop.errors import ConfigError
 from targetprop.nets import Network
 from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
@@ -75,6 +76,10 @@ class ProbeSettings:
     """``svm``: the first this many training examples fit the candidates that the validation split chooses among."""
     svm_train: int | None = None
     """``svm``: the chosen candidate is fit on the first this many training examples (all of them when None)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.input_noise) and self.input_noise >= 0):
+            raise ConfigError(f"a classifier's input_noise is a σ ≥ 0, not {self.input_noise!r}")
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "svm":  # trained by no optimiser: the fields of the other kinds do not apply

@@ -3,6 +3,7 @@ the linear classifier on the learned code."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import signal
 import subprocess
@@ -397,3 +398,6 @@ def test_a_classifiers_input_noise_reaches_its_training_batches_only(monkeypatch
     assert noisy["settings"]["input_noise"] == 0.5 and "input_noise" not in clean["settings"]
     assert ProbeSettings(kind="finetune", input_noise=0.0).to_dict() == ProbeSettings(kind="finetune").to_dict()
     assert "Gaussian noise σ = 0.5 on its training inputs" in ProbeSettings(input_noise=0.5).describe
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ConfigError, match="input_noise"):
+            ProbeSettings(kind="finetune", input_noise=bad)
