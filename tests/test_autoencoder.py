@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,3 +402,34 @@ def test_a_classifiers_input_noise_reaches_its_training_batches_only(monkeypatch
     for bad in (-0.1, math.nan, math.inf):
         with pytest.raises(ConfigError, match="input_noise"):
             ProbeSettings(kind="finetune", input_noise=bad)
+
+
+def test_the_fine_tuning_search_script_trains_every_setting_on_a_finished_run(tmp_path):
+    """``benchmarks/probe_search.py`` (the search that chose the fine-tuning's input noise) reads a finished
+    auto-encoder run's folder, trains the fine-tuned classifier and its control once per setting on the chosen
+    replicas, and writes one CSV row per setting, part and seed; the numbers are those of ``finetune_probe``."""
+    import csv
+
+    digits = load_dataset("digits")
+    cfg = dict(
+        data="digits", rule="dtp-ae", arch="64-32-64", activation="sigmoid", output="sigmoid", task="reconstruct",
+        tied_weights=True, seeds=[3, 4], threads=1, out=str(tmp_path), epochs=1, name="ae",
+    )  # fmt: skip
+    result = train(make_config(**cfg), dataset=digits, progress=False)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "probe_search.py"
+    out = tmp_path / "trials.csv"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(result.run_dir.path), "--replicas", "1", "--noise", "0,0.3", "--epochs",
+         "2", "--lr", "0.01", "--csv", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["noise"], r["part"], r["seed"]) for r in rows] == [
+        ("0.0", "fine-tuned", "4"), ("0.0", "control", "4"), ("0.3", "fine-tuned", "4"), ("0.3", "control", "4"),
+    ]  # fmt: skip
+    direct = finetune_probe(
+        result.net.select([1]), digits, [4], ProbeSettings(kind="finetune", epochs=2, lr=0.01, lr_decay=10.0), threads=1
+    )
+    assert float(rows[0]["test_error"]) == pytest.approx(direct["per_replica"][0]["test_error"], abs=1e-4)
+    assert "noise 0.3 lr 0.01 decay 10 fine-tuned seed 4" in proc.stdout
