@@ -335,7 +335,8 @@ def report(
     report goes into a new folder (``run_name``, or ``report-NAME-SCALE-<time>``) with ``report.toml`` naming
     the sources. A method still training, or stopped, counts to its last finished epoch, and the table says how
     many of its planned epochs that is. An auto-encoder's classifier columns are read from its probe files
-    where they were trained on the epochs reported (``reproduce`` trains them; a report does not).
+    where they were trained on the epochs reported (``reproduce`` trains them; a report does not), pooled over
+    the directories where each holds the same classifier (:func:`pooled_probe`).
     """
     from targetprop.reproduce import read_request
 
@@ -460,11 +461,10 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
         )
     if done < planned:
         result.planned_epochs = planned
-    if len(runs) == 1:  # the classifiers trained on this run's code at these epochs (reproduce trains them)
-        for settings in method_probes:
-            probe = read_probe(run_dirs[0] / settings.file)
-            if probe is not None and probe.get("autoencoder_epochs") == result.summary.get("epochs"):
-                result.probes.append(probe)
+    for settings in method_probes:  # the classifiers trained on the runs' code at these epochs (reproduce trains them)
+        probe = pooled_probe([read_probe(d / settings.file) for d in run_dirs], result.summary.get("epochs"))
+        if probe is not None:
+            result.probes.append(probe)
     return result
 
 
@@ -499,6 +499,38 @@ def read_probe(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None
+
+
+def with_seed_stats(probe: dict[str, Any]) -> dict[str, Any]:
+    """``probe`` (a classifier's result) with the mean and std over seeds of its per-seed figures beside its
+    ``per_replica`` rows: the test error, and the linear classifier's near-constant units; its control's likewise."""
+    for part in (p for p in (probe, probe.get("control")) if p is not None):
+        for key in ("test_error", "near_constant_units"):
+            if key in part["per_replica"][0]:
+                values = [p[key] for p in part["per_replica"]]
+                part[key] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                }
+    return probe
+
+
+def pooled_probe(probes: Sequence[dict[str, Any] | None], epochs: int | None) -> dict[str, Any] | None:
+    """One classifier's result over the seeds of several runs (each run's result file, in the runs' order), or None
+    unless every run has it, trained on the code of the same ``epochs`` with the same settings: the seeds of
+    different classifiers, or of auto-encoders at other epochs, are not pooled into one figure."""
+    if not probes or any(p is None or p.get("autoencoder_epochs") != epochs for p in probes):
+        return None
+    first = probes[0]
+    if len(probes) == 1:
+        return first
+    if any(p.get("settings") != first.get("settings") or ("control" in p) != ("control" in first) for p in probes):
+        return None
+    pooled = {**first, "per_replica": [row for p in probes for row in p["per_replica"]]}
+    if "control" in first:
+        rows = [row for p in probes for row in p["control"]["per_replica"]]
+        pooled["control"] = {**first["control"], "per_replica": rows}
+    return with_seed_stats(pooled)
 
 
 def _chance(runs: list[RunDir], config: RunConfig) -> float | None:

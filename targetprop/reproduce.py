@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, pixel_svm_of, run_probe
 from targetprop.replicas import parse_seeds
-from targetprop.report import MethodResult, read_probe, set_note, write_report
+from targetprop.report import MethodResult, read_probe, set_note, with_seed_stats, write_report
 from targetprop.rules import get_rule
 from targetprop.runs import RunDir, atomic_write
 
@@ -363,15 +362,7 @@ def _probe(
     probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads, pixels)}
     if settings.kind == "svm" and pixel_svms is not None:
         pixel_svms[settings.file] = pixel_svm_of(probe)
-    for part in (p for p in (probe, probe.get("control")) if p is not None):
-        for key in ("test_error", "near_constant_units"):  # the second only in the linear classifier's result
-            if key in part["per_replica"][0]:
-                values = [p[key] for p in part["per_replica"]]
-                part[key] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                }
-    text = json.dumps(probe, indent=2)
+    text = json.dumps(with_seed_stats(probe), indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
     return probe
 

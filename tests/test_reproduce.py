@@ -252,6 +252,54 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     assert proc.returncode == 0, show(proc)
     again = list(csv.DictReader(io.StringIO((tmp_path / "again" / "table.csv").read_text())))
     assert [r["finetune_test_error_mean"] for r in again] == [r["finetune_test_error_mean"] for r in rows]
+    # and pools them with another run's seeds: every classifier column is the mean over the seeds of both
+    proc = run_cli(
+        "reproduce", "autoencoder", "--scale", "smoke", "--methods", "dtp", "--seeds", "2", "--out", tmp_path,
+        "--name", "seed2", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    proc = run_cli(
+        "reproduce", "--report", folder, "--report", tmp_path / "seed2", "--out", tmp_path, "--name", "pooled",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    pooled, bp = list(csv.DictReader(io.StringIO((tmp_path / "pooled" / "table.csv").read_text())))
+    assert (pooled["method"], pooled["seeds"], bp["method"], bp["seeds"]) == ("dtp", "3", "bp", "2")
+    for file, key in (("probe.json", "classifier"), ("probe-finetune.json", "finetune"), ("probe-svm.json", "svm")):
+        seeds = [
+            p for f in (folder, tmp_path / "seed2") for p in json.loads((f / "dtp" / file).read_text())["per_replica"]
+        ]
+        assert [p["seed"] for p in seeds] == [0, 1, 2]
+        errors = [p["test_error"] for p in seeds]
+        assert float(pooled[f"{key}_test_error_mean"]) == pytest.approx(sum(errors) / 3), key
+        assert float(pooled[f"{key}_test_error_std"]) == pytest.approx(float(np.std(errors, ddof=1))), key
+
+
+def _probe_file(settings: dict, seeds: list[int], errors: list[float], epochs: int = 3) -> dict:
+    rows = [{"seed": s, "test_error": e} for s, e in zip(seeds, errors, strict=True)]
+    control = [{"seed": s, "test_error": e + 1} for s, e in zip(seeds, errors, strict=True)]
+    return {
+        "autoencoder_epochs": epochs,
+        "settings": settings,
+        "per_replica": rows,
+        "control": {"per_replica": control},
+    }
+
+
+def test_a_report_pools_a_classifier_only_where_every_run_trained_the_same_one() -> None:
+    """Seeds of different classifiers (other settings), or of auto-encoders at other epochs, are not averaged into
+    one figure: the column is left out (None) rather than mixing them."""
+    finetune = {"kind": "finetune", "epochs": 40, "input_noise": 0.2}
+    a, b = _probe_file(finetune, [0, 1], [1.0, 2.0]), _probe_file(finetune, [2], [6.0])
+    pooled = report_module.pooled_probe([a, b], 3)
+    assert [p["seed"] for p in pooled["per_replica"]] == [0, 1, 2]
+    assert pooled["test_error"] == {"mean": 3.0, "std": pytest.approx(float(np.std([1.0, 2.0, 6.0], ddof=1)))}
+    assert pooled["control"]["test_error"]["mean"] == 4.0
+    assert report_module.pooled_probe([a], 3) is a
+    assert report_module.pooled_probe([a, b], 30) is None  # trained on other epochs than those reported
+    assert report_module.pooled_probe([a, None], 3) is None  # one run lacks it
+    other = _probe_file({**finetune, "input_noise": 0.0}, [2], [6.0])
+    assert report_module.pooled_probe([a, other], 3) is None
 
 
 @needs_mnist
