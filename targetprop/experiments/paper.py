@@ -145,6 +145,9 @@ MNIST_RUN = {
 # (REPRODUCTION.md).
 AE_NOISE = 0.3
 AE_LR = 1e-3
+# DTP's auto-encoder: of 1e-3 and 3e-4 (30 epochs, seeds 0-9 each, the classifiers below), 3e-4 had the lower
+# validation error, fine-tuned 1.309 against 1.315 % (a tie) and linear 2.29 against 2.68 % (REPRODUCTION.md)
+AE_DTP_LR = 3e-4
 
 # Smoke scale on MNIST: 5,000 training examples, a small net, 3 epochs (valid and test sets stay whole).
 MNIST_SMOKE = {"n_train": 5000, "epochs": 3}
@@ -335,7 +338,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
             Method(
                 "dtp",
                 "dtp-ae",
-                {"lr": AE_LR, "noise": AE_NOISE, "optimizer": OPTIMIZER},
+                {"lr": AE_DTP_LR, "noise": AE_NOISE, "optimizer": OPTIMIZER},
                 paper=1.35,
                 note=(
                     "paper: 1.35 % test error from the learned features (classifier not described); noise σ, lr and "
