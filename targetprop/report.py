@@ -54,6 +54,8 @@ class MethodResult:
     them (:mod:`targetprop.probe`)."""
     planned_epochs: int | None = None
     """The epochs the run was asked for, when it has not trained them all yet (``--report`` of a partial run)."""
+    notes: list[str] = field(default_factory=list)
+    """What the table leaves out and why (a classifier the run directories hold but cannot be tabled as one)."""
 
     @property
     def run_dir(self) -> Path:
@@ -207,8 +209,10 @@ def markdown_table(
 
 
 def csv_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV, with every column any row has (a method without a classifier column leaves its cells empty)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -365,7 +369,7 @@ def report(
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         result = method_result(method, sources, probes)
         results.append(result)
-        extra += settings_changed(experiment, method, sources, scale)
+        extra += settings_changed(experiment, method, sources, scale) + result.notes
         if result.planned_epochs is not None:
             extra.append(
                 f"{method.name}: epoch {result.summary['epochs']} of {result.planned_epochs}, the last that every "
@@ -462,9 +466,15 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
     if done < planned:
         result.planned_epochs = planned
     for settings in method_probes:  # the classifiers trained on the runs' code at these epochs (reproduce trains them)
-        probe = pooled_probe([read_probe(d / settings.file) for d in run_dirs], result.summary.get("epochs"))
+        found = [read_probe(d / settings.file) for d in run_dirs]
+        probe = pooled_probe(found, result.summary.get("epochs"))
         if probe is not None:
             result.probes.append(probe)
+        elif any(p is not None for p in found):
+            result.notes.append(
+                f"{method.name}: {settings.file} left out: not every run directory holds it trained with the same "
+                f"settings on the code of epoch {result.summary.get('epochs')}"
+            )
     return result
 
 

@@ -273,6 +273,18 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
         errors = [p["test_error"] for p in seeds]
         assert float(pooled[f"{key}_test_error_mean"]) == pytest.approx(sum(errors) / 3), key
         assert float(pooled[f"{key}_test_error_std"]) == pytest.approx(float(np.std(errors, ddof=1))), key
+    # a classifier trained with other settings in one of them is left out, and the table says so
+    other = tmp_path / "seed2" / "dtp" / "probe-finetune.json"
+    probe = json.loads(other.read_text())
+    other.write_text(json.dumps({**probe, "settings": {**probe["settings"], "input_noise": 0.0}}))
+    proc = run_cli("reproduce", "--report", tmp_path / "pooled", cwd=tmp_path)  # the pooled report again, in place
+    assert proc.returncode == 0, show(proc)
+    pooled = next(csv.DictReader(io.StringIO((tmp_path / "pooled" / "table.csv").read_text())))
+    assert pooled["finetune_test_error_mean"] == "" and pooled["classifier_test_error_mean"] != ""  # bp's has one
+    assert (
+        "dtp: probe-finetune.json left out: not every run directory holds it"
+        in (tmp_path / "pooled" / "table.md").read_text()
+    )
 
 
 def _probe_file(settings: dict, seeds: list[int], errors: list[float], epochs: int = 3) -> dict:
