@@ -111,14 +111,7 @@ def test_training_with_small_optimiser_blocks_is_bitwise_the_same(tmp_path, digi
 
     lrs = {"lr": [0.01, 0.003, 0.001]} | ({"lr_feedback": [0.01, 0.001, 0.003]} if rule == "dtp" else {})
     common = dict(
-        threads=1,
-        rule=rule,
-        arch="64-24-24-10",
-        activation="tanh",
-        epochs=2,
-        batch_size=50,
-        seeds=[0, 5, 7],
-        **{rule: lrs},
+        rule=rule, arch="64-24-24-10", activation="tanh", epochs=2, batch_size=50, seeds=[0, 5, 7], **{rule: lrs}
     )
     whole = train(make_config(name="whole", out=str(tmp_path), **common), dataset=digits, progress=False)
     for budget in (100, 5000):  # 100: pieces of every row; 5000: two rows of the 2,410 forward parameters

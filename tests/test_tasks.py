@@ -86,7 +86,7 @@ def test_tasks_refuse_what_they_cannot_train(digits):
 def test_input_noise_perturbs_training_only_and_resumes_exactly(tmp_path, digits):
     """``input_noise``: each training mini-batch gets ``x + σ·N(0, 1)`` from each replica's own input stream; a
     run resumed from its checkpoint draws the same noise as an uninterrupted one."""
-    common = dict(rule="dtp", arch="64-32-32-10", seeds=[0, 1], dtype="float64", threads=1, out=str(tmp_path))
+    common = dict(rule="dtp", arch="64-32-32-10", seeds=[0, 1], dtype="float64", out=str(tmp_path))
     clean = train(make_config(epochs=2, name="clean", **common), dataset=digits, progress=False)
     whole = train(make_config(epochs=2, name="whole", input_noise=0.3, **common), dataset=digits, progress=False)
     assert [h["train_loss"] for h in whole.history] != [h["train_loss"] for h in clean.history]
@@ -118,13 +118,7 @@ def test_eval_every_logs_every_nth_epoch_and_the_last_trains_the_same_and_resume
 
     trainer = importlib.import_module("targetprop.train")  # the module (the package exports its train function)
     common = dict(
-        rule="fa",
-        arch="64-24-24-10",
-        activation="bernoulli",
-        eval_samples=2,
-        seeds=[0, 1],
-        threads=1,
-        out=str(tmp_path),
+        rule="fa", arch="64-24-24-10", activation="bernoulli", eval_samples=2, seeds=[0, 1], out=str(tmp_path)
     )
     sparse = train(make_config(epochs=5, eval_every=2, name="sparse", **common), dataset=digits, progress=False)
     assert [(r["epoch"], r["replica"]) for r in sparse.history] == [(e, r) for e in (2, 4, 5) for r in (0, 1)]
@@ -165,9 +159,7 @@ def test_eval_train_samples_averages_fewer_passes_over_the_training_split_only(t
     """``eval_train_samples = 1`` with ``eval_samples = 20`` (the stochastic net's protocol, cheapened): the logged
     train error is one stochastic pass over the training split and the validation and test errors average 20
     passes, drawn in that order from the evaluation stream; training is untouched."""
-    common = dict(
-        rule="fa", arch="64-24-24-10", activation="bernoulli", epochs=1, seeds=[0, 1], threads=1, out=str(tmp_path)
-    )
+    common = dict(rule="fa", arch="64-24-24-10", activation="bernoulli", epochs=1, seeds=[0, 1], out=str(tmp_path))
     cheap = train(
         make_config(eval_samples=20, eval_train_samples=1, name="cheap", **common), dataset=digits, progress=False
     )
