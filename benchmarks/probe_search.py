@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--csv", type=Path, default=None)
+    parser.add_argument(
+        "--no-control", action="store_true", help="train the fine-tuned nets only, not their controls (half the work)"
+    )
     args = parser.parse_args()
 
     config = make_config(RunDir(args.run_dir).read_config())
@@ -53,9 +56,10 @@ def main() -> None:
     for noise, lr, decay in itertools.product(args.noise, args.lr, args.lr_decay):
         settings = ProbeSettings(kind="finetune", epochs=args.epochs, lr=lr, lr_decay=decay, input_noise=noise)
         start = time.perf_counter()
-        probe = finetune_probe(net, dataset, seeds, settings, threads=threads)
+        probe = finetune_probe(net, dataset, seeds, settings, threads=threads, control=not args.no_control)
         seconds = time.perf_counter() - start
-        for part, result in (("fine-tuned", probe), ("control", probe["control"])):
+        parts = [("fine-tuned", probe)] + ([] if args.no_control else [("control", probe["control"])])
+        for part, result in parts:
             for p in result["per_replica"]:
                 rows.append({"noise": noise, "lr": lr, "lr_decay": decay, "part": part, **p, "seconds": seconds})
                 print(

@@ -301,6 +301,9 @@ def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(
         errors = [p["test_error"] for p in part["per_replica"]]
         assert [p["seed"] for p in part["per_replica"]] == [0, 1]
         assert all(e < 10.0 for e in errors), (part["classifier"], errors)
+    alone = finetune_probe(longer.net, digits, [0, 1], settings, control=False)  # a search's half of the work
+    assert "control" not in alone
+    assert alone["per_replica"] == b["per_replica"]  # streams keyed by seed: the controls beside them change nothing
 
 
 def test_a_classifiers_lr_decay_changes_its_training_and_nothing_else(tmp_path):
