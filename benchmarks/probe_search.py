@@ -7,7 +7,8 @@ be made on the validation split. Usage, on a method folder of ``targetprop repro
 
     python benchmarks/probe_search.py runs/ae-dtp/dtp --replicas 0 --noise 0,0.1,0.2,0.3,0.5 --threads 1
 
-One line per setting, then a CSV of every result with ``--csv FILE``.
+One line per setting and seed, then a CSV of every result with ``--csv FILE``. ``--no-control`` leaves the
+controls out (half the work; the fine-tuned nets' figures are the same either way).
 """
 
 from __future__ import annotations
