@@ -368,7 +368,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         ),
         probes_smoke=(
             ProbeSettings(epochs=3),
-            ProbeSettings(kind="finetune", epochs=2, lr=3e-4, input_noise=0.2),
+            ProbeSettings(kind="finetune", epochs=2, lr=1e-3, lr_decay=30, input_noise=0.3),  # the full one, shorter
             ProbeSettings(kind="svm", svm_gamma=(1.0, 3.0), svm_subset=500, svm_train=1000),
         ),
     ),
