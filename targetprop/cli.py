@@ -167,25 +167,39 @@ def train(
             _note(f"resuming {run_dir.path} after epoch {plan.done}{changed}")
             result = run_training(cfg, run_dir=run_dir, resume=True, changes=plan.changes, progress=not quiet)
     else:
-        base = load_config_source(config)
-        rule_name = rule or base.get("rule") or RunConfig.model_fields["rule"].default
-        base = apply_assignments(base, set_ or [], [get_rule(rule_name).name])
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
         )
-        base = _rule_defaults(base, common, [get_rule(rule_name).name])
-        cfg = make_config(
-            base,
-            rule=rule,
+        [cfg] = new_run_configs(
+            [rule] if rule else None,
+            config,
+            set_,
+            common,
             out=out_dir,
             name=name,
             tensorboard=tensorboard or None,
             diagnostics=diagnostics or None,
-            **common,
         )
         result = run_training(cfg, progress=not quiet)
     _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
     _note(f"run directory: {result.run_dir.path}")
+
+
+def new_run_configs(
+    rules: list[str] | None,
+    config: str | None,
+    assignments: list[str] | None,
+    common: dict[str, Any],
+    **flags: Any,
+) -> list[RunConfig]:
+    """The checked configurations of new runs of ``rules`` (None: the rule of the ``config`` preset or file, else
+    the default), as ``train`` and ``compare`` build them: the config source, the ``--set`` ``assignments``, the
+    run keys the rules need, then the ``common`` flags and ``flags``. Nothing is loaded or trained."""
+    base = load_config_source(config)
+    names = [get_rule(r).name for r in (rules or [base.get("rule") or RunConfig.model_fields["rule"].default])]
+    base = apply_assignments(base, assignments or [], names)
+    base = _rule_defaults(base, common, names)
+    return [make_config(base, rule=r, **flags, **common) for r in names]
 
 
 def _common(data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads):
@@ -261,15 +275,11 @@ def compare(
     twice = sorted({r for r in names if names.count(r) > 1})
     if twice:
         raise ConfigError(f"--rules names {', '.join(twice)} more than once; list each rule once")
-    for r in names:
-        get_rule(r)
-    base = apply_assignments(load_config_source(config), set_ or [], names)
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )
-    base = _rule_defaults(base, common, names)
     flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
-    configs = [make_config(base, rule=r, **flags, **common) for r in names]  # all checked first
+    configs = new_run_configs(names, config, set_, common, **flags)  # all checked first
     _one_network(configs, common)
     first = configs[0]
     dataset = load_dataset(
