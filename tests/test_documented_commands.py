@@ -94,9 +94,7 @@ def test_a_documented_command_names_what_exists(document: str, command: str) -> 
     elif sub == "sweep":
         load_space(p["space"])
     elif sub in ("train", "compare"):
-        rules = [p["rule"]] if sub == "train" and p["rule"] else None
-        if sub == "compare":
-            rules = [r.strip() for r in p["rules"].split(",")]
+        rules = [r.strip() for r in p["rules"].split(",")] if sub == "compare" else ([p["rule"]] if p["rule"] else None)
         keys = ("data", "data_dir", "download", "arch", "activation", "output", "init", "epochs", "batch_size")
         common = _common(*(p[k] for k in keys), p["seeds"], p["device"], p["threads"])
         new_run_configs(rules, p["config"], p["set_"], common, diagnostics=p["diagnostics"] or None)
