@@ -172,16 +172,27 @@ def run_probe(
     settings: ProbeSettings,
     progress: bool = False,
     threads: int | str = "auto",
-    pixel_svm: dict[str, Any] | None = None,
+    control: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The classifier of ``settings.kind`` on ``net``'s learned code, one per replica (seed); with ``progress``, a
     bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto").
-    ``pixel_svm``: for ``svm``, the control on the raw pixels as an earlier call fit it (:func:`pixel_svm_of`)."""
+
+    ``control``: the ``control`` part of an earlier result of the same settings on the same data, for another net.
+    A control depends on the data, the settings and the seeds, never on the net, so it is taken over instead of
+    trained again: the SVM on the raw pixels always (one fit serves every seed), the fine-tuned net's control from
+    random weights when it has the same seeds (their streams are keyed by seed)."""
+    if len(seeds) != net.replicas:
+        raise ValueError(f"the net has {net.replicas} replicas but {len(seeds)} seeds were given: one seed per replica")
     with flushed():  # as in the trainer: subnormal floats slow the CPU (targetprop.subnormals)
         if settings.kind == "svm":
-            return svm_probe(net, dataset, seeds, settings, progress=progress, pixel_svm=pixel_svm)
-        probe = {"linear": linear_probe, "finetune": finetune_probe}[settings.kind]
-        return probe(net, dataset, seeds, settings, progress=progress, threads=threads)
+            pixels = None if control is None else pixel_svm_of(control)
+            return svm_probe(net, dataset, seeds, settings, progress=progress, pixel_svm=pixels)
+        if settings.kind == "finetune":
+            if control is not None and [row["seed"] for row in control["per_replica"]] == list(seeds):
+                alone = finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads, control=False)
+                return {**alone, "control": control}
+            return finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads)
+        return linear_probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
 
 @torch.no_grad()
@@ -321,7 +332,7 @@ def svm_probe(
 
     The ``control`` is the same SVM, chosen the same way, on the raw inputs: one fit, whose result every seed gets.
     It depends on the data and ``settings`` alone, not on the net, so a caller that probes several nets passes the
-    first one's (:func:`pixel_svm_of`) as ``pixel_svm`` and it is not fit again."""
+    first one's (:func:`pixel_svm_of` of its ``control``) as ``pixel_svm`` and it is not fit again."""
     import sklearn.svm  # noqa: F401  (loaded once here: every forked fit inherits it; each child took 1.8 s)
 
     splits = (dataset.train, dataset.valid, dataset.test)
@@ -358,9 +369,10 @@ def svm_probe(
     }
 
 
-def pixel_svm_of(probe: dict[str, Any]) -> dict[str, Any]:
-    """The raw-pixel control of an :func:`svm_probe` result, as ``svm_probe`` takes it back (``pixel_svm``)."""
-    return {k: v for k, v in probe["control"]["per_replica"][0].items() if k != "seed"}
+def pixel_svm_of(control: dict[str, Any]) -> dict[str, Any]:
+    """The SVM on the raw pixels from the ``control`` part of an :func:`svm_probe` result, as ``svm_probe`` takes it
+    back (``pixel_svm``)."""
+    return {k: v for k, v in control["per_replica"][0].items() if k != "seed"}
 
 
 def _chosen_svm(inputs: Sequence[Any], labels: Sequence[Any], settings: ProbeSettings, bar: Progress) -> dict[str, Any]:

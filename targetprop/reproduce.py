@@ -41,7 +41,7 @@ from targetprop.errors import ConfigError, Interrupted
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
-from targetprop.probe import ProbeSettings, pixel_svm_of, run_probe
+from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
 from targetprop.report import MethodResult, read_probe, set_note, with_seed_stats, write_report
 from targetprop.rules import get_rule
@@ -242,11 +242,11 @@ def reproduce(
         results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
-            pixel_svms = _kept_pixel_svms(results, probes)
+            controls = _kept_controls(results, probes)
             try:
                 for result in results:
                     result.probes = [
-                        _probe(experiment, result, dataset, settings, note, progress, first.threads, pixel_svms)
+                        _probe(experiment, result, dataset, settings, note, progress, first.threads, controls)
                         for settings in probes
                     ]
             except KeyboardInterrupt as stop:  # training says how to continue by itself; the classifiers say it here
@@ -345,11 +345,12 @@ def _probe(
     note: Callable[[str], None],
     progress: bool = True,
     threads: int | str = "auto",
-    pixel_svms: dict[str, dict[str, Any]] | None = None,
+    controls: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A classifier on one method's learned code: read from its file (``probe.json``, ``probe-finetune.json``) when
-    it was trained on the same epochs with the same settings, else trained now and written there. ``pixel_svms``
-    (by probe file) holds the SVM on the raw pixels once a method has fit it; the next method reuses it."""
+    it was trained on the same epochs with the same settings, else trained now and written there. ``controls`` (by
+    probe file) holds the control part (the SVM on the raw pixels, the net from random weights) once a method has
+    trained it; the next method takes it over (:func:`~targetprop.probe.run_probe`)."""
     path = result.run_dir / settings.file
     epochs = int(result.summary.get("epochs", 0))
     kept = read_probe(path)
@@ -358,24 +359,25 @@ def _probe(
     note(f"{experiment.name} {result.method.name}: {settings.short}")
     net = trained_network(result.run_dir, dataset)
     seeds = [p["seed"] for p in result.summary["per_replica"]]
-    pixels = None if pixel_svms is None else pixel_svms.get(settings.file)
-    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads, pixels)}
-    if settings.kind == "svm" and pixel_svms is not None:
-        pixel_svms[settings.file] = pixel_svm_of(probe)
+    control = None if controls is None else controls.get(settings.file)
+    probe = {"autoencoder_epochs": epochs, **run_probe(net, dataset, seeds, settings, progress, threads, control)}
+    if "control" in probe and controls is not None:
+        controls[settings.file] = probe["control"]
     text = json.dumps(with_seed_stats(probe), indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
     return probe
 
 
-def _kept_pixel_svms(results: list[MethodResult], probes: Sequence[ProbeSettings]) -> dict[str, dict[str, Any]]:
-    """The SVMs on the raw pixels that a method of this run directory already fit, by probe file: they depend on
-    the data and the settings, not on the method, so a method fit later (or again) reuses them."""
+def _kept_controls(results: list[MethodResult], probes: Sequence[ProbeSettings]) -> dict[str, dict[str, Any]]:
+    """The controls (classifiers without the auto-encoder) that a method of this run directory already trained, by
+    probe file: they depend on the data, the settings and the seeds, not on the method, so a method fit later (or
+    again) takes them over."""
     kept: dict[str, dict[str, Any]] = {}
-    for settings in (s for s in probes if s.kind == "svm"):
+    for settings in probes:
         for result in results:
             probe = read_probe(result.run_dir / settings.file)
             if probe and probe.get("settings") == settings.to_dict() and "control" in probe:
-                kept[settings.file] = pixel_svm_of(probe)
+                kept[settings.file] = probe["control"]
                 break
     return kept
 

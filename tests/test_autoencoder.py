@@ -29,6 +29,7 @@ from targetprop.probe import (
     finetune_probe,
     linear_probe,
     near_constant_units,
+    run_probe,
     svm_probe,
 )
 from targetprop.progress import Progress
@@ -304,6 +305,16 @@ def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(
     alone = finetune_probe(longer.net, digits, [0, 1], settings, control=False)  # a search's half of the work
     assert "control" not in alone
     assert alone["per_replica"] == b["per_replica"]  # streams keyed by seed: the controls beside them change nothing
+    # so a second net takes the first one's control over when its seeds are the same, and trains its own otherwise
+    taken = run_probe(longer.net, digits, [0, 1], settings, threads=1, control=a["control"])
+    assert taken["per_replica"] == b["per_replica"] and taken["control"] == a["control"]
+    other_seeds = {
+        **a["control"],
+        "per_replica": [{**row, "seed": row["seed"] + 10} for row in a["control"]["per_replica"]],
+    }
+    assert run_probe(longer.net, digits, [0, 1], settings, threads=1, control=other_seeds)["control"] == a["control"]
+    with pytest.raises(ValueError, match="2 replicas but 1 seeds"):
+        run_probe(longer.net, digits, [0], settings)
 
 
 def test_a_classifiers_lr_decay_changes_its_training_and_nothing_else(tmp_path):

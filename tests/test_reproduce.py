@@ -34,7 +34,6 @@ from targetprop.config import make_config
 from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
 from targetprop.errors import ConfigError, DataError, Interrupted
 from targetprop.experiments import EXPERIMENTS, get_experiment, load_config_source, paper
-from targetprop.probe import pixel_svm_of
 from targetprop.reproduce import method_config, reproduce
 from targetprop.train import train, training_subset
 
@@ -235,18 +234,22 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
     assert (folder / "dtp" / "probe.json").stat().st_mtime_ns == before and not (
         folder / "dtp" / "probe-svm.json"
     ).exists()
-    # continuing fits dtp's SVMs on its code, and takes the SVM on the raw pixels from bp's file instead of fitting it
+    # continuing fits dtp's classifiers on its code, and takes their controls (the SVM on the raw pixels, the net
+    # from random weights) from bp's files instead of training them again; dtp's own figures come out the same
+    finetuned = json.loads((folder / "dtp" / "probe-finetune.json").read_text())
+    (folder / "dtp" / "probe-finetune.json").unlink()
     fitted = []
 
-    def recorded(net, dataset, seeds, settings, progress, threads, pixel_svm):
-        fitted.append((settings.kind, pixel_svm))
-        return fit(net, dataset, seeds, settings, progress, threads, pixel_svm)
+    def recorded(net, dataset, seeds, settings, progress, threads, control):
+        fitted.append((settings.kind, control))
+        return fit(net, dataset, seeds, settings, progress, threads, control)
 
     monkeypatch.setattr(reproduce_module, "run_probe", recorded)
     reproduce_module.reproduce(None, resume=folder, data_dir=str(DATA_DIR), progress=False)
-    bp_svm = json.loads((folder / "bp" / "probe-svm.json").read_text())
-    assert fitted == [("svm", pixel_svm_of(bp_svm))]
+    bp_finetune, bp_svm = (json.loads((folder / "bp" / f"probe-{k}.json").read_text()) for k in ("finetune", "svm"))
+    assert fitted == [("finetune", bp_finetune["control"]), ("svm", bp_svm["control"])]
     assert json.loads((folder / "dtp" / "probe-svm.json").read_text())["control"] == bp_svm["control"]
+    assert json.loads((folder / "dtp" / "probe-finetune.json").read_text()) == finetuned
     # a report reads them too
     proc = run_cli("reproduce", "--report", folder, "--name", "again", "--out", tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
