@@ -178,9 +178,10 @@ def run_probe(
     bar and a line per epoch on stderr; on the CPU with ``threads`` (the run key: a number, or "auto").
 
     ``control``: the ``control`` part of an earlier result of the same settings on the same data, for another net.
-    A control depends on the data, the settings and the seeds, never on the net, so it is taken over instead of
-    trained again: the SVM on the raw pixels always (one fit serves every seed), the fine-tuned net's control from
-    random weights when it has the same seeds (their streams are keyed by seed)."""
+    A control depends on the data, the settings and the seeds, never on the net's weights, so it is taken over
+    instead of trained again: the SVM on the raw pixels always (one fit serves every seed), the fine-tuned net's
+    control from random weights when it has the same seeds (their streams are keyed by seed) and the same layers
+    (:func:`finetuned_net`)."""
     if len(seeds) != net.replicas:
         raise ValueError(f"the net has {net.replicas} replicas but {len(seeds)} seeds were given: one seed per replica")
     with flushed():  # as in the trainer: subnormal floats slow the CPU (targetprop.subnormals)
@@ -188,7 +189,11 @@ def run_probe(
             pixels = None if control is None else pixel_svm_of(control)
             return svm_probe(net, dataset, seeds, settings, progress=progress, pixel_svm=pixels)
         if settings.kind == "finetune":
-            if control is not None and [row["seed"] for row in control["per_replica"]] == list(seeds):
+            if (
+                control is not None
+                and control.get("net") == finetuned_net(net, dataset)
+                and [row["seed"] for row in control["per_replica"]] == list(seeds)
+            ):
                 alone = finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads, control=False)
                 return {**alone, "control": control}
             return finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads)
@@ -264,6 +269,13 @@ def linear_probe(
     }
 
 
+def finetuned_net(net: Network, dataset: Dataset) -> str:
+    """The layers of the classifier :func:`finetune_probe` trains on ``net``'s encoder, e.g. ``784-1000-10 sigmoid``:
+    what its control from random weights depends on besides the seeds and the settings."""
+    encoder = net.layers[0]
+    return f"{dataset.n_inputs}-{encoder.n_out}-{dataset.n_classes} {encoder.unit.name}"
+
+
 def finetune_probe(
     net: Network,
     dataset: Dataset,
@@ -311,6 +323,7 @@ def finetune_probe(
     if control:
         result["control"] = {
             "classifier": "the same net trained the same way from its random initialisation (glorot)",
+            "net": finetuned_net(net, dataset),
             "per_replica": _per_replica(best, seeds, range(replicas, 2 * replicas)),
         }
     return result

@@ -313,6 +313,9 @@ def test_finetuning_starts_from_the_encoder_and_its_control_from_random_weights(
         "per_replica": [{**row, "seed": row["seed"] + 10} for row in a["control"]["per_replica"]],
     }
     assert run_probe(longer.net, digits, [0, 1], settings, threads=1, control=other_seeds)["control"] == a["control"]
+    other_net = {**a["control"], "net": "64-32-10 sigmoid"}  # a control of other layers than this encoder's
+    assert run_probe(longer.net, digits, [0, 1], settings, threads=1, control=other_net)["control"] == a["control"]
+    assert a["control"]["net"] == "64-64-10 sigmoid"
     with pytest.raises(ValueError, match="2 replicas but 1 seeds"):
         run_probe(longer.net, digits, [0], settings)
 
