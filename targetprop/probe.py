@@ -189,14 +189,13 @@ def run_probe(
             pixels = None if control is None else pixel_svm_of(control)
             return svm_probe(net, dataset, seeds, settings, progress=progress, pixel_svm=pixels)
         if settings.kind == "finetune":
-            if (
+            take_over = (
                 control is not None
                 and control.get("net") == finetuned_net(net, dataset)
                 and [row["seed"] for row in control["per_replica"]] == list(seeds)
-            ):
-                alone = finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads, control=False)
-                return {**alone, "control": control}
-            return finetune_probe(net, dataset, seeds, settings, progress=progress, threads=threads)
+            )
+            result = finetune_probe(net, dataset, seeds, settings, progress, threads, control=not take_over)
+            return {**result, "control": control} if take_over else result
         return linear_probe(net, dataset, seeds, settings, progress=progress, threads=threads)
 
 
