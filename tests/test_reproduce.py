@@ -12,6 +12,8 @@ import json
 import math
 import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import tomllib
 from pathlib import Path
@@ -179,6 +181,47 @@ def test_mnist_experiment_smoke_runs_end_to_end(name: str, tmp_path: Path) -> No
         paper = e.paper_error(m)
         assert row["paper_test_error"] == ("" if paper is None else str(paper))
     assert "| method |" in proc.stdout  # the table is printed
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_a_folder_differs(
+    tmp_path: Path,
+) -> None:
+    """What REPRODUCTION.md promises a reader who reruns a command: at the same thread count on the same machine,
+    ``reproduce`` repeats a run's metrics exactly (DTP's noise and BP alike); ``benchmarks/rerun_check.py``, which
+    reruns a results folder's first epochs, reports them identical, and reports a metric or a setting that
+    differs from today's (here a folder edited by hand)."""
+    proc = run_cli(
+        "reproduce", "mnist-tanh", "--scale", "smoke", "--methods", "dtp,bp", "--seeds", "0", "--epochs", "2",
+        "--threads", "1", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    edited = tmp_path / "edited"
+    shutil.copytree(tmp_path / "r", edited)
+    rows = read_jsonl(edited / "dtp" / "metrics.jsonl")
+    rows[0]["test_error"] += 0.5
+    (edited / "dtp" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = edited / "bp" / "config.toml"
+    bp = tomllib.loads(config.read_text())["bp"]
+    config.write_text(config.read_text().replace(f"lr = {bp['lr']!r}", "lr = 0.5"))
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "rerun_check.py"
+    out = {}
+    for name in ("r", "edited"):
+        check = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / name), "--epochs", "2", "--data-dir", str(DATA_DIR)],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stderr
+        out[name] = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in check.stdout.splitlines()[3:]}
+    for method in ("dtp", "bp"):
+        epochs, rows_compared, identical, err, loss, settings = (c.strip() for c in out["r"][method])
+        assert (epochs, rows_compared, identical, err, loss) == ("2", "2", "yes", "0.000", "0.0e+00"), out["r"]
+        assert settings.startswith("none"), settings
+    assert [c.strip() for c in out["edited"]["dtp"][:4]] == ["2", "2", "no", "0.500"]
+    assert out["edited"]["bp"][2].strip() == "yes"  # its metrics are untouched
+    assert f"bp.lr: 0.5 → {bp['lr']!r}" in out["edited"]["bp"][5]
 
 
 @needs_mnist
