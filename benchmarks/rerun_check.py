@@ -56,9 +56,8 @@ def flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_until(cmd: list[str], metrics: Path, epoch: int, seeds: int, log: Path) -> float:
-    """Run ``cmd`` until ``metrics`` holds ``epoch`` for every seed (then SIGTERM) or it ends; seconds taken."""
-    start = time.perf_counter()
+def run_until(cmd: list[str], metrics: Path, epoch: int, seeds: int, log: Path) -> None:
+    """Run ``cmd`` until ``metrics`` holds ``epoch`` for every seed (then SIGTERM) or it ends."""
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None:
@@ -68,7 +67,6 @@ def run_until(cmd: list[str], metrics: Path, epoch: int, seeds: int, log: Path) 
                 proc.wait()
     if not metrics.exists():
         sys.exit(f"error: the rerun wrote no metrics; its log:\n{log.read_text()[-2000:]}")
-    return time.perf_counter() - start
 
 
 def compare(new: dict, old: dict) -> tuple[int, float, float, bool]:
@@ -125,7 +123,7 @@ def main() -> None:
             new_cfg = flat(tomllib.loads(Path(tmp, method, method, "config.toml").read_text()))
             old_cfg = flat(tomllib.loads((args.folder / method / "config.toml").read_text()))
             differ = sorted(k for k in old_cfg if k not in RUN_KEYS and new_cfg.get(k) != old_cfg[k])
-            added = sorted(k for k in new_cfg if k not in old_cfg)
+            added = sorted(k for k in new_cfg if k not in old_cfg and k not in RUN_KEYS)
             settings = ", ".join(f"{k}: {old_cfg[k]!r} → {new_cfg.get(k)!r}" for k in differ) or "none"
             if added:
                 settings += f" (keys added since: {', '.join(added)})"
