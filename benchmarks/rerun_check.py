@@ -17,7 +17,6 @@ which sign and Bernoulli units amplify within one epoch and smooth units over ma
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -30,20 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from targetprop.replicas import parse_seeds
+from targetprop.runs import RunDir, metric_values
 
-IGNORED_METRICS = {"epoch", "replica", "seed", "seconds"}
 RUN_KEYS = {"epochs", "seeds", "threads", "out", "name", "data_dir"}
 """Settings that say where and how long a run went, not what it computed."""
 
 
-def metric_rows(path: Path, last_epoch: int | None = None) -> dict[tuple[int, int], dict[str, Any]]:
-    """``{(epoch, seed): row}`` of a ``metrics.jsonl`` (rows up to ``last_epoch`` if given)."""
-    rows = {}
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if "seed" in row and (last_epoch is None or row["epoch"] <= last_epoch):
-            rows[(row["epoch"], row["seed"])] = row
-    return rows
+def metric_rows(run: Path, last_epoch: int | None = None) -> dict[tuple[int, int], dict[str, Any]]:
+    """``{(epoch, seed): metrics}`` of a run directory's ``metrics.jsonl`` (rows up to ``last_epoch`` if given)."""
+    return {
+        (row["epoch"], row["seed"]): metric_values(row)
+        for row in RunDir(run).read_metrics().rows
+        if "seed" in row and (last_epoch is None or row["epoch"] <= last_epoch)
+    }
 
 
 def flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -56,16 +54,16 @@ def flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_until(cmd: list[str], metrics: Path, epoch: int, seeds: int, log: Path) -> None:
-    """Run ``cmd`` until ``metrics`` holds ``epoch`` for every seed (then SIGTERM) or it ends."""
+def run_until(cmd: list[str], run: Path, epoch: int, seeds: int, log: Path) -> None:
+    """Run ``cmd`` until the run directory ``run`` holds ``epoch`` for every seed (then SIGTERM) or it ends."""
     with log.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None:
             time.sleep(1.0)
-            if metrics.exists() and sum(e == epoch for e, _ in metric_rows(metrics, epoch)) >= seeds:
+            if sum(e == epoch for e, _ in metric_rows(run, epoch)) >= seeds:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait()
-    if not metrics.exists():
+    if not metric_rows(run):
         sys.exit(f"error: the rerun wrote no metrics; its log:\n{log.read_text()[-2000:]}")
 
 
@@ -79,7 +77,7 @@ def compare(new: dict, old: dict) -> tuple[int, float, float, bool]:
         rows += 1
         for name, value in row.items():
             ref = old[key].get(name)
-            if name in IGNORED_METRICS or not isinstance(value, float) or not isinstance(ref, float):
+            if not isinstance(value, float) or not isinstance(ref, float):  # per-layer lists are not compared
                 continue
             if math.isnan(value) and math.isnan(ref):
                 continue
@@ -112,16 +110,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rerun-check-") as tmp:
         methods = experiment.get("methods") or sorted(p.parent.name for p in args.folder.glob("*/metrics.jsonl"))
         for method in methods:
-            recorded = metric_rows(args.folder / method / "metrics.jsonl")
+            recorded = metric_rows(args.folder / method)
             epochs = args.epochs or min(epoch for epoch, _ in recorded)
             cmd = [sys.executable, "-m", "targetprop", "reproduce", experiment["experiment"], "--methods", method,
                    "--scale", experiment.get("scale", "full"), "--seeds", seeds, "--epochs", str(epochs), "--threads", args.threads,
                    "--data-dir", args.data_dir, "--out", tmp, "--name", method, *sets]  # fmt: skip
-            metrics = Path(tmp, method, method, "metrics.jsonl")
-            run_until(cmd, metrics, epochs, n_seeds, Path(tmp, f"{method}.log"))
-            rows, err_delta, loss_rel, identical = compare(metric_rows(metrics, epochs), recorded)
-            new_cfg = flat(tomllib.loads(Path(tmp, method, method, "config.toml").read_text()))
-            old_cfg = flat(tomllib.loads((args.folder / method / "config.toml").read_text()))
+            rerun = Path(tmp, method, method)
+            run_until(cmd, rerun, epochs, n_seeds, Path(tmp, f"{method}.log"))
+            rows, err_delta, loss_rel, identical = compare(metric_rows(rerun, epochs), recorded)
+            new_cfg = flat(RunDir(rerun).read_config())
+            old_cfg = flat(RunDir(args.folder / method).read_config())
             differ = sorted(k for k in old_cfg if k not in RUN_KEYS and new_cfg.get(k) != old_cfg[k])
             added = sorted(k for k in new_cfg if k not in old_cfg and k not in RUN_KEYS)
             settings = ", ".join(f"{k}: {old_cfg[k]!r} → {new_cfg.get(k)!r}" for k in differ) or "none"
