@@ -10,7 +10,9 @@ the trainer summarises a finished run (:func:`targetprop.train.summarize`).
 
 table.md, table.csv  per method: final test error, test error at the best-validation epoch, final train error
                      (mean ± std over seeds), seconds per epoch, and the paper's figure; an experiment may add
-                     columns and notes of its own
+                     columns and notes of its own; table.md then gives each seed's final test error
+seeds.csv            per method and seed: the final test, validation and train errors, the best-validation epoch
+                     and the test error there, whether it diverged or collapsed, and each classifier's test error
 errors.png           train and test error against epochs, mean over seeds with a min-max band
 report.toml          (``--report`` into a new folder only) the directories the table was built from
 """
@@ -154,8 +156,10 @@ def markdown_table(
     config: RunConfig,
     extra_notes: list[str] | None = None,
     probed: dict[str, tuple[str, str]] | None = None,
+    per_seed: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The table as Markdown; ``probed`` (:func:`probe_headings`) the classifier columns, key: (heading, note)."""
+    """The table as Markdown; ``probed`` (:func:`probe_headings`) the classifier columns, key: (heading, note);
+    ``per_seed`` (:func:`seed_rows`) each seed's final test error, in a table of its own below."""
     probed = probed or {}
     settings = (
         f"{config.data} {config.architecture}, "
@@ -192,6 +196,8 @@ def markdown_table(
             "-" if paper == "" else f"{paper:.2f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if per_seed:
+        lines += ["", *seeds_markdown(per_seed, error)]
     notes = [f"- {row['method']}: {row['note']}" for row in rows if row["note"]]
     if experiment.paper_metric == "test accuracy %":
         notes.insert(0, "- the paper reports test accuracy; its column here is 100 − accuracy")
@@ -206,6 +212,52 @@ def markdown_table(
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+SEED_COLUMNS = (
+    "test_error",
+    "test_error_at_best_valid",
+    "best_epoch",
+    "valid_error",
+    "train_error",
+    "diverged",
+    "collapsed_at",
+)
+"""What seeds.csv gives of each seed: the keys of a summary's ``per_replica`` rows (:func:`targetprop.train.summarize`)."""
+
+
+def seed_rows(results: list[MethodResult]) -> list[dict[str, Any]]:
+    """One row per method and seed: its figures at the last epoch (:data:`SEED_COLUMNS`) and, for each classifier on
+    the learned code, that seed's test error under the classifier's column key (as in table.csv, without ``_mean``)."""
+    rows = []
+    for r in results:
+        probes: dict[str, dict[int, float]] = {}  # classifier column key → seed → test error
+        for probe in r.probes:
+            key = probe_columns(probe)[0][0]
+            probes[key] = {p["seed"]: p["test_error"] for p in probe["per_replica"]}
+        for replica in r.summary.get("per_replica", []):
+            row = {"method": r.method.name, "seed": replica["seed"]}
+            row.update({key: replica.get(key) for key in SEED_COLUMNS})
+            row.update({key: by_seed.get(replica["seed"]) for key, by_seed in probes.items()})
+            rows.append(row)
+    return rows
+
+
+def seeds_markdown(rows: list[dict[str, Any]], error: str) -> list[str]:
+    """Each seed's final test error, a column per seed and a row per method ("-" where a method lacks the seed)."""
+    seeds = sorted({row["seed"] for row in rows})
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    value = {(row["method"], row["seed"]): row["test_error"] for row in rows}
+    lines = [
+        f"Final test {error} of each seed:",
+        "",
+        "| method | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+        "|---|" + "---:|" * len(seeds),
+    ]
+    for method in methods:
+        cells = [value.get((method, seed)) for seed in seeds]
+        lines.append(f"| {method} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |")
+    return lines
 
 
 def csv_table(rows: list[dict[str, Any]]) -> str:
@@ -309,14 +361,17 @@ def write_report(
     extra_notes: list[str] | None = None,
     changes: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Write table.md, table.csv and errors.png into ``folder``; ``config`` is one method's (for the settings
-    line); ``extra_notes`` end the table's notes; ``changes``, the ``reproduce --set`` assignments the runs were
-    made with, go into the figure's title (the notes say them already)."""
+    """Write table.md, table.csv, seeds.csv and errors.png into ``folder``; ``config`` is one method's (for the
+    settings line); ``extra_notes`` end the table's notes; ``changes``, the ``reproduce --set`` assignments the runs
+    were made with, go into the figure's title (the notes say them already)."""
     rows = table_rows(experiment, results)
-    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes, probe_headings(results))
+    per_seed = seed_rows(results)
+    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes, probe_headings(results), per_seed)
     atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
     text = csv_table(rows)
     atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
+    seeds_text = csv_table(per_seed)
+    atomic_write(folder / "seeds.csv", lambda f: f.write(seeds_text.encode()))
     plot_errors(experiment, results, folder / "errors.png", changes)
     return rows
 

@@ -12,6 +12,7 @@ import json
 import math
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -71,6 +72,18 @@ def check_outputs(folder: Path, methods: list[str], epochs: int, seeds: int) -> 
         every = tomllib.loads((folder / r["method"] / "config.toml").read_text()).get("eval_every", 1)
         evaluated = [e for e in range(1, epochs + 1) if e % every == 0 or e == epochs]
         assert sorted((m["epoch"], m["replica"]) for m in metrics) == [(e, k) for e in evaluated for k in range(seeds)]
+    # each seed's figures: seeds.csv and the second table of table.md give the seeds' own final test errors, the
+    # ones the mean above is taken over
+    per_seed = list(csv.DictReader(io.StringIO((folder / "seeds.csv").read_text())))
+    for r in rows:
+        replicas = json.loads((folder / r["method"] / "summary.json").read_text())["per_replica"]
+        mine = [s for s in per_seed if s["method"] == r["method"]]
+        assert [int(s["seed"]) for s in mine] == [p["seed"] for p in replicas]
+        assert [float(s["test_error"]) for s in mine] == pytest.approx([p["test_error"] for p in replicas])
+        assert statistics.fmean(float(s["test_error"]) for s in mine) == pytest.approx(float(r["test_error_mean"]))
+        cells = " | ".join(f"{p['test_error']:.2f}" for p in replicas)
+        assert f"\n| {r['method']} | {cells} |\n" in markdown.split("of each seed:")[1]
+    assert len(per_seed) == len(rows) * seeds
     return rows
 
 
