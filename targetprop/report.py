@@ -275,14 +275,21 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
 
 
 def curves(result: MethodResult, key: str) -> tuple[list[int], list[float], list[float], list[float]]:
-    """Epochs and, per epoch, the mean, min and max of ``key`` over the replicas that stayed finite."""
+    """The epochs at which every replica has ``key`` and, per such epoch, its mean, min and max over the replicas
+    that stayed finite. Seeds pooled from runs evaluated at different epochs (every 20th in one, every 50th in
+    another) are drawn only where all were evaluated: a mean over some of the seeds here and others there would
+    zigzag between them."""
     by_epoch: dict[int, list[float]] = {}
+    present: dict[int, int] = {}  # epoch → replicas with a value, finite or not
     last = result.summary.get("epochs") or math.inf  # a pooled report stops where every seed has got to
     for row in (r for r in result.metrics_rows() if r["epoch"] <= last):
         value = row.get(key)
-        if isinstance(value, int | float) and math.isfinite(value):
-            by_epoch.setdefault(row["epoch"], []).append(float(value))
-    epochs = sorted(by_epoch)
+        if isinstance(value, int | float):
+            present[row["epoch"]] = present.get(row["epoch"], 0) + 1
+            if math.isfinite(value):
+                by_epoch.setdefault(row["epoch"], []).append(float(value))
+    everyone = max(present.values(), default=0)
+    epochs = sorted(e for e in by_epoch if present[e] == everyone)
     return (
         epochs,
         [statistics.fmean(by_epoch[e]) for e in epochs],

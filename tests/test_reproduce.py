@@ -357,6 +357,21 @@ def _probe_file(settings: dict, seeds: list[int], errors: list[float], epochs: i
     }
 
 
+def test_the_figure_draws_pooled_seeds_only_where_every_seed_was_evaluated() -> None:
+    """Seeds pooled from a run evaluated every 20th epoch and one evaluated every 50th: the curve's points are the
+    epochs both have (a mean over some seeds at one epoch and others at the next would zigzag); a diverged seed's
+    non-finite values leave the mean and the band but not the epochs."""
+    result = report_module.MethodResult(get_experiment("stochastic").method("dtp"), {"epochs": 200}, ())
+    every_20 = [{"epoch": e, "replica": 0, "test_error": 10.0 - e / 100} for e in range(20, 201, 20)]
+    every_50 = [{"epoch": e, "replica": r, "test_error": 20.0 - e / 100} for e in range(50, 201, 50) for r in (1, 2)]
+    diverged = {"epoch": 200, "replica": 2, "test_error": math.nan}
+    result.metrics_rows = lambda: every_20 + every_50[:-1] + [diverged]  # type: ignore[method-assign]
+    epochs, mean, low, high = report_module.curves(result, "test_error")
+    assert epochs == [100, 200]
+    assert mean == pytest.approx([(9.0 + 19.0 + 19.0) / 3, (8.0 + 18.0) / 2])
+    assert (low, high) == ([9.0, 8.0], [19.0, 18.0])
+
+
 def test_a_report_pools_a_classifier_only_where_every_run_trained_the_same_one() -> None:
     """Seeds of different classifiers (other settings), or of auto-encoders at other epochs, are not averaged into
     one figure: the column is left out (None) rather than mixing them."""
