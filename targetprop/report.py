@@ -35,7 +35,7 @@ import tomli_w
 
 from targetprop.config import RunConfig, make_config
 from targetprop.errors import ConfigError, TargetpropError
-from targetprop.experiments import get_experiment
+from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method
 from targetprop.health import has_diverged, seeds_cell
 from targetprop.probe import NEAR_CONSTANT_STD, ProbeSettings
@@ -414,6 +414,13 @@ def report(
         folders = pooled_sources(pooled)
     paths = [Path(f) for f in folders]
     requests = [read_request(p) for p in paths]
+    itself = find_self_running(requests[0]["experiment"])
+    if itself is not None:
+        raise ConfigError(
+            f"{paths[0]} holds {itself.name}, which trains no methods and writes its own table when it runs; "
+            f"--report tables the experiments that train methods (run `targetprop reproduce {itself.name}` again "
+            "for a new table)"
+        )
     experiment = get_experiment(requests[0]["experiment"])
     scale = requests[0]["scale"]
     for path, request in zip(paths, requests, strict=True):

@@ -76,3 +76,9 @@ def test_listed_and_resumed_and_bad_requests_are_one_line(smoke, tmp_path):
         assert proc.returncode == 2 and message in error_line(proc), show(proc)
         assert_no_traceback(proc)
     assert not (tmp_path / "runs").exists()
+    # --report tables experiments that train methods: this one's folder gets a one-line error naming what to run
+    proc = run_cli("reproduce", "--report", smoke, cwd=tmp_path)
+    assert proc.returncode == 2 and "trains no methods" in error_line(proc), show(proc)
+    assert "targetprop reproduce early-inference" in error_line(proc)
+    assert_no_traceback(proc)
+    assert (smoke / "table.csv").read_text() == before
