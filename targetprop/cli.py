@@ -382,7 +382,7 @@ def reproduce(
         str | None,
         typer.Option(
             help="Only these methods, e.g. dtp,bp (see --list); with --resume, the methods the directory holds "
-            "from now on (add one to it later)."
+            "from now on (add one to it later); with --report, the methods tabled."
         ),
     ] = None,
     set_: Annotated[
@@ -444,7 +444,6 @@ def reproduce(
             "--scale": scale,
             "--device": device,
             "--resume": resume,
-            "--methods": methods,
             "--threads": threads,
             "--data-dir": data_dir,
             "--tensorboard": tensorboard or None,
@@ -453,7 +452,7 @@ def reproduce(
         extra = [k for k, v in given.items() if v is not None]
         if extra:
             raise ConfigError(f"--report trains nothing: drop {', '.join(extra)}")
-        _, folder, _ = write_report(report, out=out_dir or "runs", run_name=name_, note=_note)
+        _, folder, _ = write_report(report, out=out_dir or "runs", run_name=name_, methods=methods, note=_note)
     else:
         _, folder, _ = run_reproduce(
             name,

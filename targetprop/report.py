@@ -392,6 +392,7 @@ def report(
     *,
     out: str | Path = "runs",
     run_name: str | None = None,
+    methods: str | list[str] | None = None,
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment, Path, list[MethodResult]]:
     """Write the table and figure of the reproduce directories ``folders`` as they stand, training nothing.
@@ -403,15 +404,19 @@ def report(
     many of its planned epochs that is. An auto-encoder's classifier columns are read from its probe files
     where they were trained on the epochs reported (``reproduce`` trains them; a report does not), pooled over
     the directories where each holds the same classifier (:func:`pooled_probe`).
+
+    ``methods`` (names, or one comma-separated string) tables only those; a pooled report records them in its
+    ``report.toml``, so that writing it again in place keeps them (unless ``methods`` names others).
     """
-    from targetprop.reproduce import read_request
+    from targetprop.reproduce import chosen_methods, read_request
 
     if not folders:
         raise ConfigError("--report needs at least one reproduce directory")
     alone = Path(folders[0]) if len(folders) == 1 and run_name is None else None
     pooled = alone if alone is not None and (alone / "report.toml").is_file() else None
     if pooled is not None:  # a pooled report, written again in place
-        folders = pooled_sources(pooled)
+        folders, recorded = pooled_sources(pooled)
+        methods = recorded if methods is None else methods
     paths = [Path(f) for f in folders]
     requests = [read_request(p) for p in paths]
     itself = find_self_running(requests[0]["experiment"])
@@ -429,11 +434,15 @@ def report(
                 f"{path} holds {request['experiment']} at scale {request['scale']}, {paths[0]} holds "
                 f"{experiment.name} at scale {scale}: a report pools runs of one experiment and scale"
             )
-    results, extra = [], []
+    tabled = chosen_methods(experiment, methods) if methods is not None else None
+    results, extra, left_out = [], [], []
     for method in experiment.methods:
         sources = [p / method.name for p in paths if (p / method.name / "config.toml").is_file()]
         sources = [s for s in sources if RunDir(s).read_metrics().rows]  # one finished epoch at least
         if not sources:
+            continue
+        if tabled is not None and method.name not in tabled:
+            left_out.append(method.name)
             continue
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         result = method_result(method, sources, probes)
@@ -445,7 +454,14 @@ def report(
                 "seed has finished (a run still going or stopped): its figures are every seed's at that epoch"
             )
     if not results:
-        raise ConfigError(f"{', '.join(map(str, paths))}: no method has finished an epoch yet; nothing to report")
+        which = f" of {', '.join(tabled)}" if tabled is not None else ""
+        raise ConfigError(
+            f"{', '.join(map(str, paths))}: no method{which} has finished an epoch yet; nothing to report"
+        )
+    if left_out:
+        extra.append(
+            f"only {', '.join(r.method.name for r in results)} tabled (--methods); left out: {', '.join(left_out)}"
+        )
     for path, request in zip(paths, requests, strict=True):
         if request.get("set"):
             extra.append(set_note(request["set"], path if len(paths) > 1 else None))
@@ -461,7 +477,9 @@ def report(
     else:
         folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
     if folder not in paths:  # a pooled report names its sources
-        listing = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
+        listing: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
+        if tabled is not None:
+            listing["methods"] = tabled
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
     config = stored_config(RunDir(results[0].run_dir))
     seeds = sorted({p["seed"] for r in results for p in r.summary["per_replica"]})
@@ -547,13 +565,17 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
     return result
 
 
-def pooled_sources(folder: Path) -> list[Path]:
-    """The reproduce directories a pooled report (``folder/report.toml``) was made of: each where it was recorded,
-    or, once copied into the report's folder (results kept without their run directories), there."""
+def pooled_sources(folder: Path) -> tuple[list[Path], list[str] | None]:
+    """The reproduce directories a pooled report (``folder/report.toml``) was made of, each where it was recorded
+    or, once copied into the report's folder (results kept without their run directories), there; and the methods
+    it tables (None: every method they hold)."""
     from targetprop.reproduce import EXPERIMENT_FILE
 
     try:
-        sources = tomllib.loads((folder / "report.toml").read_text(encoding="utf-8"))["sources"]
+        listing = tomllib.loads((folder / "report.toml").read_text(encoding="utf-8"))
+        sources, methods = listing["sources"], listing.get("methods")
+        if methods is not None and not (isinstance(methods, list) and all(isinstance(m, str) for m in methods)):
+            raise TypeError("methods is not a list of names")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as e:
         raise ConfigError(
             f"{folder}/report.toml cannot be read ({e}); give the directories with --report each"
@@ -569,7 +591,7 @@ def pooled_sources(folder: Path) -> list[Path]:
                 f"{folder}/report.toml pools {source}, which is neither there nor copied into {folder}; give the "
                 "directories with --report each"
             )
-    return found
+    return found, methods
 
 
 def read_probe(path: Path) -> dict[str, Any] | None:

@@ -614,6 +614,47 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ab", "b"]
 
 
+def test_report_tables_only_the_methods_asked_for_and_a_pooled_report_keeps_them(tmp_path: Path) -> None:
+    """--report --methods leaves the other methods out of the table (and says so); a pooled report records them,
+    so writing it again in place tables the same methods, until --methods names others."""
+    args = ["reproduce", "discrete", "--scale", "smoke", "--methods", "bp,bp-straight-through", "--epochs", "1", "-q"]
+    for seed, name in ((0, "a"), (1, "b")):
+        proc = run_cli(*args, "--seeds", seed, "--out", tmp_path, "--name", name, cwd=tmp_path)
+        assert proc.returncode == 0, show(proc)
+
+    def tabled(folder: Path) -> list[str]:
+        return [row["method"] for row in csv.DictReader(io.StringIO((folder / "table.csv").read_text()))]
+
+    pooled = tmp_path / "ab"
+    proc = run_cli("reproduce", "--report", tmp_path / "a", "--report", tmp_path / "b", "--methods",
+                   "bp-straight-through", "--out", tmp_path, "--name", "ab", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    assert tabled(pooled) == ["bp-straight-through"]
+    assert "only bp-straight-through tabled (--methods); left out: bp" in (pooled / "table.md").read_text()
+    assert tomllib.loads((pooled / "report.toml").read_text())["methods"] == ["bp-straight-through"]
+    seeds = list(csv.DictReader(io.StringIO((pooled / "seeds.csv").read_text())))
+    assert {(r["method"], r["seed"]) for r in seeds} == {("bp-straight-through", "0"), ("bp-straight-through", "1")}
+    table = (pooled / "table.csv").read_text()
+    proc = run_cli("reproduce", "--report", pooled, cwd=tmp_path)  # again, in place: the same methods
+    assert proc.returncode == 0, show(proc)
+    assert (pooled / "table.csv").read_text() == table
+
+    proc = run_cli("reproduce", "--report", pooled, "--methods", "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "discrete has no method 'nope'" in error_line(proc), show(proc)
+    assert (pooled / "table.csv").read_text() == table  # nothing written
+    proc = run_cli("reproduce", "--report", pooled, "--methods", "bp,bp-straight-through", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert tabled(pooled) == ["bp-straight-through", "bp"]
+    assert "left out" not in (pooled / "table.md").read_text()
+    assert tomllib.loads((pooled / "report.toml").read_text())["methods"] == ["bp-straight-through", "bp"]
+
+    proc = run_cli("reproduce", "--report", tmp_path / "a", "--methods", "bp", cwd=tmp_path)  # one folder, in place
+    assert proc.returncode == 0, show(proc)
+    assert tabled(tmp_path / "a") == ["bp"]
+    proc = run_cli("reproduce", "--report", tmp_path / "a", "--methods", "dtp", cwd=tmp_path)  # not run there
+    assert proc.returncode == 2 and "no method of dtp has finished an epoch" in error_line(proc), show(proc)
+
+
 def test_report_says_which_settings_a_run_was_trained_with_that_the_experiment_has_since_changed(
     tmp_path: Path,
 ) -> None:
