@@ -295,8 +295,8 @@ def compare(
                 result = run_training(cfg, dataset=dataset, progress=not quiet)
                 rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
     except BaseException:
-        if not rows:
-            parent.remove()
+        if not any(RunDir(parent.path / cfg.rule).has_checkpoint() for cfg in configs):
+            parent.remove()  # nothing in it to resume (a rule that finished has its checkpoint)
         raise
     _print_table(
         rows,

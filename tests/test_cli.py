@@ -452,6 +452,25 @@ def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == RESUME_EPOCHS * 2
 
 
+def test_ctrl_c_in_compare_keeps_the_run_it_names_to_resume(tmp_path):
+    """Stopped in its first rule after a checkpoint, compare keeps its folder: the message's resume command works
+    (a compare folder is removed only when nothing in it could be resumed)."""
+    parent = tmp_path / "runs" / "cmp"
+    args = ["compare", "--rules", "dtp,bp", "--data", "digits", "--seeds", "0", "--epochs", "500"]
+    code, stderr = ctrl_c_once([*args, "--out", tmp_path / "runs", "--name", "cmp"], tmp_path,
+                               (parent / "dtp" / "checkpoint.safetensors").exists)  # fmt: skip
+    assert code == 130, stderr
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"error: interrupted; continue with `targetprop train --resume {parent / 'dtp'}`"
+    )
+    assert (parent / "dtp" / "checkpoint.safetensors").is_file(), stderr
+    done = max([r["epoch"] for r in read_jsonl(parent / "dtp" / "metrics.jsonl")], default=0)
+    resumed = run_cli("train", "--resume", parent / "dtp", "--epochs", done + 1, "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, show(resumed)
+    assert max(r["epoch"] for r in read_jsonl(parent / "dtp" / "metrics.jsonl")) == done + 1
+
+
 PROBE = """
 import sys
 

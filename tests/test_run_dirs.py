@@ -514,12 +514,24 @@ def test_a_damaged_sweep_directory_is_one_line(swept, tmp_path, case):
     shutil.copytree(swept, folder)
     damage, fragment = SWEEP_DAMAGE[case]
     damage(folder)
+    before = every_file(folder)
     proc = run_cli("sweep", "--resume", folder, "--trials", "4", "-q", cwd=tmp_path)
     assert proc.returncode == 2, show(proc)
     assert_no_traceback(proc)
     assert fragment in error_line(proc)
-    looked = run_cli("inspect", swept, cwd=tmp_path)
+    assert every_file(folder) == before  # refused before touching anything: no trial added, nothing rewritten
+    looked = run_cli("inspect", folder, cwd=tmp_path)  # the damaged folder can still be looked at
     assert looked.returncode == 0 and "sweep directory:" in looked.stdout, show(looked)
+    assert ("problem: space.toml cannot be read" in looked.stdout) == (case == "space file"), show(looked)
+
+
+def every_file(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (its subfolders too) but the locks."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
