@@ -236,9 +236,10 @@ def reproduce(
         request["methods"] = list(methods)
     if given:
         request["set"] = given
-    atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
-    with RunDir(folder).lock():
-        changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
+    changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
+    with RunDir(folder).lock():  # recorded only once nothing will refuse it: the lock is ours, every resume checks
+        _check_resumes(folder, selected, changes, overrides)
+        atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
         results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
@@ -274,6 +275,24 @@ def recorded_data_dir(folder: Path, experiment: Experiment) -> str | None:
     return None
 
 
+def _check_resumes(
+    folder: Path, selected: Sequence[Method], changes: dict[str, list[str]], overrides: dict[str, Any]
+) -> None:
+    """Refuse, before ``experiment.toml`` records them, the changes a method already started cannot take (what
+    :func:`targetprop.resume.plan_resume` refuses: a batch size, an architecture, ...)."""
+    from targetprop.resume import plan_resume
+
+    for method in selected:
+        run_dir = RunDir(folder / method.name)
+        if (run_dir.path / "config.toml").is_file():
+            plan_resume(run_dir, changes[method.name], **_resume_overrides(overrides))
+
+
+def _resume_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed method takes of the command line's overrides: all that were given but its seeds."""
+    return {k: v for k, v in overrides.items() if k != "seeds" and v is not None}
+
+
 def _run_methods(
     experiment: Experiment,
     folder: Path,
@@ -298,11 +317,7 @@ def _run_methods(
         if not started:  # its configuration holds the --set changes already
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(cfg.to_dict())
-        plan = plan_resume(
-            run_dir,
-            changes[method.name] if started else [],
-            **{k: v for k, v in overrides.items() if k != "seeds" and v is not None},
-        )
+        plan = plan_resume(run_dir, changes[method.name] if started else [], **_resume_overrides(overrides))
         summary = run_dir.read_summary()
         if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
             note(f"{experiment.name} {method.name}: all {plan.done} epochs already done")
@@ -466,12 +481,12 @@ def reproduce_self_running(
     request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     if epochs is not None:
         request["epochs"] = epochs
-    atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
     previous = torch.get_num_threads()
     try:
         if isinstance(threads, int):
             torch.set_num_threads(threads)
-        with RunDir(folder).lock():
+        with RunDir(folder).lock():  # recorded once the folder is ours (not over another process's run)
+            atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
             experiment.run(folder, scale=scale, seeds=seed_list, data_dir=data_dir, epochs=epochs, note=note)
     finally:
         torch.set_num_threads(previous)

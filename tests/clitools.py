@@ -98,6 +98,12 @@ def only_child(folder: Path) -> Path:
     return children[0]
 
 
+def every_file(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (its subfolders too) but the locks."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != ".lock")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
 def run_files(run_dir: Path) -> dict[str, bytes]:
     """Every file of a run directory but its lock (whose text names the last process that held it)."""
     return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.name != ".lock"}

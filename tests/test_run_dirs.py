@@ -26,6 +26,7 @@ from clitools import (
     cli_env,
     command,
     error_line,
+    every_file,
     read_jsonl,
     run_cli,
     run_files,
@@ -523,15 +524,6 @@ def test_a_damaged_sweep_directory_is_one_line(swept, tmp_path, case):
     looked = run_cli("inspect", folder, cwd=tmp_path)  # the damaged folder can still be looked at
     assert looked.returncode == 0 and "sweep directory:" in looked.stdout, show(looked)
     assert ("problem: space.toml cannot be read" in looked.stdout) == (case == "space file"), show(looked)
-
-
-def every_file(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (its subfolders too) but the locks."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 def test_a_sweep_on_a_full_disk_stops_with_one_line(tmp_path):
