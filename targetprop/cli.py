@@ -115,7 +115,7 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
-    from targetprop.resume import plan_resume
+    from targetprop.resume import plan_resume, resumable_summary
     from targetprop.runs import RunDir
     from targetprop.train import train as run_training
 
@@ -125,7 +125,6 @@ def train(
             rule=rule,
             config=config,
             data=data,
-            download=download,
             arch=arch,
             activation=activation,
             output=output,
@@ -139,14 +138,14 @@ def train(
         if ignored:
             raise ConfigError(
                 f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                "(only --epochs, --device, --threads, --data-dir, --tensorboard and --set of learning rates, η̂ and "
-                "noise may change)"
+                f"(only {resumable_summary()} may change)"
             )
         with run_dir.lock():
             overrides = _options(
                 epochs=epochs,
                 device=device,
                 data_dir=data_dir,
+                download=download,
                 threads=_threads(threads),
                 tensorboard=tensorboard or None,
             )
@@ -369,6 +368,7 @@ def reproduce(
     ] = None,
     device: DeviceOpt = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = None,
     threads: ThreadsOpt = None,
     out_dir: OutOpt = None,
     name_: Annotated[
@@ -446,6 +446,7 @@ def reproduce(
             "--resume": resume,
             "--threads": threads,
             "--data-dir": data_dir,
+            "--download": download,
             "--tensorboard": tensorboard or None,
             "--set": set_ or None,
         }
@@ -461,6 +462,7 @@ def reproduce(
             scale=scale,
             device=device,
             data_dir=data_dir,
+            download=download,
             threads=_threads(threads),
             out=out_dir or "runs",
             run_name=name_,
@@ -500,6 +502,7 @@ def sweep(
         str | None, typer.Option("--ray-address", help="Run the groups on the Ray cluster at HOST:PORT.")
     ] = None,
     data_dir: DataDirOpt = None,
+    download: DownloadOpt = None,
     device: DeviceOpt = None,
     out_dir: Annotated[
         str | None, typer.Option("--out", help="Parent folder of the sweep directory (default: runs/sweeps).")
@@ -524,7 +527,7 @@ def sweep(
         spec = load_space(space)
         folder = sweep_dir_for(spec, out_dir, name)
     check_sweep_dir(spec, folder)
-    overrides = _options(data_dir=data_dir, device=device)
+    overrides = _options(data_dir=data_dir, download=download, device=device)
     if ray_address is None:
         spec.check_runs(**overrides)  # the data is here: every run can start
     runner = Sweep(

@@ -139,6 +139,7 @@ def reproduce(
     scale: str | None = None,
     device: str | None = None,
     data_dir: str | None = None,
+    download: bool | None = None,
     threads: int | str | None = None,
     out: str | Path = "runs",
     run_name: str | None = None,
@@ -175,6 +176,7 @@ def reproduce(
             scale=scale,
             device=device,
             data_dir=data_dir,
+            download=bool(download),
             threads=threads,
             out=out,
             run_name=run_name,
@@ -211,6 +213,7 @@ def reproduce(
         "epochs": epochs,
         "device": device,
         "data_dir": data_dir,
+        "download": download,
         "threads": threads,
         "tensorboard": tensorboard,
     }
@@ -447,6 +450,7 @@ def reproduce_self_running(
     scale: str | None,
     device: str | None,
     data_dir: str | None,
+    download: bool,
     threads: int | str | None,
     out: str | Path,
     run_name: str | None,
@@ -487,7 +491,9 @@ def reproduce_self_running(
             torch.set_num_threads(threads)
         with RunDir(folder).lock():  # recorded once the folder is ours (not over another process's run)
             atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
-            experiment.run(folder, scale=scale, seeds=seed_list, data_dir=data_dir, epochs=epochs, note=note)
+            experiment.run(
+                folder, scale=scale, seeds=seed_list, data_dir=data_dir, download=download, epochs=epochs, note=note
+            )
     finally:
         torch.set_num_threads(previous)
     return experiment, folder, []

@@ -32,6 +32,9 @@ RUN_KEYS_RESUMABLE = (
     "tensorboard",
 )
 """Run keys a resumed run may change; ``out`` and ``name`` (where the folder was made) are not compared."""
+RESUME_OPTIONS = ("--epochs", "--device", "--threads", "--data-dir", "--download", "--tensorboard")
+"""The command-line options of the resumable run keys; the others are given as ``--set KEY=VALUE``."""
+RESUME_SET_KEYS = tuple(k for k in RUN_KEYS_RESUMABLE if "--" + k.replace("_", "-") not in RESUME_OPTIONS)
 UNRECORDED = ("out", "name", "device", "data_dir", "download", "threads", "tensorboard", "checkpoint_seconds")
 """Keys whose change does not change the numbers: not recorded as a change in the metrics."""
 
@@ -127,9 +130,12 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
 
 def _resumable_text(rule: str) -> str:
     keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
-    return ", ".join(
-        [*keys, "--epochs", "--set eval_every", "--set eval_train_samples", "--device", "--data-dir", "--tensorboard"]
-    )
+    return ", ".join([*keys, *RESUME_OPTIONS, *(f"--set {k}" for k in RESUME_SET_KEYS)])
+
+
+def resumable_summary() -> str:
+    """What any resumed run may change, in words (each rule adds its learning rates, η̂ and noise)."""
+    return f"{', '.join(RESUME_OPTIONS)}, --set {', '.join(RESUME_SET_KEYS)} and --set of learning rates, η̂ and noise"
 
 
 def restore_state(net: Network, rule: Rule, rngs: dict[str, ReplicaRandom], state: dict[str, Any], where: str) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -437,3 +438,75 @@ def test_cifar10_missing_and_bad_n_valid(tmp_path: Path, fake_cifar: FakeCifar) 
     (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(fake_cifar.archive)
     with raises_data_error("n_valid=5000", "100"):  # the default 5,000 does not fit 100 training images
         load_dataset("cifar10", tmp_path, spec=fake_cifar.spec)
+
+
+MNIST_SWEEP = """rule = "bp"
+data = "mnist"
+arch = "784-16-10"
+n_train = 500
+epochs = 1
+seeds = 0
+[sweep]
+sampler = "random"
+trials = 1
+[space]
+"bp.lr" = {low = 1e-3, high = 1e-2, log = true}
+"""
+
+
+SMALL_MNIST_RUN = ["--data", "mnist", "--arch", "784-16-10", "--set", "n_train=500", "--epochs", "1", "--seeds", "0"]
+DATA_COMMANDS = {  # each command that loads data: its arguments, and a file it writes once it has run
+    "train": (["train", "--rule", "bp", *SMALL_MNIST_RUN], "summary.json"),
+    "compare": (["compare", "--rules", "bp,fa", *SMALL_MNIST_RUN], "fa/summary.json"),
+    "reproduce": (
+        ["reproduce", "discrete", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "1"],
+        "table.md",
+    ),
+    "sweep": (["sweep", "space.toml"], "trials.csv"),
+}
+
+
+@pytest.mark.parametrize("command_line", list(DATA_COMMANDS))
+def test_every_command_that_loads_data_takes_the_download_its_error_names(tmp_path: Path, command_line: str) -> None:
+    """Missing data ends in one line that says `--download`; the same command with it fetches and verifies the
+    files (from a local mirror) and runs."""
+    from clitools import cli_env, command, error_line, show
+
+    (tmp_path / "space.toml").write_text(MNIST_SWEEP)
+    args, made = DATA_COMMANDS[command_line]
+    args = [*args, "-q", "--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "--name", "r"]
+    with serve(MNIST_DIR) as url:
+        env = {**cli_env(), "TARGETPROP_MIRROR": url}
+        run = functools.partial(subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        missing = run(command(*args))
+        assert missing.returncode == 2 and "--download" in error_line(missing), show(missing)
+        assert not (tmp_path / "runs" / "r").exists(), show(missing)  # refused before making its folder
+        fetched = run(command(*args, "--download"))
+    assert fetched.returncode == 0, show(fetched)
+    for name in MNIST_FILES:
+        assert (tmp_path / "data" / "mnist" / name).read_bytes() == (MNIST_DIR / name).read_bytes()
+    assert (tmp_path / "runs" / "r" / made).is_file(), show(fetched)
+
+
+def test_a_resumed_run_takes_download_when_its_data_is_gone(tmp_path: Path) -> None:
+    """The data a run was trained on deleted (a new machine, a cleaned cache): `train --resume RUN --download`
+    fetches it again and continues, as the error says."""
+    import shutil
+
+    from clitools import cli_env, command, error_line, read_jsonl, show
+
+    args = ["train", "--rule", "bp", *SMALL_MNIST_RUN, "-q", "--data-dir", tmp_path / "data"]
+    with serve(MNIST_DIR) as url:
+        env = {**cli_env(), "TARGETPROP_MIRROR": url}
+        run = functools.partial(subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        mirror_of_mnist(tmp_path / "data" / "mnist")  # a run made without --download, on data that was there
+        first = run(command(*args, "--out", tmp_path / "runs", "--name", "r"))
+        assert first.returncode == 0, show(first)
+        shutil.rmtree(tmp_path / "data")
+        resume = ["train", "--resume", tmp_path / "runs" / "r", "--epochs", "2", "-q"]
+        missing = run(command(*resume))
+        assert missing.returncode == 2 and "--download" in error_line(missing), show(missing)
+        resumed = run(command(*resume, "--download"))
+    assert resumed.returncode == 0, show(resumed)
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "runs" / "r" / "metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "data" / "mnist" / MNIST_FILES[0]).is_file()

@@ -192,6 +192,7 @@ class EarlyInference:
         scale: str,
         seeds: list[int],
         data_dir: str | None = None,
+        download: bool = False,
         epochs: int | None = None,
         note: Callable[[str], None] = lambda line: None,
     ) -> dict[str, Any]:
@@ -201,7 +202,7 @@ class EarlyInference:
         s = SCALES[scale]
         if epochs is not None:
             s = Scale(**{**s.__dict__, "train_epochs": epochs})
-        data = load_dataset(s.data, data_dir)
+        data = load_dataset(s.data, data_dir, download=download)
         x = data.test.x[: s.probe].to(F64).expand(len(seeds), -1, -1)
         y = data.test.y[: s.probe].expand(len(seeds), -1)
         net = Network.from_spec(s.arch, "hardsigmoid", "linear", seeds=seeds, init=s.init, feedback="none", dtype=F64)

@@ -107,6 +107,7 @@ class SelfRunning(Protocol):
         scale: str,
         seeds: list[int],
         data_dir: str | None,
+        download: bool,
         epochs: int | None,
         note: Callable[[str], None],
     ) -> Any: ...
