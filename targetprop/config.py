@@ -353,10 +353,16 @@ def parse_assignment(text: str) -> tuple[list[str], Any]:
 
 def apply_assignments(data: dict[str, Any], assignments: list[str], rules: list[str]) -> dict[str, Any]:
     """Apply ``--set`` assignments. ``KEY`` of the run, ``RULE.KEY`` of a rule, or a bare rule key, which goes
-    to every rule in ``rules`` that has it."""
+    to every rule in ``rules`` that has it. ``RULE.KEY`` of a rule not in ``rules`` is refused: the run would
+    never read it."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for text in assignments:
         path, value = parse_assignment(text)
+        if len(path) == 2 and path[0] in RULES and path[0] not in rules:
+            raise ConfigError(
+                f"--set {path[0]}.{path[1]}: this run trains {' and '.join(rules)}, not {path[0]}, so nothing would "
+                f"read it; set {rules[0]}.{path[1]} (or the bare {path[1]}) instead"
+            )
         if len(path) == 2:
             data.setdefault(path[0], {})[path[1]] = value
         elif len(path) == 1 and path[0] in RunConfig.model_fields:

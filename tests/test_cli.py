@@ -231,6 +231,14 @@ BAD_INPUTS = {
         lambda tmp: ["train", "--set", "dtp.etahat=1", *TINY],
         ["'etahat' does not exist", "eta_hat"],
     ),
+    "another rule's hyper-parameter": (
+        lambda tmp: ["train", "--rule", "dtp", "--set", "fa.lr=0.1", *TINY],
+        ["--set fa.lr", "trains dtp, not fa", "dtp.lr"],
+    ),
+    "a hyper-parameter of a rule not compared": (
+        lambda tmp: ["compare", "--rules", "dtp,bp", "--set", "fa.lr=0.1", *TINY],
+        ["--set fa.lr", "trains dtp and bp, not fa"],
+    ),
     "missing dataset files": (_empty_data_dir, ["not found", "train-images-idx3-ubyte.gz", "--download"]),
     "corrupt dataset file": (_corrupt_mnist, ["checksum", "md5", "train-labels-idx1-ubyte.gz"]),
     "bad seeds": (lambda tmp: ["train", "--seeds", "a-b", *TINY], ["seeds", "'a-b'"]),

@@ -358,6 +358,9 @@ def test_a_resumed_run_changes_safe_hyper_parameters_from_the_next_epoch(part, r
     proc = resume(part, "--epochs", "7", "--set", "dtp.schedule=parallel")
     assert proc.returncode == 2, show(proc)
     assert "--set dtp.schedule cannot change when a run resumes" in error_line(proc)
+    proc = resume(part, "--epochs", "7", "--set", "bp.lr=0.01")  # another rule's: the run would never read it
+    assert proc.returncode == 2, show(proc)
+    assert "--set bp.lr: this run trains dtp, not bp" in error_line(proc)
     proc = resume(part, "--set", "dtp.lr=0.01")
     assert proc.returncode == 2, show(proc)
     assert "add --epochs N with N above 6" in error_line(proc)
