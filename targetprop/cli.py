@@ -401,8 +401,9 @@ def reproduce(
         typer.Option(
             metavar="DIR",
             help="Train nothing: write the table and figure of what the reproduce directory DIR holds now (a run "
-            "still going or stopped counts to its last finished epoch). Repeat it to pool the seeds of several "
-            "directories of one experiment into a new folder (--out, --name).",
+            "still going or stopped counts to its last finished epoch), into DIR itself unless --out or --name asks for "
+            "a new folder. Repeat it to pool the seeds of several directories of one experiment into a new folder "
+            "(--out, --name).",
         ),
     ] = None,
     quiet: QuietOpt = False,
@@ -453,7 +454,7 @@ def reproduce(
         extra = [k for k, v in given.items() if v is not None]
         if extra:
             raise ConfigError(f"--report trains nothing: drop {', '.join(extra)}")
-        _, folder, _ = write_report(report, out=out_dir or "runs", run_name=name_, methods=methods, note=_note)
+        _, folder, _ = write_report(report, out=out_dir, run_name=name_, methods=methods, note=_note)
     else:
         _, folder, _ = run_reproduce(
             name,

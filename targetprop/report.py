@@ -390,17 +390,17 @@ def write_report(
 def report(
     folders: list[str | Path],
     *,
-    out: str | Path = "runs",
+    out: str | Path | None = None,
     run_name: str | None = None,
     methods: str | list[str] | None = None,
     note: Callable[[str], None] = lambda line: None,
 ) -> tuple[Experiment, Path, list[MethodResult]]:
     """Write the table and figure of the reproduce directories ``folders`` as they stand, training nothing.
 
-    One directory: the report goes into it (unless ``run_name`` names a new folder under ``out``). Several: they
-    must hold the same experiment at the same scale, each method's seeds must not repeat across them, and the
-    report goes into a new folder (``run_name``, or ``report-NAME-SCALE-<time>``) with ``report.toml`` naming
-    the sources. A method still training, or stopped, counts to its last finished epoch, and the table says how
+    One directory: the report goes into it, unless ``out`` or ``run_name`` asks for a new folder. Several: they
+    must hold the same experiment at the same scale, each method's seeds must not repeat across them. A new folder
+    is ``run_name`` (default ``report-NAME-SCALE-<time>``) under ``out`` (default ``runs``), with ``report.toml``
+    naming the sources. A method still training, or stopped, counts to its last finished epoch, and the table says how
     many of its planned epochs that is. An auto-encoder's classifier columns are read from its probe files
     where they were trained on the epochs reported (``reproduce`` trains them; a report does not), pooled over
     the directories where each holds the same classifier (:func:`pooled_probe`).
@@ -412,9 +412,10 @@ def report(
 
     if not folders:
         raise ConfigError("--report needs at least one reproduce directory")
-    alone = Path(folders[0]) if len(folders) == 1 and run_name is None else None
+    in_place = len(folders) == 1 and run_name is None and out is None
+    alone = Path(folders[0]) if len(folders) == 1 else None
     pooled = alone if alone is not None and (alone / "report.toml").is_file() else None
-    if pooled is not None:  # a pooled report, written again in place
+    if pooled is not None:  # a pooled report, written again (in place, or into a new folder)
         folders, recorded = pooled_sources(pooled)
         methods = recorded if methods is None else methods
     paths = [Path(f) for f in folders]
@@ -470,12 +471,10 @@ def report(
             "seeds pooled from: "
             + "; ".join(f"{p} (seeds {','.join(map(str, r['seeds']))})" for p, r in zip(paths, requests, strict=True))
         )
-    if pooled is not None:
-        folder = pooled
-    elif len(paths) == 1 and run_name is None:
-        folder = paths[0]
+    if in_place:
+        folder = pooled if pooled is not None else paths[0]
     else:
-        folder = RunDir.create(out, run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
+        folder = RunDir.create(out or "runs", run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
     if folder not in paths:  # a pooled report names its sources
         listing: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
         if tabled is not None:

@@ -30,10 +30,12 @@ import math
 import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired
 
 import tomli_w
 import torch
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
 from targetprop.config import RunConfig, apply_assignments, make_config, parse_assignment
 from targetprop.data import Dataset, load_dataset
@@ -126,9 +128,28 @@ def read_request(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{str(folder)!r} is not a reproduce directory (no {EXPERIMENT_FILE})")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        request = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
+    try:
+        return dict(_REQUEST.validate_python(request))
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{path} is not a reproduce request ({problems})") from None
+
+
+class _Request(TypedDict):
+    """``experiment.toml``: what ``targetprop reproduce`` was asked to run in a folder."""
+
+    experiment: str
+    scale: str
+    seeds: list[int]
+    epochs: NotRequired[int]
+    methods: NotRequired[list[str]]
+    set: NotRequired[list[str]]
+
+
+_REQUEST = TypeAdapter(_Request)
 
 
 def reproduce(
@@ -189,7 +210,9 @@ def reproduce(
     if resume is not None:
         folder = Path(resume)
         asked = read_request(folder)
-        if name is not None and get_experiment(name).name != asked["experiment"]:
+        if name is not None and (
+            find_self_running(name) is not None or get_experiment(name).name != asked["experiment"]
+        ):
             raise ConfigError(f"{folder} holds experiment {asked['experiment']!r}, not {name!r}")
         for key, value in (("scale", scale), ("seeds", seeds)):
             if value is not None and (parse_seeds(value) if key == "seeds" else value) != asked[key]:

@@ -615,6 +615,32 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ab", "b"]
 
 
+def test_a_damaged_or_mismatched_request_is_one_line(tmp_path: Path) -> None:
+    """experiment.toml missing a key or holding a wrong type, or a folder of another experiment named to resume:
+    one line naming the file and the problem, for --resume and --report alike, and nothing written."""
+    args = ["reproduce", "discrete", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "1", "-q"]
+    proc = run_cli(*args, "--out", tmp_path, "--name", "r", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "r"
+    request = (folder / "experiment.toml").read_text()
+    for name in ("early-inference", "mnist-tanh"):
+        proc = run_cli("reproduce", name, "--resume", folder, cwd=tmp_path)
+        assert proc.returncode == 2 and f"holds experiment 'discrete', not '{name}'" in error_line(proc), show(proc)
+    for damaged, words in (
+        (request.replace('scale = "smoke"\n', ""), ["scale: Field required"]),
+        (request.replace("seeds = [", 'seeds = ["a", '), ["seeds.0", "valid integer"]),
+    ):
+        (folder / "experiment.toml").write_text(damaged)
+        before = every_file(folder)
+        for command_line in (["--resume", folder], ["--report", folder]):
+            proc = run_cli("reproduce", *command_line, cwd=tmp_path)
+            assert proc.returncode == 2, show(proc)
+            assert_no_traceback(proc)
+            line = error_line(proc)
+            assert f"{folder / 'experiment.toml'} is not a reproduce request" in line and all(w in line for w in words)
+            assert every_file(folder) == before
+
+
 def test_report_tables_only_the_methods_asked_for_and_a_pooled_report_keeps_them(tmp_path: Path) -> None:
     """--report --methods leaves the other methods out of the table (and says so); a pooled report records them,
     so writing it again in place tables the same methods, until --methods names others."""
@@ -654,6 +680,17 @@ def test_report_tables_only_the_methods_asked_for_and_a_pooled_report_keeps_them
     assert tabled(tmp_path / "a") == ["bp"]
     proc = run_cli("reproduce", "--report", tmp_path / "a", "--methods", "dtp", cwd=tmp_path)  # not run there
     assert proc.returncode == 2 and "no method of dtp has finished an epoch" in error_line(proc), show(proc)
+
+    # --out (or --name) with one folder writes a new folder naming it, and leaves the folder's own table alone
+    kept = (tmp_path / "a" / "table.csv").read_text()
+    proc = run_cli("reproduce", "--report", tmp_path / "a", "--out", tmp_path / "elsewhere", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    (made,) = (tmp_path / "elsewhere").iterdir()
+    assert tabled(made) == ["bp-straight-through", "bp"] and (tmp_path / "a" / "table.csv").read_text() == kept
+    assert tomllib.loads((made / "report.toml").read_text())["sources"] == [str(tmp_path / "a")]
+    proc = run_cli("reproduce", "--report", pooled, "--out", tmp_path, "--name", "copy", cwd=tmp_path)  # a pooled one
+    assert proc.returncode == 0, show(proc)
+    assert (tmp_path / "copy" / "table.csv").read_text() == (pooled / "table.csv").read_text()
 
 
 def test_report_says_which_settings_a_run_was_trained_with_that_the_experiment_has_since_changed(
