@@ -153,17 +153,21 @@ def train(
             cfg = plan.config
             for line in plan.notes:
                 _note(line)
-            if plan.done >= cfg.epochs:
-                if plan.changes:
-                    raise ConfigError(
-                        f"all {cfg.epochs} epochs of {run_dir.path} are done, so nothing would train with "
-                        f"{', '.join(plan.changes)}; add --epochs N with N above {plan.done}"
-                    )
+            if plan.done >= cfg.epochs and plan.changes:
+                raise ConfigError(
+                    f"all {cfg.epochs} epochs of {run_dir.path} are done, so nothing would train with "
+                    f"{', '.join(plan.changes)}; add --epochs N with N above {plan.done}"
+                )
+            summary = run_dir.read_summary()
+            if plan.done >= cfg.epochs and summary is not None and summary.get("epochs") == plan.done:
                 _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")
-                _print_table([(cfg.rule, run_dir.read_summary() or {}, str(run_dir.path))])
+                _print_table([(cfg.rule, summary, str(run_dir.path))])
                 return
-            changed = "".join(f", {k} = {v!r}" for k, v in plan.changes.items())
-            _note(f"resuming {run_dir.path} after epoch {plan.done}{changed}")
+            if plan.done >= cfg.epochs:  # finished, but its summary is gone or damaged: made again from the metrics
+                _note(f"{run_dir.path}: all {cfg.epochs} epochs done; writing its summary.json again")
+            else:
+                changed = "".join(f", {k} = {v!r}" for k, v in plan.changes.items())
+                _note(f"resuming {run_dir.path} after epoch {plan.done}{changed}")
             result = run_training(cfg, run_dir=run_dir, resume=True, changes=plan.changes, progress=not quiet)
     else:
         common = _common(

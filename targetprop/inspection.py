@@ -17,7 +17,7 @@ from rich.table import Table
 
 from targetprop.errors import TargetpropError
 from targetprop.lock import holder
-from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, RunDir
+from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, RunDir
 
 SWEEP_FILES = ("space.toml", "study.log")
 
@@ -49,6 +49,8 @@ def inspect_run(run: RunDir, out: Console) -> None:
     if metrics.torn:
         problems.append("metrics.jsonl: the last line was cut short (a kill or a full disk during an append)")
     summary = run.read_summary()
+    if summary is None and (run.path / SUMMARY).exists():
+        problems.append(f"{SUMMARY} cannot be read (`targetprop train --resume {run.path}` writes it again)")
     total = int(config.get("epochs", 0))
     replicas = len(config.get("seeds", [])) or 1
     if header is not None:
@@ -67,6 +69,8 @@ def inspect_run(run: RunDir, out: Console) -> None:
         status = f"running: {busy}; {done} of {total} epochs done"
     elif done >= total and summary is not None:
         status = f"finished: {total} epochs"
+    elif done >= total:
+        status = f"trained all {total} epochs; its summary is missing or unreadable: `targetprop train --resume {run.path}` writes it"
     elif done == 0:
         status = f"no epoch finished; `targetprop train --resume {run.path}` starts it again"
     else:

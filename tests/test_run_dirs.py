@@ -180,6 +180,24 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(part, case):
         assert "problem: " in looked.stdout, show(looked)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])
+def test_a_finished_run_whose_summary_is_damaged_gets_it_back_from_resume(part, damage):
+    """summary.json unreadable or gone after the last epoch: inspect says so and names the command; `train --resume`
+    writes it again from the metrics (the same summary) and trains nothing."""
+    summary = part / "summary.json"
+    kept, metrics = json.loads(summary.read_text()), (part / "metrics.jsonl").read_bytes()
+    summary.write_text("{not json") if damage == "garbage" else summary.unlink()
+    looked = run_cli("inspect", part, cwd=part.parent)
+    assert looked.returncode == 0, show(looked)
+    assert f"summary is missing or unreadable: `targetprop train --resume {part}` writes it" in looked.stdout
+    assert ("problem: summary.json cannot be read" in looked.stdout) == (damage == "garbage"), show(looked)
+    proc = resume(part)
+    assert proc.returncode == 0, show(proc)
+    assert "writing its summary.json again" in proc.stderr, show(proc)
+    assert json.loads(summary.read_text()) == kept and (part / "metrics.jsonl").read_bytes() == metrics
+    assert "finished: 3 epochs" in run_cli("inspect", part, cwd=part.parent).stdout
+
+
 def _corrupt_middle_line(path: Path) -> None:
     lines = path.read_text().splitlines(keepends=True)
     lines[2] = '{"epoch": 2, "replica": 0, "se\n'
