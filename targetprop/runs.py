@@ -17,6 +17,7 @@ Any failure to write becomes a one-line :class:`RunDirError` naming the file and
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -50,7 +51,9 @@ class RunDirError(TargetpropError):
 
 
 def write_failure(path: Path, e: OSError) -> RunDirError:
-    return RunDirError(f"cannot write {path}: {e.strerror or e}; free some space or give another --out")
+    """What failed and why; the caller adds how to go on (resume, another --out), which only it knows."""
+    room = "; free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return RunDirError(f"cannot write {path}: {e.strerror or e}{room}")
 
 
 _UMASK = os.umask(0)
