@@ -363,7 +363,8 @@ def reproduce(
         bool, typer.Option("--list", help="List the experiments, their methods and the papers' figures.")
     ] = False,
     seeds: Annotated[
-        str | None, typer.Option(help="Seeds, one replica each (default: 0-9; 0-1 at --scale smoke).")
+        str | None,
+        typer.Option(help="Seeds, one replica each (default: 0-9, 0-1 at --scale smoke; early-inference: 0-2, 0-1)."),
     ] = None,
     epochs: EpochsOpt = None,
     scale: Annotated[
@@ -413,7 +414,7 @@ def reproduce(
     quiet: QuietOpt = False,
 ) -> None:
     """Run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its methods; write table.md,
-    table.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features). A
+    table.csv, seeds.csv and errors.png (and, for the auto-encoder, filters.png and the classifier on its features). A
     measurement that trains no methods (early-inference) writes its own table and figure."""
     from targetprop.experiments import EXPERIMENTS, SELF_RUNNING
     from targetprop.reproduce import reproduce as run_reproduce

@@ -1,12 +1,14 @@
 """``targetprop reproduce NAME``: run one experiment (the DTP paper's, or Deep Learning ch. 6's xor) with all its
 methods, then write the paper-style table and figure.
 
-<out>/reproduce-<name>-<time>/
-  experiment.toml     what was asked: experiment, scale, seeds, epochs (``--resume DIR`` reads it)
+<out>/reproduce-<name>-<scale>-<time>/
+  experiment.toml     what was asked: experiment, scale, seeds, epochs, methods, --set changes (``--resume DIR``
+                      and ``--report DIR`` read it)
   <method>/           one run directory per method (all seeds as replicas), see :mod:`targetprop.runs`
   table.md, table.csv per method: final test error, test error at the best-validation epoch, final train error
                       (mean ± std over seeds), seconds per epoch, and the paper's figure; an experiment may add
                       columns and notes of its own (xor: the seeds that solved it, the book's weights checked)
+  seeds.csv           per method and seed: final test, validation and train error, the best-validation epoch
   errors.png          train and test error against epochs, mean over seeds with a min-max band
   filters.png         auto-encoders: the first 100 hidden units' input weights of each method (seed of replica 0)
   <method>/probe.json auto-encoders: the linear classifier on the learned code (:mod:`targetprop.probe`), whose

@@ -67,7 +67,7 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
 
     The configuration the checkpoint was trained with is the base. Safe changes (:data:`RUN_KEYS_RESUMABLE` and
     each rule's ``Config.resumable``: learning rates, η̂, noise) may come from ``--set`` assignments, ``overrides``
-    (``epochs``, ``device``, ``data_dir``) or an edited ``config.toml``; any other difference is refused."""
+    (``epochs``, ``device``, ``data_dir``, ``download``, ``threads``, ``tensorboard``) or an edited ``config.toml``; any other difference is refused."""
     from targetprop.config import apply_assignments
 
     notes: list[str] = []

@@ -253,7 +253,11 @@ class RunDir:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         data = checkpoint.dumps(state)
         atomic_write(self.path / CHECKPOINT, lambda f: f.write(data))
-        (self.path / LEGACY_CHECKPOINT).unlink(missing_ok=True)  # superseded
+        legacy = self.path / LEGACY_CHECKPOINT
+        try:
+            legacy.unlink(missing_ok=True)  # superseded
+        except OSError as e:
+            raise write_failure(legacy, e) from None
 
     def load_checkpoint(self, device: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The last checkpoint, or None before the first epoch ended. Never runs code from the file."""
