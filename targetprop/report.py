@@ -552,10 +552,13 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
     if done < planned:
         result.planned_epochs = planned
     for settings in method_probes:  # the classifiers trained on the runs' code at these epochs (reproduce trains them)
-        found = [read_probe(d / settings.file) for d in run_dirs]
+        damage: list[str] = []
+        found = [read_probe(d / settings.file, damage.append) for d in run_dirs]
         probe = pooled_probe(found, result.summary.get("epochs"))
         if probe is not None:
             result.probes.append(probe)
+        elif damage:
+            result.notes.append(f"{method.name}: {settings.file} left out: {'; '.join(damage)}")
         elif any(p is not None for p in found):
             result.notes.append(
                 f"{method.name}: {settings.file} left out: not every run directory holds it trained with the same "
@@ -593,12 +596,20 @@ def pooled_sources(folder: Path) -> tuple[list[Path], list[str] | None]:
     return found, methods
 
 
-def read_probe(path: Path) -> dict[str, Any] | None:
-    """A classifier's result file, or None where there is none or it cannot be read (it is then trained again)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+def read_probe(path: Path, damaged: Callable[[str], None] = lambda problem: None) -> dict[str, Any] | None:
+    """A classifier's result file, or None where there is none or it cannot be read (``damaged`` is then told
+    why: a report leaves its column out, ``reproduce`` trains it again)."""
+    if not path.is_file():
         return None
+    try:
+        probe = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        damaged(f"{path} cannot be read ({e})")
+        return None
+    if not isinstance(probe, dict):
+        damaged(f"{path} holds no classifier's result")
+        return None
+    return probe
 
 
 def with_seed_stats(probe: dict[str, Any]) -> dict[str, Any]:

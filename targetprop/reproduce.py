@@ -396,7 +396,7 @@ def _probe(
     trained it; the next method takes it over (:func:`~targetprop.probe.run_probe`)."""
     path = result.run_dir / settings.file
     epochs = int(result.summary.get("epochs", 0))
-    kept = read_probe(path)
+    kept = read_probe(path, lambda problem: note(f"warning: {problem}; the classifier is trained again"))
     if kept and kept.get("autoencoder_epochs") == epochs and kept.get("settings") == settings.to_dict():
         return kept
     note(f"{experiment.name} {result.method.name}: {settings.short}")

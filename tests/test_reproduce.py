@@ -345,6 +345,13 @@ def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tm
         "dtp: probe-finetune.json left out: not every run directory holds it"
         in (tmp_path / "pooled" / "table.md").read_text()
     )
+    # one that cannot be read is left out with the reason
+    other.write_text('{"per_replica": [')
+    proc = run_cli("reproduce", "--report", tmp_path / "pooled", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert (
+        f"dtp: probe-finetune.json left out: {other} cannot be read" in (tmp_path / "pooled" / "table.md").read_text()
+    )
 
 
 def _probe_file(settings: dict, seeds: list[int], errors: list[float], epochs: int = 3) -> dict:
