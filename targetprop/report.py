@@ -545,7 +545,8 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
         first_replicas = [sum(len(c.seeds) for c in configs[:k]) for k in range(len(configs))]
         diverged = {r["replica"] for r in rows if has_diverged(r)}
         config = configs[0].model_copy(update={"seeds": seeds, "epochs": planned})
-        result.summary = summarize(config, rows, diverged, _chance(runs, configs[0]))
+        chance = _chance(runs, configs[0], lambda why: result.notes.append(f"{method.name}: {why}"))
+        result.summary = summarize(config, rows, diverged, chance)
         result.summary["seconds_per_epoch"] = statistics.median(
             r["seconds"] for r in rows if r["replica"] in first_replicas
         )
@@ -644,9 +645,10 @@ def pooled_probe(probes: Sequence[dict[str, Any] | None], epochs: int | None) ->
     return with_seed_stats(pooled)
 
 
-def _chance(runs: list[RunDir], config: RunConfig) -> float | None:
+def _chance(runs: list[RunDir], config: RunConfig, unknown: Callable[[str], None]) -> float | None:
     """The task's chance error on the training set, for flagging collapsed seeds: from a finished run's summary,
-    else a checkpoint's header, else the data (None, with nothing flagged, where none of them can be read)."""
+    else a checkpoint's header, else the data (None, with nothing flagged, where none of them can be read: then
+    ``unknown`` is told why)."""
     for run in runs:
         summary = run.read_summary()
         if summary is not None and "chance_error" in summary:
@@ -665,6 +667,8 @@ def _chance(runs: list[RunDir], config: RunConfig) -> float | None:
         dataset = load_dataset(config.data, config.data_dir, download=False, n_valid=config.n_valid)
         if config.n_train is not None:
             dataset = training_subset(dataset, config.n_train)
-    except TargetpropError:
+    except TargetpropError as e:
+        unknown(f"its chance error is unknown (no summary or checkpoint holds it, and the data cannot be read: {e}), so "
+                "seeds that fell back to chance are not flagged")  # fmt: skip
         return None
     return get_task(config.task).chance_error(dataset.train)

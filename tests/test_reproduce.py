@@ -11,6 +11,7 @@ import io
 import json
 import math
 import pickle
+import re
 import shutil
 import statistics
 import subprocess
@@ -646,6 +647,27 @@ def test_a_damaged_or_mismatched_request_is_one_line(tmp_path: Path) -> None:
             line = error_line(proc)
             assert f"{folder / 'experiment.toml'} is not a reproduce request" in line and all(w in line for w in words)
             assert every_file(folder) == before
+
+
+def test_report_says_when_it_cannot_tell_collapsed_seeds(tmp_path: Path, monkeypatch) -> None:
+    """A run kept without its summary and checkpoint, on a machine without its data: the chance error is unknown,
+    and the table says collapsed seeds are not flagged instead of flagging none as if none had collapsed."""
+    from targetprop.report import report
+
+    proc = run_cli("reproduce", "discrete", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "2",
+                   "-q", "--out", tmp_path, "--name", "r", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    run = tmp_path / "r" / "bp"
+    report([tmp_path / "r"])
+    assert "not flagged" not in (tmp_path / "r" / "table.md").read_text()
+    (run / "summary.json").unlink()
+    (run / "checkpoint.safetensors").unlink()
+    config = (run / "config.toml").read_text()
+    (run / "config.toml").write_text(re.sub(r'data_dir = ".*"', f'data_dir = "{tmp_path / "gone"}"', config))
+    monkeypatch.delenv("TARGETPROP_DATA", raising=False)
+    report([tmp_path / "r"])
+    notes = (tmp_path / "r" / "table.md").read_text()
+    assert "bp: its chance error is unknown" in notes and "are not flagged" in notes, notes
 
 
 def test_report_tables_only_the_methods_asked_for_and_a_pooled_report_keeps_them(tmp_path: Path) -> None:
