@@ -169,3 +169,16 @@ def test_every_bad_config_file_is_one_line_and_exit_2(content):
         out = Path(tmp) / "runs"
         # only options the files do not set: a file's epochs or seeds must not be overridden
         assert_refused(["train", "--arch", "64-16-10", "-q", "--config", str(path), "--out", str(out)], out)
+
+
+def test_the_commands_the_bad_values_go_into_run_as_they_are(tmp_path):
+    """The controls: without a bad value, the command line and the config-file command both train (exit 0, a run
+    directory written), so the refusals above are the bad values' doing."""
+    code, _, stderr = run_main([*BASE, "--out", str(tmp_path / "a")])
+    assert code == 0 and (tmp_path / "a").is_dir() and any((tmp_path / "a").iterdir()), stderr
+    path = tmp_path / "good.toml"
+    path.write_bytes(b"epochs = 1\nseeds = [0]\n")
+    code, _, stderr = run_main(
+        ["train", "--arch", "64-16-10", "-q", "--config", str(path), "--out", str(tmp_path / "b")]
+    )
+    assert code == 0 and any((tmp_path / "b").iterdir()), stderr

@@ -190,8 +190,7 @@ def _empty_data_dir(tmp: Path) -> list[str]:
 
 
 def _corrupt_mnist(tmp: Path) -> list[str]:
-    if not all((DATA_DIR / "mnist" / name).is_file() for name in MNIST_FILES):
-        pytest.skip(f"MNIST is not in {DATA_DIR / 'mnist'}")
+    assert all((DATA_DIR / "mnist" / name).is_file() for name in MNIST_FILES), f"MNIST is not in {DATA_DIR / 'mnist'}"
     folder = tmp / "data" / "mnist"
     folder.mkdir(parents=True)
     for name in MNIST_FILES:

@@ -61,7 +61,8 @@ def test_trainer_logs_diagnostics_per_layer(tmp_path):
     [("xor", "binary", "2-4-4-1", "linear"), ("digits", "reconstruct", "64-16-64", "sigmoid")],
 )
 def test_diagnostics_run_with_dense_targets(tmp_path, rule, data, task, arch, output):
-    """Dense targets (a binary class as a number, an auto-encoder's input): the BP reference learns the rule's task."""
+    """Dense targets (a binary class as a number, an auto-encoder's input): the diagnostics' BP reference is taken
+    on the rule's own task and cost, so it agrees with BP's update exactly, and with DTP's in the output layer."""
     common = dict(rule=rule, epochs=1, diagnostics=True, threads=1, out=str(tmp_path))
     cfg = make_config(data=data, task=task, arch=arch, output=output, **common)
     result = train(cfg, dataset=load_dataset(data), progress=False)

@@ -183,7 +183,7 @@ def test_feedback_scale_and_init():
     torch.testing.assert_close(b @ b.T, torch.eye(8, dtype=F64))
     with pytest.raises(ConfigError, match="per replica"):
         make("fa", "10-8-4", seeds=(0, 1, 2), feedback_scale=[1.0, 2.0])
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"feedback_init: .*'glorot'.*\(got 'gaussian'\)"):
         make_config(rule="fa", fa={"feedback_init": "gaussian"})
 
 

@@ -93,7 +93,7 @@ def test_a_noisy_step_traces_without_a_graph_break(rule, hidden, schedule):
         if use_philox:
             step(x, y, ("forward", "feedback"))
         else:
-            with pytest.raises(Exception, match=r"(?i)graph break|generator|unsupported"):
+            with pytest.raises(torch._dynamo.exc.Unsupported):  # the generator's draws break the graph
                 step(x, y, ("forward", "feedback"))
 
 

@@ -7,7 +7,6 @@ The trainings are tiny (digits, 64-16-10, 2 epochs, one thread) and run through 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -15,18 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from clitools import DATA_DIR, MNIST_FILES, assert_no_traceback, read_jsonl, run_cli, run_main, show
+from clitools import assert_no_traceback, read_jsonl, run_cli, run_main, show
 
 from targetprop.plots import MEANINGS, Run, metric_unit, panel_title, plot_metrics, read_run
 from targetprop.runs import RunDir, metric_values
 
 TINY = ["--arch", "64-16-10", "--epochs", "2", "--threads", "1", "-q"]
 PNG = b"\x89PNG\r\n\x1a\n"
-HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
-needs_tensorboard = pytest.mark.skipif(not HAVE_TENSORBOARD, reason="pip install 'targetprop[tensorboard]'")
-needs_mnist = pytest.mark.skipif(
-    not all((DATA_DIR / "mnist" / f).is_file() for f in MNIST_FILES), reason="MNIST not in ../shared/data/mnist"
-)
 MISSING = "error: --tensorboard needs the tensorboard package: pip install 'targetprop[tensorboard]'"
 
 
@@ -238,13 +232,23 @@ def test_plot_bad_input_is_one_line_exit_2_and_writes_nothing(case, diagnosed, t
 
 
 def test_plot_of_a_compare_directory_draws_every_rule_in_each_panel(tmp_path):
-    board = ["--tensorboard"] if HAVE_TENSORBOARD else []
     proc = run_cli(
-        "compare", "--rules", "dtp,bp", *TINY, "--seeds", "0-1", *board, "--out", "runs", "--name", "c", cwd=tmp_path
+        "compare",
+        "--rules",
+        "dtp,bp",
+        *TINY,
+        "--seeds",
+        "0-1",
+        "--tensorboard",
+        "--out",
+        "runs",
+        "--name",
+        "c",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, show(proc)
     parent = tmp_path / "runs" / "c"
-    for rule in ("dtp", "bp") if board else ():  # each run directory has its own scalars
+    for rule in ("dtp", "bp"):  # each run directory has its own scalars
         assert [step for step, _ in scalars(parent / rule / "tensorboard")["test_error/seed1"]] == [1, 2]
     figure = plot_metrics(parent)
     assert figure.runs == ["bp", "dtp"]
@@ -284,7 +288,6 @@ def assert_logged(logged: dict[str, list[tuple[int, float]]], rows: list[dict]) 
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-6), (tag, a, b)
 
 
-@needs_tensorboard
 def test_tensorboard_holds_every_metric_of_every_epoch_and_a_resumed_run_appends(tmp_path):
     proc = run_cli(
         "train", "--rule", "dtp", *TINY, "--seeds", "0-1", "--set", "diagnostics=true", "--tensorboard",
@@ -307,8 +310,6 @@ def test_tensorboard_holds_every_metric_of_every_epoch_and_a_resumed_run_appends
     assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
-@needs_tensorboard
-@needs_mnist
 def test_reproduce_with_tensorboard_and_a_plot_of_its_directory(tmp_path):
     proc = run_cli(
         "reproduce", "mnist-paper", "--scale", "smoke", "--seeds", "0", "--epochs", "1", "--threads", "1",

@@ -81,11 +81,14 @@ def test_per_replica_hyper_parameters(tmp_path, digits):
         dataset=digits,
         progress=False,
     )
-    single = train(
-        make_config(seeds=[2], name="one", **common, dtp={"lr": 0.001, "eta_hat": 0.1}), dataset=digits, progress=False
-    )
-    for name, p in single.net.named_parameters():
-        torch.testing.assert_close(both.net.get_parameter(name)[1], p[0], rtol=1e-9, atol=1e-11)
+    for replica, (seed, lr, eta_hat) in enumerate(((1, 0.01, 0.3), (2, 0.001, 0.1))):
+        single = train(
+            make_config(seeds=[seed], name=f"one{seed}", **common, dtp={"lr": lr, "eta_hat": eta_hat}),
+            dataset=digits,
+            progress=False,
+        )
+        for name, p in single.net.named_parameters():
+            torch.testing.assert_close(both.net.get_parameter(name)[replica], p[0], rtol=1e-9, atol=1e-11)
     with pytest.raises(ConfigError, match="per replica"):
         train(
             make_config(seeds=[1, 2, 3], name="bad", **common, dtp={"lr": [0.1, 0.2]}), dataset=digits, progress=False
@@ -97,7 +100,7 @@ def test_parse_seeds():
     assert parse_seeds("5") == [5]
     assert parse_seeds("0,0,0") == [0, 0, 0]  # one initialisation, several settings (sweeps)
     for bad in ("a-b", "", "3-"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"cannot read seeds '{bad}'"):
             parse_seeds(bad)
 
 

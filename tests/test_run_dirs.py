@@ -36,6 +36,7 @@ from clitools import (
 )
 
 from targetprop import checkpoint
+from targetprop.errors import Interrupted
 from targetprop.lock import FolderLock
 from targetprop.lock import holder as holder_of
 
@@ -320,7 +321,7 @@ def test_checkpoints_every_n_seconds_a_run_stopped_between_them_resumes_from_the
     with run_dir.lock():
         plan = plan_resume(run_dir, ["checkpoint_seconds=1e9"], epochs=EPOCHS)
         assert "checkpoint_seconds" not in plan.changes, "it changes no number: not recorded as a change"
-        with pytest.raises(Exception, match="continue with"):
+        with pytest.raises(Interrupted, match="continue with"):
             train(plan.config, run_dir=run_dir, resume=True, progress=False, on_epoch=stop_after_epoch_5)
     assert saved == []  # epochs 4 and 5 ended within the interval: no checkpoint written
     assert checkpoint.read_header(part / "checkpoint.safetensors")["epoch"] == 3

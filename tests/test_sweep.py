@@ -251,10 +251,11 @@ def test_diverged_replicas_are_trials_with_value_inf(tmp_path):
     rows = read_trials(tmp_path / "runs" / "mixed")
     for r in rows:
         diverged = float(r["bp.lr"]) == 1e8
-        assert (r["state"], r["best_valid_error"]) == (
-            ("diverged", "inf") if diverged else ("done", r["best_valid_error"])
-        )
-        assert diverged or float(r["best_valid_error"]) < 100
+        assert r["state"] == ("diverged" if diverged else "done"), r
+        if diverged:
+            assert r["best_valid_error"] == "inf", r
+        else:  # it learns: below digits' chance (about 90 %; 69 % after these few epochs of plain SGD)
+            assert float(r["best_valid_error"]) < 80, r
     assert {r["state"] for r in rows} == {"diverged", "done"}, rows  # 8 draws of 2 choices: both (p = 0.992)
     assert rows[-1]["state"] == "diverged" and rows[0]["state"] == "done"  # best first
 
@@ -304,7 +305,6 @@ def free_port() -> int:
 def ray_head():
     """A Ray head on 127.0.0.1 with 2 CPUs, in its own process group (stopped by that group, not `ray stop`, which
     would stop every Ray instance on the machine); yields its address and the environment that reaches it."""
-    pytest.importorskip("ray")
     ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     # every Ray address on the loopback; no usage report (it would ask cloud metadata servers who hosts us)
     env = {**cli_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}

@@ -74,7 +74,9 @@ def test_auto_follows_the_measured_load_epoch_by_epoch(restore_threads, monkeypa
 
 
 def test_a_fixed_count_is_used_as_given(restore_threads):
+    torch.set_num_threads(2)  # not the count asked for: start() must set it
     policy = ThreadPolicy(1)
     policy.start()
+    assert torch.get_num_threads() == 1
     policy.update()
     assert policy.threads == 1 and torch.get_num_threads() == 1

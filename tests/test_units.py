@@ -127,7 +127,7 @@ def test_unknown_units_and_bad_architectures_are_config_errors():
         output_unit("tanh")
     assert parse_architecture("784-240x7-10") == [784] + [240] * 7 + [10]
     for bad in ("784", "784--10", "a-10", "784-0-10", "784-240x0-10"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match=f"architecture '{bad}'"):
             parse_architecture(bad)
 
 
