@@ -196,10 +196,8 @@ def test_mnist_experiment_smoke_runs_end_to_end(name: str, tmp_path: Path) -> No
         for replica in range(2):
             mine = {r["epoch"]: r for r in metrics if r["replica"] == replica}
             first, last = mine[min(mine)], mine[max(mine)]
-            assert last["train_error"] < first["train_error"] and last["test_error"] < first["test_error"], (
-                m.name,
-                mine,
-            )
+            for key in ("train_error", "test_error"):
+                assert last[key] < first[key], (m.name, replica, key, mine)
     assert "| method |" in proc.stdout  # the table is printed
 
 
