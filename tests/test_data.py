@@ -9,6 +9,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import shutil
 import subprocess
 import tarfile
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clitools import cli_env, command, error_line, read_jsonl, show
 
 import targetprop.data as data
 from targetprop.data import (
@@ -470,8 +472,6 @@ DATA_COMMANDS = {  # each command that loads data: its arguments, and a file it 
 def test_every_command_that_loads_data_takes_the_download_its_error_names(tmp_path: Path, command_line: str) -> None:
     """Missing data ends in one line that says `--download`; the same command with it fetches and verifies the
     files (from a local mirror) and runs."""
-    from clitools import cli_env, command, error_line, show
-
     (tmp_path / "space.toml").write_text(MNIST_SWEEP)
     args, made = DATA_COMMANDS[command_line]
     args = [*args, "-q", "--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "--name", "r"]
@@ -491,10 +491,6 @@ def test_every_command_that_loads_data_takes_the_download_its_error_names(tmp_pa
 def test_a_resumed_run_takes_download_when_its_data_is_gone(tmp_path: Path) -> None:
     """The data a run was trained on deleted (a new machine, a cleaned cache): `train --resume RUN --download`
     fetches it again and continues, as the error says."""
-    import shutil
-
-    from clitools import cli_env, command, error_line, read_jsonl, show
-
     args = ["train", "--rule", "bp", *SMALL_MNIST_RUN, "-q", "--data-dir", tmp_path / "data"]
     with serve(MNIST_DIR) as url:
         env = {**cli_env(), "TARGETPROP_MIRROR": url}
