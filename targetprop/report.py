@@ -157,14 +157,16 @@ def markdown_table(
     extra_notes: list[str] | None = None,
     probed: dict[str, tuple[str, str]] | None = None,
     per_seed: list[dict[str, Any]] | None = None,
+    evaluated: str = "",
 ) -> str:
     """The table as Markdown; ``probed`` (:func:`probe_headings`) the classifier columns, key: (heading, note);
-    ``per_seed`` (:func:`seed_rows`) each seed's final test error, in a table of its own below."""
+    ``per_seed`` (:func:`seed_rows`) each seed's final test error, in a table of its own below; ``evaluated``
+    (:func:`evaluated_epochs`) ends the settings line."""
     probed = probed or {}
     settings = (
         f"{config.data} {config.architecture}, "
         + (f"first {config.n_train} training examples, " if config.n_train else "")
-        + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}"
+        + f"{config.epochs} epochs, seeds {','.join(map(str, config.seeds))}{evaluated}"
     )
     error = get_task(config.task).error_label
     head = [
@@ -322,7 +324,22 @@ def error_scale(ax) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path, changes: Sequence[str] = ()) -> None:
+def evaluated_epochs(results: list[MethodResult]) -> str:
+    """The end of the settings line, ``, evaluated at 21 of 1000 epochs``, where the test error was not measured
+    every epoch (``eval_every``; seeds pooled from runs evaluated at different epochs count where all were), else
+    nothing. Read from the metrics, not the config: a run resumed with another ``eval_every`` changed it half-way."""
+    trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
+    evaluated = max((len(curves(r, "test_error")[0]) for r in results), default=0)
+    return f", evaluated at {evaluated} of {trained} epochs" if 0 < evaluated < trained else ""
+
+
+def plot_errors(
+    experiment: Experiment,
+    results: list[MethodResult],
+    path: Path,
+    changes: Sequence[str] = (),
+    evaluated: str = "",
+) -> None:
     """Train and test error against epochs for every method: mean over seeds, band from min to max."""
     import matplotlib
 
@@ -351,7 +368,7 @@ def plot_errors(experiment: Experiment, results: list[MethodResult], path: Path,
     axes[1].legend(fontsize="small")
     seeds = {p["seed"] for r in results for p in r.summary.get("per_replica", [])}
     trained = max((int(r.summary.get("epochs", 0)) for r in results), default=0)
-    ran = f" (ran: {len(seeds)} seed(s), {trained} epochs)" if seeds else ""
+    ran = f" (ran: {len(seeds)} seed(s), {trained} epochs{evaluated})" if seeds else ""
     changed = f"; set on the command line: {', '.join(changes)}" if changes else ""
     title = textwrap.fill(f"{experiment.name}: {experiment.description}{ran}{changed}", 130)  # long: two lines
     fig.suptitle(title, fontsize="medium")
@@ -373,13 +390,16 @@ def write_report(
     were made with, go into the figure's title (the notes say them already)."""
     rows = table_rows(experiment, results)
     per_seed = seed_rows(results)
-    markdown = markdown_table(experiment, rows, folder, scale, config, extra_notes, probe_headings(results), per_seed)
+    evaluated = evaluated_epochs(results)
+    markdown = markdown_table(
+        experiment, rows, folder, scale, config, extra_notes, probe_headings(results), per_seed, evaluated
+    )
     atomic_write(folder / "table.md", lambda f: f.write(markdown.encode()))
     text = csv_table(rows)
     atomic_write(folder / "table.csv", lambda f: f.write(text.encode()))
     seeds_text = csv_table(per_seed)
     atomic_write(folder / "seeds.csv", lambda f: f.write(seeds_text.encode()))
-    plot_errors(experiment, results, folder / "errors.png", changes)
+    plot_errors(experiment, results, folder / "errors.png", changes, evaluated)
     return rows
 
 

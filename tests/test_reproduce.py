@@ -380,6 +380,11 @@ def test_the_figure_draws_pooled_seeds_only_where_every_seed_was_evaluated() -> 
     assert epochs == [100, 200]
     assert mean == pytest.approx([(9.0 + 19.0 + 19.0) / 3, (8.0 + 18.0) / 2])
     assert (low, high) == ([9.0, 8.0], [19.0, 18.0])
+    # the table's settings line and the figure's title say so, counted from the metrics (not the config)
+    assert report_module.evaluated_epochs([result]) == ", evaluated at 2 of 200 epochs"
+    every_epoch = report_module.MethodResult(get_experiment("stochastic").method("dtp"), {"epochs": 3}, ())
+    every_epoch.metrics_rows = lambda: [{"epoch": e, "replica": 0, "test_error": 1.0} for e in (1, 2, 3)]  # type: ignore[method-assign]
+    assert report_module.evaluated_epochs([every_epoch]) == ""
 
 
 def test_a_report_pools_a_classifier_only_where_every_run_trained_the_same_one() -> None:
@@ -469,7 +474,9 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
         in (folder / "table.md").read_text()
     )
     titled: list[list[str]] = []  # and errors.png's title says them
-    monkeypatch.setattr(report_module, "plot_errors", lambda exp, res, path, changes=(): titled.append(list(changes)))
+    monkeypatch.setattr(
+        report_module, "plot_errors", lambda exp, res, path, changes=(), evaluated="": titled.append(list(changes))
+    )
     report_module.report([folder])
     assert titled == [given]
 

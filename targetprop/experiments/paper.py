@@ -278,10 +278,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     ),
     Experiment(
         name="stochastic",
-        description=(
-            "MNIST 784-200-200-10 stochastic binary (Bernoulli) units: DTP vs straight-through BP, 1000 epochs "
-            "(evaluated every 20)"
-        ),
+        description="MNIST 784-200-200-10 stochastic binary (Bernoulli) units: DTP vs straight-through BP, 1000 epochs",
         base={
             **MNIST_RUN,
             "arch": "784-200-200-10",
