@@ -10,9 +10,9 @@ a fair share of the cores would cost at most 2x.
 
 Every measurement runs in a fresh Python subprocess (``--worker``), so the environment variables of a configuration
 (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, ...) are set before torch, and its OpenMP runtime, load. The worker loads
-the data, builds the net with :func:`targetprop.train.build`, trains ``--warmup`` mini-batches untimed, then times
+the data, builds the net with :func:`targetprop.trainer.build`, trains ``--warmup`` mini-batches untimed, then times
 ``--batches`` mini-batches (every pass of the rule's schedule: DTP's alternating schedule makes two passes) with
-:func:`targetprop.train.train_epoch`. With load ``N``, N busy loops are started before the worker and killed after it
+:func:`targetprop.trainer.train_epoch`. With load ``N``, N busy loops are started before the worker and killed after it
 (so they also run during its start-up and warm-up). Runs are interleaved (repeat, configuration, load) so slow drift
 of the machine spreads over all of them; the table gives medians and the range of the repeats.
 
@@ -91,7 +91,7 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     from targetprop.config import make_config
     from targetprop.data import load_dataset
-    from targetprop.train import build, train_epoch
+    from targetprop.trainer import build, train_epoch
 
     config = make_config(rule=args.rule, **NET)
     dataset = load_dataset(config.data, config.data_dir, n_valid=config.n_valid)

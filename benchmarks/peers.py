@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from targetprop import Network, ReplicaRandom, get_rule, load_dataset
-from targetprop.train import train_epoch
+from targetprop.trainer import train_epoch
 
 ARCH = [784, *[240] * 7, 10]
 EPOCH = 50_000

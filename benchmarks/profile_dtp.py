@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from targetprop import Network, ReplicaRandom, load_dataset
 from targetprop.errors import TargetpropError
 from targetprop.rules.dtp import DTP
-from targetprop.train import train_epoch
+from targetprop.trainer import train_epoch
 
 
 def main() -> None:

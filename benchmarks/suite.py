@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from targetprop import Network, ReplicaRandom, get_rule, parse_architecture
-from targetprop.train import train_epoch
+from targetprop.trainer import train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

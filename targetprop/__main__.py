@@ -1,7 +1,7 @@
 """``targetprop`` and ``python -m targetprop``: the command line, with Ctrl-C and SIGTERM handled from the start.
 
-Loading PyTorch takes seconds; a Ctrl-C (exit status 130) or SIGTERM (143) in that time ends the command with
-one line (see :mod:`targetprop.signals`), like one that arrives later (see :func:`targetprop.cli.main`).
+A Ctrl-C (exit status 130) or SIGTERM (143) while the command line loads ends it with one line, like one that
+arrives later (see :func:`targetprop.cli.main`, which also covers PyTorch: the commands load it when they start).
 """
 
 from __future__ import annotations

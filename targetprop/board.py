@@ -8,7 +8,7 @@ the scalar m at step = epoch, tagged
     m/layer{i}/seed{s}      the i-th entry of a per-layer list, i = 1, 2, ... as in W_i (``angle_deg/layer1/seed0``)
 
 so TensorBoard puts each metric in a section of its own with one curve per seed (and layer). The writer is an
-``on_epoch`` callback of :func:`targetprop.train.train`: it sees the rows the epoch appended to ``metrics.jsonl``,
+``on_epoch`` callback of :func:`targetprop.trainer.train`: it sees the rows the epoch appended to ``metrics.jsonl``,
 after the checkpoint that holds them, and flushes them to disk before training goes on. A resumed run opens a new
 event file in the same folder, which TensorBoard reads after the first: the curves continue.
 

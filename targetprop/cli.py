@@ -13,18 +13,22 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from targetprop.config import RunConfig, apply_assignments, make_config, with_rule_defaults
 from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
-from targetprop.experiments import load_config_source, preset_names, preset_path
 from targetprop.health import seeds_cell
 from targetprop.rules import RULES, get_rule
+
+if TYPE_CHECKING:
+    from targetprop.config import RunConfig
+
+# PyTorch loads inside the commands that need it (the imports in their bodies), not with this module: `--help`,
+# a mistyped option and `list` answer in a fraction of a second.
 
 app = typer.Typer(
     add_completion=False,
@@ -117,7 +121,7 @@ def train(
     """Train one rule on one dataset; all seeds run as replicas in one process."""
     from targetprop.resume import plan_resume, resumable_summary
     from targetprop.runs import RunDir
-    from targetprop.train import train as run_training
+    from targetprop.trainer import train as run_training
 
     if resume is not None:
         run_dir = RunDir.open(resume)
@@ -198,6 +202,9 @@ def new_run_configs(
     """The checked configurations of new runs of ``rules`` (None: the rule of the ``config`` preset or file, else
     the default), as ``train`` and ``compare`` build them: the config source, the ``--set`` ``assignments``, the
     run keys the rules need, then the ``common`` flags and ``flags``. Nothing is loaded or trained."""
+    from targetprop.config import RunConfig, apply_assignments, make_config
+    from targetprop.experiments import load_config_source
+
     base = load_config_source(config)
     names = [get_rule(r).name for r in (rules or [base.get("rule") or RunConfig.model_fields["rule"].default])]
     base = apply_assignments(base, assignments or [], names)
@@ -225,6 +232,8 @@ def _common(data, data_dir, download, arch, activation, output, init, epochs, ba
 
 def _rule_defaults(base: dict[str, Any], common: dict[str, Any], rules: list[str]) -> dict[str, Any]:
     """``base`` with the run keys the rules need that the user left unset (e.g. EP's units), said on stderr."""
+    from targetprop.config import with_rule_defaults
+
     base, added = with_rule_defaults(base, common, rules)
     if added:
         needs = ", ".join(r for r in rules if get_rule(r).run_defaults)
@@ -269,8 +278,8 @@ def compare(
     """Train several rules on the same data, architecture and seeds; print one table."""
     from targetprop.data import load_dataset
     from targetprop.runs import RunDir
-    from targetprop.train import check_builds
-    from targetprop.train import train as run_training
+    from targetprop.trainer import check_builds
+    from targetprop.trainer import train as run_training
 
     names = [r.strip().lower() for r in rules.split(",") if r.strip()]
     if not names:
@@ -620,6 +629,8 @@ def list_rules() -> None:
 @app.command("presets")
 def list_presets() -> None:
     """List the bundled experiment configurations (use with --config NAME)."""
+    from targetprop.experiments import preset_names, preset_path
+
     for p in preset_names():
         path = preset_path(p)
         first = Path(str(path)).read_text().splitlines()[0].lstrip("# ") if path else ""

@@ -6,7 +6,7 @@ going or stopped part-way (each method counted to its last finished epoch, the t
 or several directories of one experiment whose seeds were split over runs (``--report A --report B``: the seeds of
 each method pooled, as if one run had trained them all). Nothing is trained and no checkpoint is written; a
 finished method's ``summary.json`` is used as it is, any other is summarised from its ``metrics.jsonl`` the way
-the trainer summarises a finished run (:func:`targetprop.train.summarize`).
+the trainer summarises a finished run (:func:`targetprop.trainer.summarize`).
 
 table.md, table.csv  per method: final test error, test error at the best-validation epoch, final train error
                      (mean ± std over seeds), seconds per epoch, and the paper's figure; an experiment may add
@@ -225,7 +225,7 @@ SEED_COLUMNS = (
     "diverged",
     "collapsed_at",
 )
-"""What seeds.csv gives of each seed: the keys of a summary's ``per_replica`` rows (:func:`targetprop.train.summarize`)."""
+"""What seeds.csv gives of each seed: the keys of a summary's ``per_replica`` rows (:func:`targetprop.trainer.summarize`)."""
 
 
 def seed_rows(results: list[MethodResult]) -> list[dict[str, Any]]:
@@ -539,7 +539,7 @@ def settings_changed(experiment: Experiment, method: Method, run_dirs: list[Path
 def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[ProbeSettings, ...] = ()) -> MethodResult:
     """One method's result from its run directories as they stand: a single finished run's own summary, or the
     seeds of every run summarised together to the last epoch each has finished."""
-    from targetprop.train import summarize
+    from targetprop.trainer import summarize
 
     runs = [RunDir(d) for d in run_dirs]
     configs = [stored_config(run) for run in runs]
@@ -681,7 +681,7 @@ def _chance(runs: list[RunDir], config: RunConfig, unknown: Callable[[str], None
         if header is not None and "chance" in header:
             return header["chance"]
     from targetprop.data import load_dataset
-    from targetprop.train import training_subset
+    from targetprop.trainer import training_subset
 
     try:
         dataset = load_dataset(config.data, config.data_dir, download=False, n_valid=config.n_valid)

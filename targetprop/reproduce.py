@@ -250,7 +250,7 @@ def reproduce(
         dataset = load_dataset(
             first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
         )
-    from targetprop.train import check_builds
+    from targetprop.trainer import check_builds
 
     check_builds((cfg for _, cfg in configs), dataset)  # a rule that refuses the run stops it before any trains
     if folder is None:
@@ -335,7 +335,7 @@ def _run_methods(
     ``changes`` holds each method's ``--set`` assignments in ``train --set`` form: a method started before takes
     them as a resumed run does (only resumable keys); a new one was configured with them."""
     from targetprop.resume import plan_resume
-    from targetprop.train import train
+    from targetprop.trainer import train
 
     results = []
     for method, cfg in configs:
@@ -368,7 +368,7 @@ def _run_methods(
 
 def trained_network(run_dir: Path, dataset: Dataset) -> Network:
     """The network of a finished run, as its last checkpoint holds it."""
-    from targetprop.train import build
+    from targetprop.trainer import build
 
     folder = RunDir(run_dir)
     config = make_config(folder.read_config()).model_copy(update={"compile": "off"})

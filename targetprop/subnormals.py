@@ -9,7 +9,7 @@ run (3 seeds) about 10 % of the forward optimiser's state was subnormal by epoch
 slowed from 10.3 s to 14.5 s; resumed with flushing, they took about 10 s again. ``benchmarks/subnormals.py``
 times one optimiser update on a state built to match: about 10x faster flushed (PERFORMANCE.md).
 
-While they train, :func:`targetprop.train.train` and :func:`targetprop.probe.run_probe` (the auto-encoder's
+While they train, :func:`targetprop.trainer.train` and :func:`targetprop.probe.run_probe` (the auto-encoder's
 classifiers) set the CPU to flush subnormal results and inputs to zero (``torch.set_flush_denormal``: the FTZ and
 DAZ bits on x86) and put the caller's setting back after. Only values below 1.18e-38 change, to 0; CUDA kernels
 are not affected (they flush or not as they were compiled).

@@ -88,7 +88,7 @@ class Task(ABC):
         dtype: torch.dtype,
     ) -> dict[str, Tensor]:
         """Per-replica error and mean cost on a split. ``forward(x)`` gives the output pre-activation (for
-        stochastic units, the one of the outputs averaged over passes: see :func:`targetprop.train.evaluate`)."""
+        stochastic units, the one of the outputs averaged over passes: see :func:`targetprop.trainer.evaluate`)."""
         errors = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
         losses = torch.zeros(replicas, dtype=torch.float32, device=split.x.device)
         targets = self.targets(split)

@@ -211,7 +211,7 @@ def whole_and_resumed(dataset, epochs: int = 3, **common):
     """The same run trained ``epochs`` epochs at once, and 1 epoch then resumed through the trainer's checkpoint
     to ``epochs``: ``(whole, resumed)`` results, to be compared bit for bit."""
     from targetprop.config import make_config
-    from targetprop.train import train
+    from targetprop.trainer import train
 
     whole = train(make_config(epochs=epochs, name="whole", **common), dataset=dataset, progress=False)
     part = train(make_config(epochs=1, name="part", **common), dataset=dataset, progress=False)

@@ -37,7 +37,7 @@ from targetprop.report import probe_columns
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.rules.dtp_autoencoder import DTPAutoencoder, DTPAutoencoderConfig
 from targetprop.tasks import Reconstruct
-from targetprop.train import train
+from targetprop.trainer import train
 
 
 def tied_net(replicas: int = 2) -> Network:

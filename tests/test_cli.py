@@ -534,7 +534,7 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_ends_as_an_interrupt(t
             raise ImportError("initialization failed") from None
         raise AssertionError("SIGINT did not interrupt")
 
-    monkeypatch.setattr(importlib.import_module("targetprop.train"), "load_dataset", load_interrupted)
+    monkeypatch.setattr(importlib.import_module("targetprop.trainer"), "load_dataset", load_interrupted)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # also where the suite runs under nohup
     try:
         code, _, stderr = run_main(["train", "--rule", "bp", *TINY, "--out", str(tmp_path), "-q"])
@@ -555,7 +555,7 @@ import weakref
 
 import targetprop.__main__
 
-train = importlib.import_module("targetprop.train")
+train = importlib.import_module("targetprop.trainer")
 load_dataset = train.load_dataset
 
 
@@ -602,3 +602,32 @@ def test_resume_refuses_options_it_would_ignore(trained):
     proc = run_cli("train", "--resume", run_dir, "--rule", "bp", cwd=run_dir.parent)
     assert proc.returncode == 2
     assert "drop --rule" in error_line(proc)
+
+
+def test_help_and_the_package_load_without_pytorch():
+    """``targetprop --help``, a rule's name and the package's public names do not wait for PyTorch (seconds): it
+    loads with the first name that needs it. ``targetprop.train`` stays the function once the trainer module is
+    imported (a submodule of that name would replace it)."""
+    probe = (
+        "import sys, targetprop, targetprop.cli\n"
+        "from targetprop.rules import RULES, get_rule\n"
+        "assert 'torch' not in sys.modules, 'loaded by the import'\n"
+        "assert 'dtp' in RULES and list(RULES)[0] == 'bp'\n"
+        "assert 'torch' not in sys.modules, 'loaded by the registry'\n"
+        "import targetprop.trainer\n"
+        "from targetprop import train, Network\n"
+        "assert callable(train) and train is targetprop.trainer.train and targetprop.train is train\n"
+        "assert get_rule('DTP').__name__ == 'DTP' and 'torch' in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "targetprop", "--help"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and "reproduce" in proc.stdout, proc.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "targetprop.cli" in imported and "torch" not in imported, "--help imported torch"

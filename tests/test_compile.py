@@ -8,7 +8,7 @@ import torch
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.errors import ConfigError
-from targetprop.train import train
+from targetprop.trainer import train
 
 
 @pytest.mark.slow
@@ -67,7 +67,7 @@ def test_compiled_step_has_no_graph_breaks_and_compiles_once(rule, schedule, one
     from torch._dynamo.utils import counters
 
     from targetprop import Network, ReplicaRandom, get_rule
-    from targetprop.train import train_epoch
+    from targetprop.trainer import train_epoch
 
     torch._dynamo.reset()
     counters.clear()
@@ -94,7 +94,7 @@ def test_cuda_graph_mode_builds_parameters_apart(rule):
     that update the parameters themselves: a step that reads parameters sharing one storage and writes them
     cannot be captured as a CUDA graph (AOTAutograd merges such inputs into a "synthetic base" without a fixed
     address). Any other mode keeps the flat buffers, whose one-kernel updates the eager step needs."""
-    from targetprop.train import build
+    from targetprop.trainer import build
 
     data = load_dataset("digits")
     for mode, flat in (("off", True), ("default", True), ("reduce-overhead", False)):

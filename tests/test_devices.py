@@ -22,7 +22,7 @@ from targetprop.nets import Network
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import RULES, get_rule
 from targetprop.tasks import get_task
-from targetprop.train import train
+from targetprop.trainer import train
 
 DEVICES = [
     "cpu",

@@ -13,7 +13,7 @@ from targetprop.data import load_dataset
 from targetprop.diagnostics import update_angles
 from targetprop.rules import get_rule
 from targetprop.rules.tp import inverse_errors
-from targetprop.train import train
+from targetprop.trainer import train
 
 
 def build(rule_name: str, seeds=(0, 1), **cfg):

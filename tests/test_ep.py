@@ -19,7 +19,7 @@ from targetprop.experiments import load_config_source
 from targetprop.rules import RULES, get_rule
 from targetprop.rules.base import angle_deg
 from targetprop.rules.ep import EquilibriumPropagation
-from targetprop.train import evaluate, train
+from targetprop.trainer import evaluate, train
 
 F64 = torch.float64
 EP_RUN = dict(rule="ep", activation="hardsigmoid", output="linear", init="glorot", batch_size=20)

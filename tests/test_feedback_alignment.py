@@ -14,7 +14,7 @@ from targetprop.errors import ConfigError
 from targetprop.rules import RULES, get_rule
 from targetprop.rules.dfa import DFA
 from targetprop.rules.fa import FA
-from targetprop.train import build, train
+from targetprop.trainer import build, train
 
 F64 = torch.float64
 

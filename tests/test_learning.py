@@ -8,7 +8,7 @@ import pytest
 
 from targetprop.config import make_config
 from targetprop.experiments import load_config_source
-from targetprop.train import train
+from targetprop.trainer import train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

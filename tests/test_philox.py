@@ -11,7 +11,7 @@ from targetprop import Network, get_rule, philox
 from targetprop.config import make_config
 from targetprop.data import load_dataset
 from targetprop.replicas import ReplicaRandom
-from targetprop.train import train
+from targetprop.trainer import train
 
 KNOWN_ANSWERS = [  # Random123's known-answer vectors for philox4x32-10: counter, key, output
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),

@@ -9,7 +9,7 @@ from clitools import whole_and_resumed
 from targetprop import Network, parse_seeds
 from targetprop.config import make_config
 from targetprop.errors import ConfigError
-from targetprop.train import train
+from targetprop.trainer import train
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from targetprop.data import CIFAR10_SPEC, DataFile, load_dataset
 from targetprop.errors import ConfigError, DataError, Interrupted
 from targetprop.experiments import EXPERIMENTS, get_experiment, load_config_source, paper
 from targetprop.reproduce import method_config, reproduce
-from targetprop.train import train, training_subset
+from targetprop.trainer import train, training_subset
 
 reproduce_module = importlib.import_module("targetprop.reproduce")  # the module (the package exports the function)
 

@@ -303,7 +303,7 @@ def test_checkpoints_every_n_seconds_a_run_stopped_between_them_resumes_from_the
     (their metrics rows are replaced, without a warning of damage) and ends with the uninterrupted numbers."""
     from targetprop.resume import plan_resume
     from targetprop.runs import RunDir
-    from targetprop.train import train
+    from targetprop.trainer import train
 
     run_dir = RunDir(part)
     saved: list[int] = []

@@ -12,7 +12,7 @@ from targetprop.config import make_config
 from targetprop.errors import ConfigError
 from targetprop.rules.bp import BP, descent_directions
 from targetprop.rules.sg import SGConfig, SyntheticGradients
-from targetprop.train import train
+from targetprop.trainer import train
 
 
 def make(arch: str = "6-5-5-5-3", seeds=(0, 1), **cfg) -> SyntheticGradients:

@@ -10,7 +10,7 @@ from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
 from targetprop.errors import ConfigError
 from targetprop.tasks import Classify, Reconstruct
-from targetprop.train import build, evaluate, train
+from targetprop.trainer import build, evaluate, train
 from targetprop.units import output_unit
 
 
@@ -116,7 +116,7 @@ def test_eval_every_logs_every_nth_epoch_and_the_last_trains_the_same_and_resume
     from targetprop.errors import Interrupted
     from targetprop.runs import RunDir
 
-    trainer = importlib.import_module("targetprop.train")  # the module (the package exports its train function)
+    trainer = importlib.import_module("targetprop.trainer")  # the module (the package exports its train function)
     common = dict(
         rule="fa", arch="64-24-24-10", activation="bernoulli", eval_samples=2, seeds=[0, 1], out=str(tmp_path)
     )

@@ -12,7 +12,7 @@ from targetprop.errors import ConfigError
 from targetprop.nets import Network, parse_architecture
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import get_rule
-from targetprop.train import train
+from targetprop.trainer import train
 from targetprop.units import HIDDEN_UNITS, OUTPUT_UNITS, hidden_unit, output_unit
 
 torch.manual_seed(0)

@@ -18,7 +18,7 @@ from targetprop.experiments.deep_learning_book import LEFT_OUT, book_network, ch
 from targetprop.reproduce import method_config
 from targetprop.rules import RULES
 from targetprop.tasks import get_task
-from targetprop.train import build, evaluate, train_epoch
+from targetprop.trainer import build, evaluate, train_epoch
 from targetprop.units import output_unit
 
 POINTS = [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]

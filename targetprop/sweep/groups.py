@@ -61,7 +61,7 @@ def run_group(job: GroupJob) -> GroupResult:
     checkpoint if there is one. Training failures come back in the result; Ctrl-C is raised as KeyboardInterrupt."""
     import torch
 
-    from targetprop.train import train
+    from targetprop.trainer import train
 
     torch.set_num_threads(job.threads)
     job.config = job.config.model_copy(update={"threads": job.threads})  # the sweep splits the cores itself

@@ -129,7 +129,7 @@ class Space:
     def check_runs(self, **overrides: Any) -> None:
         """Load the data and build the network and rule of every probe config, so that a space whose runs cannot
         start (an architecture that does not fit the data, missing data files) fails before anything is written."""
-        from targetprop.train import build
+        from targetprop.trainer import build
 
         for cfg in self.probe_configs(**overrides):
             try:
