@@ -40,6 +40,24 @@ app = typer.Typer(
 )
 out = Console()
 
+
+def _version(value: bool) -> None:
+    if value:
+        from targetprop import __version__
+
+        out.print(f"targetprop {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options_of_all(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """The options before the command (the command line's help is the app's, above)."""
+
+
 ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="TOML config file, or a preset name (see `targetprop presets`)."),

@@ -631,3 +631,17 @@ def test_help_and_the_package_load_without_pytorch():
     assert proc.returncode == 0 and "reproduce" in proc.stdout, proc.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
     assert "targetprop.cli" in imported and "torch" not in imported, "--help imported torch"
+
+
+def test_version_is_the_installed_distributions():
+    """``targetprop --version`` prints the version pyproject.toml gives the installed package, which
+    ``targetprop.__version__`` repeats; and exits 0 without a command."""
+    from importlib.metadata import version
+
+    import targetprop
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "targetprop", "--version"], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"targetprop {version('targetprop')}" == f"targetprop {targetprop.__version__}"
