@@ -67,7 +67,11 @@ def parse(command: str) -> tuple[str, dict[str, Any]]:
     """The subcommand and its parsed options, as the command line would see them (unknown options raise)."""
     words = shlex.split(command, comments=True)
     assert words[0] == "targetprop", command
-    sub = typer.main.get_command(app).commands.get(words[1])  # type: ignore[attr-defined]
+    group = typer.main.get_command(app)
+    if words[1].startswith("-"):  # an option of the command line itself (--version), not of a subcommand
+        assert words[1] in {o for p in group.params for o in p.opts}, f"no option {words[1]!r}"
+        return "", {}
+    sub = group.commands.get(words[1])  # type: ignore[attr-defined]
     assert sub is not None, f"no subcommand {words[1]!r}"
     with sub.make_context(words[1], words[2:]) as context:
         return words[1], dict(context.params)
