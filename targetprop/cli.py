@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from targetprop.config import RunConfig
 
 # PyTorch loads inside the commands that need it (the imports in their bodies), not with this module: `--help`,
-# a mistyped option and `list` answer in a fraction of a second.
+# `--version` and a mistyped option answer in half a second.
 
 app = typer.Typer(
     add_completion=False,
