@@ -22,7 +22,7 @@ from rich.table import Table
 
 from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
 from targetprop.health import seeds_cell
-from targetprop.rules import RULES, get_rule
+from targetprop.rules import RULES, get_rule, rule_name
 
 if TYPE_CHECKING:
     from targetprop.config import RunConfig
@@ -137,6 +137,8 @@ def train(
     quiet: QuietOpt = False,
 ) -> None:
     """Train one rule on one dataset; all seeds run as replicas in one process."""
+    if rule is not None and resume is None:
+        rule = rule_name(rule)  # a misspelt rule is answered before PyTorch loads
     from targetprop.resume import plan_resume, resumable_summary
     from targetprop.runs import RunDir
     from targetprop.trainer import train as run_training
@@ -294,17 +296,17 @@ def compare(
     quiet: QuietOpt = False,
 ) -> None:
     """Train several rules on the same data, architecture and seeds; print one table."""
-    from targetprop.data import load_dataset
-    from targetprop.runs import RunDir
-    from targetprop.trainer import check_builds
-    from targetprop.trainer import train as run_training
-
-    names = [r.strip().lower() for r in rules.split(",") if r.strip()]
+    names = [rule_name(r.strip()) for r in rules.split(",") if r.strip()]  # checked before PyTorch loads
     if not names:
         raise ConfigError("--rules is empty; give e.g. --rules dtp,bp")
     twice = sorted({r for r in names if names.count(r) > 1})
     if twice:
         raise ConfigError(f"--rules names {', '.join(twice)} more than once; list each rule once")
+    from targetprop.data import load_dataset
+    from targetprop.runs import RunDir
+    from targetprop.trainer import check_builds
+    from targetprop.trainer import train as run_training
+
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
     )

@@ -605,8 +605,8 @@ def test_resume_refuses_options_it_would_ignore(trained):
 
 
 def test_help_and_the_package_load_without_pytorch():
-    """``targetprop --help``, a rule's name and the package's public names do not wait for PyTorch (seconds): it
-    loads with the first name that needs it. ``targetprop.train`` stays the function once the trainer module is
+    """``targetprop --help``, a rule's name, a misspelt rule's error and the package's public names do not wait for
+    PyTorch (seconds): it loads with the first name that needs it. ``targetprop.train`` stays the function once the trainer module is
     imported (a submodule of that name would replace it)."""
     probe = (
         "import sys, targetprop, targetprop.cli\n"
@@ -621,16 +621,21 @@ def test_help_and_the_package_load_without_pytorch():
     )
     proc = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "targetprop", "--help"],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0 and "reproduce" in proc.stdout, proc.stderr
-    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    assert "targetprop.cli" in imported and "torch" not in imported, "--help imported torch"
+    for args, status, says in [
+        (["--help"], 0, "reproduce"),
+        (["train", "--rule", "nope"], 2, "unknown rule 'nope'"),
+        (["compare", "--rules", "dtp,nope"], 2, "unknown rule 'nope'"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "targetprop", *args],
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == status and says in proc.stdout + proc.stderr, (args, proc.stdout, proc.stderr)
+        imported = [ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")]
+        assert "targetprop.cli" in imported and "torch" not in imported, f"{' '.join(args)} imported torch"
 
 
 def test_version_is_the_installed_distributions():

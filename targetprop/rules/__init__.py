@@ -56,11 +56,16 @@ RULES = Registry(
 )
 
 
-def get_rule(name: str) -> type[Rule]:
-    """The rule class registered under ``name``."""
+def rule_name(name: str) -> str:
+    """``name`` as the registry spells it (lower case), checked without importing the rule (or PyTorch)."""
     if name.lower() not in RULES:
         raise ConfigError(f"unknown rule {name!r}; choose one of: {', '.join(RULES)}")
-    return RULES[name.lower()]
+    return name.lower()
+
+
+def get_rule(name: str) -> type[Rule]:
+    """The rule class registered under ``name``."""
+    return RULES[rule_name(name)]
 
 
 def __getattr__(name: str) -> Any:
@@ -72,4 +77,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["RULES", "Registry", "Rule", "RuleConfig", "get_rule"]
+__all__ = ["RULES", "Registry", "Rule", "RuleConfig", "get_rule", "rule_name"]
