@@ -639,8 +639,8 @@ def test_help_and_the_package_load_without_pytorch():
 
 
 def test_version_is_the_installed_distributions():
-    """``targetprop --version`` prints the version pyproject.toml gives the installed package, which
-    ``targetprop.__version__`` repeats; and exits 0 without a command."""
+    """``targetprop --version`` prints ``targetprop.__version__``, which is the installed distribution's version
+    (pyproject.toml reads it from there); and exits 0 without a command."""
     from importlib.metadata import version
 
     import targetprop
