@@ -48,6 +48,7 @@ from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
 from targetprop.report import MethodResult, read_probe, set_note, with_seed_stats, write_report
+from targetprop.resume import ResumePlan, plan_resume
 from targetprop.rules import get_rule
 from targetprop.runs import RunDir, atomic_write
 
@@ -266,9 +267,9 @@ def reproduce(
         request["set"] = given
     changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
     with RunDir(folder).lock():  # recorded only once nothing will refuse it: the lock is ours, every resume checks
-        _check_resumes(folder, selected, changes, overrides)
+        plans = _plan_resumes(folder, selected, changes, overrides)
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
-        results = _run_methods(experiment, folder, configs, overrides, changes, dataset, progress, note)
+        results = _run_methods(experiment, folder, configs, overrides, plans, dataset, progress, note)
         probes = experiment.probes_smoke if scale == "smoke" else experiment.probes
         if probes:
             controls = _kept_controls(results, probes)
@@ -303,17 +304,18 @@ def recorded_data_dir(folder: Path, experiment: Experiment) -> str | None:
     return None
 
 
-def _check_resumes(
+def _plan_resumes(
     folder: Path, selected: Sequence[Method], changes: dict[str, list[str]], overrides: dict[str, Any]
-) -> None:
-    """Refuse, before ``experiment.toml`` records them, the changes a method already started cannot take (what
-    :func:`targetprop.resume.plan_resume` refuses: a batch size, an architecture, ...)."""
-    from targetprop.resume import plan_resume
-
-    for method in selected:
-        run_dir = RunDir(folder / method.name)
-        if (run_dir.path / "config.toml").is_file():
-            plan_resume(run_dir, changes[method.name], **_resume_overrides(overrides))
+) -> dict[str, ResumePlan]:
+    """How each method already started in ``folder`` continues, with its ``--set`` ``changes`` (in ``train --set``
+    form) and the command line's ``overrides``; by method name. Made before ``experiment.toml`` records the
+    request, so that a change a started method cannot take (what :func:`targetprop.resume.plan_resume` refuses: a
+    batch size, an architecture, ...) stops the command with nothing written."""
+    return {
+        method.name: plan_resume(RunDir(folder / method.name), changes[method.name], **_resume_overrides(overrides))
+        for method in selected
+        if (folder / method.name / "config.toml").is_file()
+    }
 
 
 def _resume_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -326,26 +328,24 @@ def _run_methods(
     folder: Path,
     configs: list[tuple[Method, RunConfig]],
     overrides: dict[str, Any],
-    changes: dict[str, list[str]],
+    plans: dict[str, ResumePlan],
     dataset: Dataset,
     progress: bool,
     note: Callable[[str], None],
 ) -> list[MethodResult]:
-    """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained.
-    ``changes`` holds each method's ``--set`` assignments in ``train --set`` form: a method started before takes
-    them as a resumed run does (only resumable keys); a new one was configured with them."""
-    from targetprop.resume import plan_resume
+    """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained. A method
+    started before continues as its plan in ``plans`` says (from :func:`_plan_resumes`: its ``--set`` changes
+    taken as a resumed run takes them); a new one is configured by ``configs``, its changes in it already."""
     from targetprop.trainer import train
 
     results = []
     for method, cfg in configs:
         run_dir = RunDir(folder / method.name)
-        cfg = cfg.model_copy(update={"out": str(folder), "name": method.name})
-        started = (run_dir.path / "config.toml").is_file()
-        if not started:  # its configuration holds the --set changes already
+        plan = plans.get(method.name)
+        if plan is None:  # not started: its configuration holds the --set changes already
             run_dir.path.mkdir(parents=True, exist_ok=True)
-            run_dir.write_config(cfg.to_dict())
-        plan = plan_resume(run_dir, changes[method.name] if started else [], **_resume_overrides(overrides))
+            run_dir.write_config(cfg.model_copy(update={"out": str(folder), "name": method.name}).to_dict())
+            plan = plan_resume(run_dir, [], **_resume_overrides(overrides))
         summary = run_dir.read_summary()
         if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
             note(f"{experiment.name} {method.name}: all {plan.done} epochs already done")
