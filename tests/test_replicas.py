@@ -74,16 +74,14 @@ def test_same_seed_same_initialisation_across_rules():
 
 
 def test_per_replica_hyper_parameters(tmp_path, digits):
-    """A list of learning rates gives each replica its own; replica r equals a single run with lr[r]."""
-    common = dict(rule="dtp", arch="64-24-24-10", epochs=1, dtype="float64", out=str(tmp_path))
-    both = train(
-        make_config(seeds=[1, 2], name="both", **common, dtp={"lr": [0.01, 0.001], "eta_hat": [0.3, 0.1]}),
-        dataset=digits,
-        progress=False,
-    )
-    for replica, (seed, lr, eta_hat) in enumerate(((1, 0.01, 0.3), (2, 0.001, 0.1))):
+    """Lists of learning rates, η̂ and corruption σ and its decay give each replica its own; replica r equals a
+    single run with the r-th values (over two epochs, so that the decayed σ of the second counts)."""
+    common = dict(rule="dtp", arch="64-24-24-10", epochs=2, dtype="float64", out=str(tmp_path))
+    lists = {"lr": [0.01, 0.001], "eta_hat": [0.3, 0.1], "noise": [0.5, 0.1], "noise_decay": [1.0, 3.0]}
+    both = train(make_config(seeds=[1, 2], name="both", **common, dtp=lists), dataset=digits, progress=False)
+    for replica, seed in enumerate((1, 2)):
         single = train(
-            make_config(seeds=[seed], name=f"one{seed}", **common, dtp={"lr": lr, "eta_hat": eta_hat}),
+            make_config(seeds=[seed], name=f"one{seed}", **common, dtp={k: v[replica] for k, v in lists.items()}),
             dataset=digits,
             progress=False,
         )

@@ -394,6 +394,26 @@ BAD_SPACES = {
     "several seeds": (space_file, (OK_SWEEP, LR_ETA, BASE.replace("seeds = 0", 'seeds = "0-3"')), ["one seed"]),
     "unknown sampler": (space_file, ('sampler = "grid"', LR_ETA), ["sampler", "grid"]),
     "missing file": (None, ["missing.toml", "not found"]),
+    "experiment without a method": (
+        space_file,
+        (OK_SWEEP, LR_ETA, 'experiment = "stochastic"\nseeds = 0'),
+        ["give experiment and method together"],
+    ),
+    "unknown experiment": (
+        space_file,
+        (OK_SWEEP, LR_ETA, 'experiment = "stochastc"\nmethod = "dtp"\nseeds = 0'),
+        ["space.toml", "no experiment named 'stochastc'", "stochastic"],
+    ),
+    "method the experiment lacks": (
+        space_file,
+        (OK_SWEEP, LR_ETA, 'experiment = "stochastic"\nmethod = "dpt"\nseeds = 0'),
+        ["no method 'dpt'", "dtp, bp-straight-through"],
+    ),
+    "preset and experiment": (
+        space_file,
+        (OK_SWEEP, LR_ETA, 'preset = "mnist-paper"\nexperiment = "stochastic"\nmethod = "dtp"\nseeds = 0'),
+        ["preset or experiment, not both"],
+    ),
 }
 
 
@@ -437,6 +457,28 @@ def test_bad_command_lines(tmp_path):
         assert code == 2 and out == "" and err.startswith("error: ") and fragment in err, (args, err)
         assert len(err.strip().splitlines()) == 1, err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_space_can_start_from_a_method_of_an_experiment(tmp_path):
+    """``experiment`` and ``method`` make the base run the settings that method of ``targetprop reproduce`` runs
+    with (the stochastic net's DTP: the authors' settings in their fixed batch order, which a base written out by
+    hand once missed), the file's keys over them; σ, now one value per replica, lets the trials share a run."""
+    from targetprop.experiments import get_experiment
+    from targetprop.reproduce import method_config
+
+    base = 'experiment = "stochastic"\nmethod = "dtp"\nepochs = 3\nseeds = 2\n\n[dtp]\neta_hat = 10.0'
+    space = load_space(space_file(tmp_path, OK_SWEEP + "\nreplicas = 4", '"dtp.noise" = {low = 0.1, high = 1}', base))
+    experiment = get_experiment("stochastic")
+    [dtp] = [m for m in experiment.methods if m.name == "dtp"]
+    expected = method_config(experiment, dtp, scale="full").to_dict()
+    got = make_config(space.base).to_dict()
+    assert (got["epochs"], got["seeds"], got["dtp"].pop("eta_hat")) == (3, [2], 10.0)
+    assert got["shuffle"] is False and got["dtp"]["noise_decay"] == 100.0
+    for key in ("epochs", "seeds", "threads"):
+        got.pop(key), expected.pop(key)
+    expected["dtp"].pop("eta_hat")
+    assert got == expected
+    assert space.group_size == 4
 
 
 @pytest.mark.parametrize("name", sweep_module.bundled_space_names())

@@ -54,16 +54,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import model_validator
 from torch import Tensor
 from torch.profiler import record_function
 
 from targetprop.errors import ConfigError
 from targetprop.nets import Activity, Layer, Network, linear, pair
-from targetprop.optim import Optimizer, make_optimizer
+from targetprop.optim import Optimizer, make_optimizer, per_replica
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.base import (
     NonNegativeScalar,
+    OptionalScalar,
     Rule,
     RuleConfig,
     Scalar,
@@ -83,10 +84,11 @@ class TargetPropConfig(RuleConfig):
     """Learning rate of the feedback (inverse) weights."""
     eta_hat: NonNegativeScalar = 0.3277
     """η̂, the step of the first target along −∂L/∂h."""
-    noise: float = Field(0.36, ge=0, allow_inf_nan=False)
-    """σ of the Gaussian corruption used to train the inverses."""
-    noise_decay: float | None = Field(None, gt=0, allow_inf_nan=False)
-    """If set, σ at epoch e is ``noise / (1 + e / noise_decay)`` (the authors' discrete and stochastic runs)."""
+    noise: NonNegativeScalar = 0.36
+    """σ of the Gaussian corruption used to train the inverses (one value, or one per replica)."""
+    noise_decay: OptionalScalar = None
+    """If set, σ at epoch e is ``noise / (1 + e / noise_decay)`` (the authors' discrete and stochastic runs; one
+    value, or one per replica)."""
     schedule: Literal["alternating", "parallel"] = "alternating"
     """"alternating" (the authors' code: every inverse step of the epoch, then every forward step) or "parallel"
     (both on each mini-batch)."""
@@ -154,10 +156,16 @@ class TargetPropagation(Rule):
         return [("feedback", "forward")]
 
     @property
-    def sigma(self) -> float:
-        """The corruption σ of the current epoch."""
+    def sigma(self) -> Tensor:
+        """The corruption σ of the current epoch, ``(R,)``: ``noise``, or ``noise / (1 + epoch / noise_decay)``
+        (worked in float64, then rounded to the network's dtype once)."""
         c = self.config
-        return c.noise if c.noise_decay is None else c.noise / (1.0 + self.epoch / c.noise_decay)
+        weight = self.net.layers[0].weight
+        wide = weight.new_empty(0, dtype=torch.float64)
+        sigma = per_replica(c.noise, self.net.replicas, wide)
+        if c.noise_decay is not None:
+            sigma = sigma / (1.0 + self.epoch / per_replica(c.noise_decay, self.net.replicas, wide))
+        return sigma.to(weight.dtype)
 
     # ---- targets -------------------------------------------------------------------------------------------
 
@@ -257,7 +265,8 @@ class TargetPropagation(Rule):
         """``ε ~ N(0, σ²)`` of shape ``(R, Σ rows, Σ_i n_{i−1})``, drawn mini-batch by mini-batch (``rows`` are
         their sizes) from each replica's training stream: the numbers one draw per mini-batch gives."""
         width = sum(layer.n_in for _, layer in self.inverse_layers())
-        return self.noise.normal_rows(rows, width, dtype=dtype).mul_(self.sigma)
+        eps = self.noise.normal_rows(rows, width, dtype=dtype)
+        return eps.mul_(per_replica_view(self.sigma.to(dtype), eps))
 
     def corrupt(self, acts: Activity, eps: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``d_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with

@@ -6,7 +6,8 @@ A space file says what to search and how (the base run's keys come first: TOML p
 ``[table]`` header into that table)::
 
     # The base run: the keys of a `targetprop train --config` file, or `preset = "mnist-paper"` (a preset name
-    # or a TOML file) whose keys the ones below override.
+    # or a TOML file), or `experiment = "stochastic"` with `method = "dtp"` (the settings that method of
+    # `targetprop reproduce` runs with), whose keys the ones below override.
     rule = "dtp"
     data = "digits"
     epochs = 20
@@ -37,10 +38,11 @@ A space file says what to search and how (the base run's keys come first: TOML p
     # "dtp.schedule" = {choices = ["alternating", "parallel"]}
 
 **Replicas.** The trainer trains R replicas of a network in batched tensors, and the rule fields typed ``Scalar``
-(``lr``, ``lr_feedback``, ``eta_hat``) take one value per replica. When every searched key is such a field, the
+(``lr``, ``lr_feedback``, ``eta_hat``, the corruption ``noise`` and ``noise_decay``, ``lr_decay``,
+``weight_decay``) take one value per replica. When every searched key is such a field, the
 sweep asks Optuna for ``replicas`` trials at once and trains them as one run whose per-replica fields list the
 trials' values; replica r of that run is trial r, exactly as if it ran alone (``tests/test_replicas.py``). Every
-replica starts from the base seed. If any searched key is not per-replica (``noise``, ``epochs``, ``arch``, ...)
+replica starts from the base seed. If any searched key is not per-replica (``epochs``, ``arch``, ``schedule``, ...)
 each trial runs alone. A trial whose replica diverges gets the value +inf (TPE learns to avoid the region).
 
 **Where groups run.** ``processes`` groups at a time: in this process when it is 1, else in spawned worker

@@ -212,20 +212,51 @@ def load_space(source: str | Path) -> Space:
 
 
 def _base_run(doc: dict[str, Any], path: Path, where: str) -> dict[str, Any]:
-    """The base run: a preset (a name or a TOML file, relative to the space file) updated with the file's keys."""
+    """The base run, updated with the file's keys: a preset (``preset = NAME``, or a TOML file relative to the space
+    file), or one method of a ``targetprop reproduce`` experiment (``experiment = "stochastic"``, ``method = "dtp"``:
+    the settings that method runs with at full scale, so a search cannot drift from the experiment it serves)."""
     preset = doc.pop("preset", None)
+    experiment, method = doc.pop("experiment", None), doc.pop("method", None)
     base: dict[str, Any] = {}
+    if preset is not None and experiment is not None:
+        raise ConfigError(f"{where}: give preset or experiment, not both")
     if preset is not None:
         if not isinstance(preset, str):
             raise ConfigError(f"{where}: preset must be a preset name or a TOML file, got {preset!r}")
         beside = path.parent / preset
         base = load_config_source(str(beside) if beside.is_file() else preset)
+    elif experiment is not None or method is not None:
+        base = _experiment_method_run(experiment, method, where)
     for key, value in doc.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             base[key] = {**base[key], **value}
         else:
             base[key] = value
     return base
+
+
+def _experiment_method_run(experiment: Any, method: Any, where: str) -> dict[str, Any]:
+    """The run keys of ``method`` of the ``reproduce`` experiment ``experiment`` at full scale, without the keys
+    that say where and on what it ran (device, threads, seeds, output folder)."""
+    from targetprop.experiments import find_self_running, get_experiment
+    from targetprop.reproduce import method_config
+
+    if not isinstance(experiment, str) or not isinstance(method, str):
+        raise ConfigError(
+            f'{where}: give experiment and method together, e.g. experiment = "stochastic", method = "dtp"'
+        )
+    if find_self_running(experiment) is not None:
+        raise ConfigError(f"{where}: experiment {experiment!r} runs itself and has no methods to search")
+    try:
+        found = get_experiment(experiment)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    chosen = next((m for m in found.methods if m.name == method), None)
+    if chosen is None:
+        names = ", ".join(m.name for m in found.methods)
+        raise ConfigError(f"{where}: experiment {found.name!r} has no method {method!r}; its methods: {names}")
+    run = method_config(found, chosen, scale="full").to_dict()
+    return {k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads", "seeds")}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
