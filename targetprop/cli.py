@@ -574,6 +574,7 @@ def sweep(
         ray_address=ray_address,
         overrides=overrides,
         note=(lambda line: None) if quiet else _note,
+        progress=not quiet,
     )
     runner.open()
     try:

@@ -107,6 +107,7 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000-0001", "t0002-0003"]
     progress = [line for line in proc.stderr.splitlines() if " done in " in line]
     assert len(progress) == 2 and "trials 0-1" in proc.stderr and "trials 2-3" in proc.stderr, show(proc)
+    assert "epoch 1/" not in proc.stderr, show(proc)  # two workers' epoch lines would interleave: one per group
 
     rows = check_trials_match_their_runs(folder, ["dtp.lr", "dtp.eta_hat"])
     assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
@@ -140,12 +141,14 @@ NOISE_SPACE = """\
 
 
 def test_tpe_sweep_extended_runs_only_the_new_trials_each_alone(tmp_path):
-    """TPE; a key that is not per-replica (noise) makes every trial run alone; `--trials` raises the total."""
+    """TPE; a key that is not per-replica (epochs) makes every trial run alone; `--trials` raises the total; a
+    group trained in the sweep's own process shows its epochs."""
     sweep = 'sampler = "tpe"\nstartup_trials = 2\ntrials = 2\nreplicas = 4\nprocesses = 1\nthreads = 1'
     space = space_file(tmp_path, sweep, NOISE_SPACE)
     code, out, err = run_main("sweep", space, "--out", tmp_path / "runs")
     assert code == 0, err
-    assert "each trial runs alone: dtp.noise" in err
+    assert "each trial runs alone: epochs" in err
+    assert "epoch 1/" in err, err  # the trainer's progress line
     folder = tmp_path / "runs" / "space"
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["t0000", "t0001"]
     first = {p.name: (p / "summary.json").read_bytes() for p in (folder / "runs").iterdir()}

@@ -30,6 +30,8 @@ class GroupJob:
     config: RunConfig
     run_dir: str
     threads: int
+    progress: bool = False
+    """Print the trainer's line per epoch (a group trained in the sweep's own process)."""
 
 
 @dataclass
@@ -70,7 +72,7 @@ def run_group(job: GroupJob) -> GroupResult:
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.write_config(job.config.to_dict())
     try:
-        result = train(job.config, dataset=dataset_for(job.config), run_dir=run_dir, resume=True, progress=False)
+        result = train(job.config, dataset=dataset_for(job.config), run_dir=run_dir, resume=True, progress=job.progress)
         per_replica = result.summary["per_replica"]
     except DivergedError as e:
         per_replica = [{"diverged": True, "error": str(e)} for _ in job.config.seeds]

@@ -130,8 +130,12 @@ class Sweep:
         ray_address: str | None = None,
         overrides: dict[str, Any] | None = None,
         note: Callable[[str], None] = lambda line: None,
+        progress: bool = False,
     ):
         self.space, self.folder, self.note = space, folder.resolve(), note
+        self.progress = progress
+        """Show each epoch of a group trained in this process (``processes = 1``, no Ray): a trial can take an
+        hour, and workers' lines would interleave."""
         self.settings = space.settings
         self.trials = trials or self.settings.trials
         self.processes = processes or self.settings.processes
@@ -209,7 +213,8 @@ class Sweep:
 
     def _job(self, group: Group) -> GroupJob:
         config = self.space.run_config(group.values, group.run_dir, **self.overrides)
-        return GroupJob(config, str(group.run_dir), self.threads)
+        alone = self.processes == 1 and self.ray_address is None
+        return GroupJob(config, str(group.run_dir), self.threads, progress=self.progress and alone)
 
     def _tell(self, group: Group, result: GroupResult) -> list[str]:
         """Tell Optuna each trial's value (+inf for a diverged replica; failed if its run failed); returns them as
