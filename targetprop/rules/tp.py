@@ -156,10 +156,13 @@ class TargetPropagation(Rule):
         return [("feedback", "forward")]
 
     @property
-    def sigma(self) -> Tensor:
-        """The corruption σ of the current epoch, ``(R,)``: ``noise``, or ``noise / (1 + epoch / noise_decay)``
-        (worked in float64, then rounded to the network's dtype once)."""
+    def sigma(self) -> float | Tensor:
+        """The corruption σ of the current epoch: ``noise``, or ``noise / (1 + epoch / noise_decay)``; a float when
+        every replica has the same (no tensor to copy to the device each mini-batch), else ``(R,)`` (worked in
+        float64, then rounded to the network's dtype once)."""
         c = self.config
+        if not isinstance(c.noise, list) and not isinstance(c.noise_decay, list):
+            return c.noise if c.noise_decay is None else c.noise / (1.0 + self.epoch / c.noise_decay)
         weight = self.net.layers[0].weight
         wide = weight.new_empty(0, dtype=torch.float64)
         sigma = per_replica(c.noise, self.net.replicas, wide)
@@ -265,8 +268,8 @@ class TargetPropagation(Rule):
         """``ε ~ N(0, σ²)`` of shape ``(R, Σ rows, Σ_i n_{i−1})``, drawn mini-batch by mini-batch (``rows`` are
         their sizes) from each replica's training stream: the numbers one draw per mini-batch gives."""
         width = sum(layer.n_in for _, layer in self.inverse_layers())
-        eps = self.noise.normal_rows(rows, width, dtype=dtype)
-        return eps.mul_(per_replica_view(self.sigma.to(dtype), eps))
+        eps, sigma = self.noise.normal_rows(rows, width, dtype=dtype), self.sigma
+        return eps.mul_(sigma if isinstance(sigma, float) else per_replica_view(sigma.to(dtype), eps))
 
     def corrupt(self, acts: Activity, eps: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """``h̃_{i−1} = h_{i−1} + ε`` and the feedback input ``d_i(f_i(h̃_{i−1}))``, ``i = 2..T``, both computed with
