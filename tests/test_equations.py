@@ -494,3 +494,28 @@ def test_inverse_pass_with_stochastic_units_runs_step_by_step():
     rule = make_rule("dtp", net)
     assert not rule.fast.chunkable(("feedback",))
     assert not rule.fast.chunkable(("feedback", "forward"))
+
+
+@pytest.mark.parametrize("per_replica", [False, True])
+def test_corruption_sigma_follows_its_schedule_epoch_by_epoch(per_replica):
+    """σ_e = noise / (1 + e / noise_decay) at every epoch the trainer starts, and at the epoch a restored state
+    carries (σ is computed once an epoch and must not outlive it); one σ for every replica stays a float."""
+    net = Network([3, 4, 4, 2], ["tanh", "tanh"], "softmax", replicas=2, feedback="hidden")
+    noise, decay = ([0.5, 2.0], [50.0, 10.0]) if per_replica else (0.5, 50.0)
+    rule = make_rule("dtp", net, seeds=(0, 1), noise=noise, noise_decay=decay)
+
+    def expected(epoch: int) -> list[float]:
+        pairs = zip(noise, decay, strict=True) if per_replica else [(noise, decay)] * 2
+        return [n / (1 + epoch / d) for n, d in pairs]
+
+    for epoch in (0, 1, 7, 7, 99):
+        rule.on_epoch_start(epoch)
+        sigma = rule.sigma
+        assert isinstance(sigma, torch.Tensor) == per_replica
+        got = sigma.tolist() if per_replica else [sigma] * 2
+        assert got == pytest.approx(expected(epoch), rel=1e-12)
+    state = rule.state_dict()
+    rule.on_epoch_start(3)
+    rule.load_state_dict(state)  # back at epoch 99, before the trainer starts epoch 100
+    got = rule.sigma.tolist() if per_replica else [rule.sigma] * 2
+    assert got == pytest.approx(expected(99), rel=1e-12)

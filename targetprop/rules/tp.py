@@ -141,6 +141,7 @@ class TargetPropagation(Rule):
                     config.feedback_optimizer_args,
                 ),
             )
+        self._sigma: tuple[int, float | Tensor] | None = None
         self.fast = InverseFastPath(self)
         """Where the inverses' training is stacked over layers and chunked over mini-batches (:mod:`.tp_fastpath`)."""
 
@@ -155,19 +156,31 @@ class TargetPropagation(Rule):
             return [("feedback",), ("forward",)]
         return [("feedback", "forward")]
 
+    def on_epoch_start(self, epoch: int) -> None:
+        """Sets the forward learning rate of the epoch (:meth:`Rule.on_epoch_start`) and the epoch's σ
+        (:attr:`sigma`), once: each mini-batch's corruption reuses it."""
+        super().on_epoch_start(epoch)
+        self._sigma = (epoch, self.sigma_at(epoch))
+
     @property
     def sigma(self) -> float | Tensor:
-        """The corruption σ of the current epoch: ``noise``, or ``noise / (1 + epoch / noise_decay)``; a float when
-        every replica has the same (no tensor to copy to the device each mini-batch), else ``(R,)`` (worked in
-        float64, then rounded to the network's dtype once)."""
+        """The corruption σ of the current epoch (:meth:`sigma_at`), computed once an epoch."""
+        if self._sigma is None or self._sigma[0] != self.epoch:
+            self._sigma = (self.epoch, self.sigma_at(self.epoch))
+        return self._sigma[1]
+
+    def sigma_at(self, epoch: int) -> float | Tensor:
+        """``noise``, or ``noise / (1 + epoch / noise_decay)``: a float when every replica has the same (nothing to
+        copy to the device), else an ``(R,)`` tensor on the network's device (worked in float64, then rounded to
+        the network's dtype once)."""
         c = self.config
         if not isinstance(c.noise, list) and not isinstance(c.noise_decay, list):
-            return c.noise if c.noise_decay is None else c.noise / (1.0 + self.epoch / c.noise_decay)
+            return c.noise if c.noise_decay is None else c.noise / (1.0 + epoch / c.noise_decay)
         weight = self.net.layers[0].weight
         wide = weight.new_empty(0, dtype=torch.float64)
         sigma = per_replica(c.noise, self.net.replicas, wide)
         if c.noise_decay is not None:
-            sigma = sigma / (1.0 + self.epoch / per_replica(c.noise_decay, self.net.replicas, wide))
+            sigma = sigma / (1.0 + epoch / per_replica(c.noise_decay, self.net.replicas, wide))
         return sigma.to(weight.dtype)
 
     # ---- targets -------------------------------------------------------------------------------------------
