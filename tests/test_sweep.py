@@ -490,3 +490,38 @@ def test_every_bundled_space_file_loads_by_its_name(name):
     name, and its base run and the run at every edge of its space are valid configs (load_space checks both)."""
     space = load_space(name)
     assert space.params and Path(space.source).name == name.replace("-", "_") + ".toml", name
+
+
+def test_the_sweep_records_its_base_run_resolved_and_resumes_sweeps_recorded_before(tmp_path):
+    """``space.toml`` records every key the trials ran with, the defaults the file relied on included (an unrecorded
+    ``shuffle`` once hid how a search ran); a file that spells a default out is the same sweep as one that relies
+    on it, one that changes it is not; and a sweep recorded with only its file's keys, as sweeps were before,
+    still resumes."""
+    import optuna
+
+    from targetprop.errors import ConfigError
+    from targetprop.sweep.study import STUDY_NAME, _storage, check_sweep_dir
+
+    space = load_space(space_file(tmp_path, OK_SWEEP, LR_ETA))
+    recorded = tomllib.loads(space.resolved_toml())
+    assert "shuffle" not in BASE and recorded["shuffle"] is True
+    assert recorded["dtp"]["noise"] == 0.36 and recorded["dtp"]["schedule"] == "alternating"
+    assert "data_dir" not in recorded and "threads" not in recorded
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "space.toml").write_text(space.resolved_toml())
+    assert load_space(again / "space.toml").definition() == space.definition()
+
+    spelled = load_space(space_file(tmp_path, OK_SWEEP, LR_ETA, BASE + "shuffle = true\n", name="spelled.toml"))
+    assert spelled.definition() == space.definition()
+    changed = load_space(space_file(tmp_path, OK_SWEEP, LR_ETA, BASE + "shuffle = false\n", name="changed.toml"))
+    assert changed.definition() != space.definition()
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(folder))
+    old = {**space.definition(), "run": {k: v for k, v in space.base.items() if k != "data_dir"}}
+    study.set_user_attr("definition", json.loads(json.dumps(old)))
+    check_sweep_dir(space, folder)  # the same sweep: no error
+    with pytest.raises(ConfigError, match=r"different space.*shuffle"):
+        check_sweep_dir(changed, folder)

@@ -56,7 +56,8 @@ is built on the loaded data).
 
 **The sweep directory** (``<out>/sweeps/<name>`` by default)::
 
-    space.toml      the space, resolved (a preset merged in): `targetprop sweep --resume DIR` reads it
+    space.toml      the space, resolved: the preset or experiment merged in and every run default the trials
+                    relied on written out; `targetprop sweep --resume DIR` reads it
     study.log       the Optuna study (a journal file: no database server)
     trials.csv      one row per trial, best first
     runs/t0004-0007 the run directory of trials 4 to 7 (replica r is trial 4 + r); runs/t0004 for a lone trial

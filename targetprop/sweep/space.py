@@ -137,16 +137,37 @@ class Space:
             except ConfigError as e:
                 raise ConfigError(f"space file {self.source!r}: {e}") from None
 
+    def resolved_run(self) -> dict[str, Any]:
+        """The base run with every default filled in (every key a run reads, as ``config.toml`` records it), so
+        that the sweep's record says what its trials ran even where the file relied on a default; the keys that
+        say where it runs (data folder, device, threads, output) only where the file gave them."""
+        run = make_config(self.base).to_dict()
+        return {k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads") or k in self.base}
+
     def definition(self) -> dict[str, Any]:
-        """What a resumed sweep must search exactly as before (as JSON-ready data)."""
+        """What a resumed sweep must search exactly as before (as JSON-ready data): the [sweep] settings but
+        those that only say how much runs, the resolved base run (:func:`comparable_run`) and the space."""
         settings = self.settings.model_dump(exclude=set(EXECUTION_KEYS))
-        base = {k: v for k, v in self.base.items() if k not in RUN_PLACE_KEYS}
-        return json.loads(json.dumps({"sweep": settings, "run": base, "space": self.raw_space}, default=str))
+        return as_json({"sweep": settings, "run": comparable_run(self.base), "space": self.raw_space})
 
     def resolved_toml(self) -> str:
-        """The space as a self-contained TOML file (the preset merged in)."""
-        doc = {"sweep": self.settings.model_dump(exclude_none=True), **self.base, "space": self.raw_space}
+        """The space as a self-contained TOML file: the base run resolved (:meth:`resolved_run`), the preset or
+        experiment it started from merged in."""
+        doc = {"sweep": self.settings.model_dump(exclude_none=True), **self.resolved_run(), "space": self.raw_space}
         return f"# {self.source}, resolved by `targetprop sweep`\n" + tomli_w.dumps(doc)
+
+
+def as_json(data: Any) -> Any:
+    """``data`` as JSON gives it back (tuples as lists, unknown types as strings): how a study stores it."""
+    return json.loads(json.dumps(data, default=str))
+
+
+def comparable_run(base: dict[str, Any]) -> dict[str, Any]:
+    """A base run as a resumed sweep compares it: every default filled in, so that a space file that spells a
+    default out and one that relies on it are the same sweep (and a sweep recorded before the defaults were
+    written into its ``space.toml`` still resumes from it), without the keys a resumed sweep may change."""
+    run = make_config(base).to_dict()
+    return as_json({k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads")})
 
 
 def bundled_space_names() -> list[str]:

@@ -23,7 +23,7 @@ from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import FolderLock
 from targetprop.runs import atomic_write
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, connect_ray, local_cpus
-from targetprop.sweep.space import Space, load_space
+from targetprop.sweep.space import Space, comparable_run, load_space
 
 SPACE_FILE, STUDY_FILE, TRIALS_FILE, RUNS = "space.toml", "study.log", "trials.csv", "runs"
 STUDY_NAME = "sweep"
@@ -108,12 +108,23 @@ def check_sweep_dir(space: Space, folder: Path) -> None:
         study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(folder))
     except KeyError:
         raise ConfigError(f"{folder / STUDY_FILE} holds no sweep; delete the folder or give another --name") from None
-    before = study.user_attrs.get("definition")
-    if before != space.definition():
+    before, now = _recorded_definition(study.user_attrs.get("definition")), space.definition()
+    if before != now:
         raise ConfigError(
-            f"{folder} holds a sweep of a different space ({_first_difference(before, space.definition())}); "
+            f"{folder} holds a sweep of a different space ({_first_difference(before, now)}); "
             "only trials, replicas, processes and threads may change: give another --name, or delete the folder"
         )
+
+
+def _recorded_definition(before: Any) -> Any:
+    """A study's recorded definition with its base run resolved as :meth:`Space.definition` resolves it (sweeps
+    started before the runs were resolved recorded only the keys their file gave); unchanged if it cannot be."""
+    if not isinstance(before, dict) or not isinstance(before.get("run"), dict):
+        return before
+    try:
+        return {**before, "run": comparable_run(before["run"])}
+    except ConfigError:
+        return before
 
 
 class Sweep:
