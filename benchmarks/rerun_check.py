@@ -1,13 +1,17 @@
 """Rerun the first epochs of a committed `reproduce` run with today's code and compare them with what it recorded.
 
     python benchmarks/rerun_check.py results/reproduce/NAME [--epochs N] [--seeds 0-2] [--threads 1] [--data-dir D]
+                                     [--as-recorded]
 
 The folder's ``experiment.toml`` names the experiment, its scale, its methods and its ``--set`` settings; each
 method is run again with those, for the seeds asked (default: all of the folder's, since the number of replicas in
 one process can change the rounding), up to the first epoch its ``metrics.jsonl`` records (default; the stochastic
 net evaluates every 20 epochs), in a temporary directory, and stopped once that epoch is written (the auto-encoder
 would go on to its classifiers). Per method it prints whether the rerun's metrics of those epochs equal the
-recorded ones, how far they moved, and which settings of ``config.toml`` differ from today's.
+recorded ones, how far they moved, and which settings of ``config.toml`` differ from today's. A folder made before a
+rule's default changed (the stochastic net's σ, 0.5 until 2026-12-06) reruns with today's value and says so;
+``--as-recorded`` gives each method back the rule settings its ``config.toml`` records, as ``--set`` assignments
+named in the table, so that what is compared is the code, not the defaults.
 
 What to expect (REPRODUCTION.md, "What a rerun gives"): with the same seeds in one process, the same thread count
 and the same kind of CPU, today's code repeats a run to the last digit; anything else rounds differently at first,
@@ -27,6 +31,8 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from targetprop.replicas import parse_seeds
 from targetprop.runs import RunDir, metric_values
@@ -52,6 +58,32 @@ def flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + key] = value
     return out
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as the right-hand side of a ``--set KEY=VALUE`` (TOML)."""
+    return tomli_w.dumps({"v": value}).strip()[len("v = ") :]
+
+
+def recorded_assignments(experiment: dict[str, Any], method: str, recorded: dict[str, Any]) -> list[str]:
+    """``KEY=VALUE`` for each rule setting that the folder's ``config.toml`` records and today's experiment gives
+    another value (a default changed since the run), the folder's ``--set`` assignments applied to both."""
+    from targetprop.experiments import get_experiment
+    from targetprop.reproduce import method_config
+
+    found = get_experiment(experiment["experiment"])
+    chosen = next(m for m in found.methods if m.name == method)
+    today = flat(
+        method_config(
+            found, chosen, scale=experiment.get("scale", "full"), assignments=experiment.get("set", [])
+        ).to_dict()
+    )
+    rule = recorded["rule"]
+    return [
+        f"{key}={toml_value(value)}"
+        for key, value in flat(recorded).items()
+        if key.startswith(f"{rule}.") and key in today and today[key] != value
+    ]
 
 
 def run_until(cmd: list[str], run: Path, epoch: int, seeds: int, log: Path) -> None:
@@ -98,6 +130,11 @@ def main() -> None:
     )
     parser.add_argument("--threads", default="1", help="CPU threads of the rerun (default 1)")
     parser.add_argument("--data-dir", default=os.environ.get("TARGETPROP_DATA", "../shared/data"))
+    parser.add_argument(
+        "--as-recorded",
+        action="store_true",
+        help="rerun with the rule settings the folder recorded where today's defaults differ",
+    )
     args = parser.parse_args()
 
     experiment = tomllib.loads((args.folder / "experiment.toml").read_text())
@@ -112,19 +149,24 @@ def main() -> None:
         for method in methods:
             recorded = metric_rows(args.folder / method)
             epochs = args.epochs or min(epoch for epoch, _ in recorded)
+            old_cfg = RunDir(args.folder / method).read_config()
+            restored = recorded_assignments(experiment, method, old_cfg) if args.as_recorded else []
+            restore = [arg for assignment in restored for arg in ("--set", assignment)]
             cmd = [sys.executable, "-m", "targetprop", "reproduce", experiment["experiment"], "--methods", method,
                    "--scale", experiment.get("scale", "full"), "--seeds", seeds, "--epochs", str(epochs), "--threads", args.threads,
-                   "--data-dir", args.data_dir, "--out", tmp, "--name", method, *sets]  # fmt: skip
+                   "--data-dir", args.data_dir, "--out", tmp, "--name", method, *sets, *restore]  # fmt: skip
             rerun = Path(tmp, method, method)
             run_until(cmd, rerun, epochs, n_seeds, Path(tmp, f"{method}.log"))
             rows, err_delta, loss_rel, identical = compare(metric_rows(rerun, epochs), recorded)
             new_cfg = flat(RunDir(rerun).read_config())
-            old_cfg = flat(RunDir(args.folder / method).read_config())
+            old_cfg = flat(old_cfg)
             differ = sorted(k for k in old_cfg if k not in RUN_KEYS and new_cfg.get(k) != old_cfg[k])
             added = sorted(k for k in new_cfg if k not in old_cfg and k not in RUN_KEYS)
             settings = ", ".join(f"{k}: {old_cfg[k]!r} → {new_cfg.get(k)!r}" for k in differ) or "none"
             if added:
                 settings += f" (keys added since: {', '.join(added)})"
+            if restored:
+                settings += f" (restored from the record: {', '.join(restored)})"
             print(f"| {method} | {epochs} | {rows} | {'yes' if identical and rows else 'no'} | {err_delta:.3f} | "
                   f"{loss_rel:.1e} | {settings} |", flush=True)  # fmt: skip
 

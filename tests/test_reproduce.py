@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 from clitools import (
     DATA_DIR,
     assert_no_traceback,
@@ -239,6 +240,29 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
     assert [c.strip() for c in out["edited"]["dtp"][:4]] == ["2", "2", "no", "0.500"]
     assert out["edited"]["bp"][2].strip() == "yes"  # its metrics are untouched
     assert f"bp.lr: 0.5 → {bp['lr']!r}" in out["edited"]["bp"][5]
+
+    # a folder made when a rule's default was another (here: run with --set, the --set then dropped from its
+    # record): the plain check reruns today's default and names the setting; --as-recorded gives the run back
+    # its recorded value and repeats it to the last digit
+    proc = run_cli(
+        "reproduce", "mnist-tanh", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "2",
+        "--threads", "1", "--set", "bp.lr=0.0123", "--out", tmp_path, "--name", "old", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    record = tmp_path / "old" / "experiment.toml"
+    record.write_text(tomli_w.dumps({k: v for k, v in tomllib.loads(record.read_text()).items() if k != "set"}))
+    for flag in ([], ["--as-recorded"]):
+        check = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "old"), "--epochs", "2", "--data-dir", str(DATA_DIR), *flag],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stderr
+        [row] = [line.split("|")[2:-1] for line in check.stdout.splitlines()[3:]]
+        identical, settings = row[2].strip(), row[5].strip()
+        if flag:
+            assert identical == "yes" and settings == "none (restored from the record: bp.lr=0.0123)", row
+        else:
+            assert identical == "no" and settings.startswith(f"bp.lr: 0.0123 → {bp['lr']!r}"), row
 
 
 def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path, monkeypatch) -> None:
