@@ -156,15 +156,10 @@ class TargetPropagation(Rule):
             return [("feedback",), ("forward",)]
         return [("feedback", "forward")]
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Sets the forward learning rate of the epoch (:meth:`Rule.on_epoch_start`) and the epoch's σ
-        (:attr:`sigma`), once: each mini-batch's corruption reuses it."""
-        super().on_epoch_start(epoch)
-        self._sigma = (epoch, self.sigma_at(epoch))
-
     @property
     def sigma(self) -> float | Tensor:
-        """The corruption σ of the current epoch (:meth:`sigma_at`), computed once an epoch."""
+        """The corruption σ of the current epoch (:meth:`sigma_at`), computed at its first mini-batch and kept with
+        the epoch it belongs to (a restored state moves the epoch, and σ with it)."""
         if self._sigma is None or self._sigma[0] != self.epoch:
             self._sigma = (self.epoch, self.sigma_at(self.epoch))
         return self._sigma[1]

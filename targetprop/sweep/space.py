@@ -35,6 +35,8 @@ EXECUTION_KEYS = ("trials", "replicas", "processes", "threads", "name", "out")
 """[sweep] keys a resumed sweep may change: how much runs and where, not what is searched."""
 RUN_PLACE_KEYS = ("data_dir", "download", "device", "out", "name")
 """Base-run keys a resumed sweep may change."""
+PLACE_AND_THREADS = (*RUN_PLACE_KEYS, "threads")
+"""Keys that say where and on how many threads a run goes: left out of what a resumed sweep compares."""
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
 
 
@@ -142,7 +144,7 @@ class Space:
         that the sweep's record says what its trials ran even where the file relied on a default; the keys that
         say where it runs (data folder, device, threads, output) only where the file gave them."""
         run = make_config(self.base).to_dict()
-        return {k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads") or k in self.base}
+        return {k: v for k, v in run.items() if k not in PLACE_AND_THREADS or k in self.base}
 
     def definition(self) -> dict[str, Any]:
         """What a resumed sweep must search exactly as before (as JSON-ready data): the [sweep] settings but
@@ -167,7 +169,7 @@ def comparable_run(base: dict[str, Any]) -> dict[str, Any]:
     default out and one that relies on it are the same sweep (and a sweep recorded before the defaults were
     written into its ``space.toml`` still resumes from it), without the keys a resumed sweep may change."""
     run = make_config(base).to_dict()
-    return as_json({k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads")})
+    return as_json({k: v for k, v in run.items() if k not in PLACE_AND_THREADS})
 
 
 def bundled_space_names() -> list[str]:
@@ -277,7 +279,7 @@ def _experiment_method_run(experiment: Any, method: Any, where: str) -> dict[str
         names = ", ".join(m.name for m in found.methods)
         raise ConfigError(f"{where}: experiment {found.name!r} has no method {method!r}; its methods: {names}")
     run = method_config(found, chosen, scale="full").to_dict()
-    return {k: v for k, v in run.items() if k not in (*RUN_PLACE_KEYS, "threads", "seeds")}
+    return {k: v for k, v in run.items() if k not in (*PLACE_AND_THREADS, "seeds")}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
