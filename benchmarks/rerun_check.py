@@ -10,8 +10,9 @@ net evaluates every 20 epochs), in a temporary directory, and stopped once that 
 would go on to its classifiers). Per method it prints whether the rerun's metrics of those epochs equal the
 recorded ones, how far they moved, and which settings of ``config.toml`` differ from today's. A folder made before a
 rule's default changed (the stochastic net's σ, 0.5 until 2026-12-06) reruns with today's value and says so;
-``--as-recorded`` gives each method back the rule settings its ``config.toml`` records, as ``--set`` assignments
-named in the table, so that what is compared is the code, not the defaults.
+``--as-recorded`` gives each method back the settings its ``config.toml`` records (the rule's and the run's, such as
+evaluation and data order; not device, threads or logging), as ``--set`` assignments named in the table, so that
+what is compared is the code, not the defaults.
 
 What to expect (REPRODUCTION.md, "What a rerun gives"): with the same seeds in one process, the same thread count
 and the same kind of CPU, today's code repeats a run to the last digit; anything else rounds differently at first,
@@ -40,6 +41,9 @@ from targetprop.runs import RunDir, metric_values
 RUN_KEYS = {"epochs", "seeds", "threads", "out", "name", "data_dir"}
 """Settings that say where and how long a run went, not what it computed."""
 
+KEPT_AS_TODAY = RUN_KEYS | {"device", "download", "checkpoint_seconds", "tensorboard", "diagnostics"}
+"""Settings ``--as-recorded`` leaves as the rerun gives them: where and how it runs and what it logs."""
+
 
 def metric_rows(run: Path, last_epoch: int | None = None) -> dict[tuple[int, int], dict[str, Any]]:
     """``{(epoch, seed): metrics}`` of a run directory's ``metrics.jsonl`` (rows up to ``last_epoch`` if given)."""
@@ -66,8 +70,9 @@ def toml_value(value: Any) -> str:
 
 
 def recorded_assignments(experiment: dict[str, Any], method: str, recorded: dict[str, Any]) -> list[str]:
-    """``KEY=VALUE`` for each rule setting that the folder's ``config.toml`` records and today's experiment gives
-    another value (a default changed since the run), the folder's ``--set`` assignments applied to both."""
+    """``KEY=VALUE`` for each setting that the folder's ``config.toml`` records and today's experiment gives another
+    value (a default changed since the run), the folder's ``--set`` assignments applied to both: the rule's settings
+    and the run's (evaluation, noise, data order), but not where the rerun runs or what it logs (``KEPT_AS_TODAY``)."""
     from targetprop.experiments import get_experiment
     from targetprop.reproduce import method_config
 
@@ -78,11 +83,10 @@ def recorded_assignments(experiment: dict[str, Any], method: str, recorded: dict
             found, chosen, scale=experiment.get("scale", "full"), assignments=experiment.get("set", [])
         ).to_dict()
     )
-    rule = recorded["rule"]
     return [
         f"{key}={toml_value(value)}"
         for key, value in flat(recorded).items()
-        if key.startswith(f"{rule}.") and key in today and today[key] != value
+        if key not in KEPT_AS_TODAY and key in today and today[key] != value
     ]
 
 
@@ -133,7 +137,7 @@ def main() -> None:
     parser.add_argument(
         "--as-recorded",
         action="store_true",
-        help="rerun with the rule settings the folder recorded where today's defaults differ",
+        help="rerun with the settings the folder recorded where today's defaults differ",
     )
     args = parser.parse_args()
 

@@ -241,12 +241,13 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
     assert out["edited"]["bp"][2].strip() == "yes"  # its metrics are untouched
     assert f"bp.lr: 0.5 → {bp['lr']!r}" in out["edited"]["bp"][5]
 
-    # a folder made when a rule's default was another (here: run with --set, the --set then dropped from its
-    # record): the plain check reruns today's default and names the setting; --as-recorded gives the run back
-    # its recorded value and repeats it to the last digit
+    # a folder made when a rule's default and a run default were others (here: run with --set, the --set then
+    # dropped from its record): the plain check reruns today's defaults and names the settings; --as-recorded
+    # gives the run back its recorded values and repeats it to the last digit
     proc = run_cli(
         "reproduce", "mnist-tanh", "--scale", "smoke", "--methods", "bp", "--seeds", "0", "--epochs", "2",
-        "--threads", "1", "--set", "bp.lr=0.0123", "--out", tmp_path, "--name", "old", "-q", cwd=tmp_path,
+        "--threads", "1", "--set", "bp.lr=0.0123", "--set", "shuffle=true", "--out", tmp_path, "--name", "old", "-q",
+        cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, show(proc)
     record = tmp_path / "old" / "experiment.toml"
@@ -260,9 +261,11 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
         [row] = [line.split("|")[2:-1] for line in check.stdout.splitlines()[3:]]
         identical, settings = row[2].strip(), row[5].strip()
         if flag:
-            assert identical == "yes" and settings == "none (restored from the record: bp.lr=0.0123)", row
+            assert identical == "yes" and settings == "none (restored from the record: shuffle=true, bp.lr=0.0123)", row
         else:
-            assert identical == "no" and settings.startswith(f"bp.lr: 0.0123 → {bp['lr']!r}"), row
+            assert identical == "no" and settings.startswith(f"bp.lr: 0.0123 → {bp['lr']!r}, shuffle: True → False"), (
+                row
+            )
 
 
 def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path, monkeypatch) -> None:
