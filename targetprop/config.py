@@ -135,7 +135,8 @@ class RunConfig(BaseModel):
     one ``torch.Generator`` per replica ("torch"), or a counter-based Philox stream per replica computed in tensor
     operations ("philox": the same numbers on every device, and draws that ``torch.compile`` traces, so that
     ``compile=reduce-overhead`` captures a noisy step whole as a CUDA graph). Data order and input noise come from
-    generators either way."""
+    generators either way. Run eagerly on a CPU, philox's draws take an order of magnitude longer than a
+    generator's (``benchmarks/rng_speed.py``): it is meant for compiled steps."""
     out: str = "runs"
     """Parent folder of the run directories."""
     name: str | None = None
