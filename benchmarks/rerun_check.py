@@ -153,8 +153,8 @@ def main() -> None:
         for method in methods:
             recorded = metric_rows(args.folder / method)
             epochs = args.epochs or min(epoch for epoch, _ in recorded)
-            old_cfg = RunDir(args.folder / method).read_config()
-            restored = recorded_assignments(experiment, method, old_cfg) if args.as_recorded else []
+            recorded_config = RunDir(args.folder / method).read_config()
+            restored = recorded_assignments(experiment, method, recorded_config) if args.as_recorded else []
             restore = [arg for assignment in restored for arg in ("--set", assignment)]
             cmd = [sys.executable, "-m", "targetprop", "reproduce", experiment["experiment"], "--methods", method,
                    "--scale", experiment.get("scale", "full"), "--seeds", seeds, "--epochs", str(epochs), "--threads", args.threads,
@@ -163,7 +163,7 @@ def main() -> None:
             run_until(cmd, rerun, epochs, n_seeds, Path(tmp, f"{method}.log"))
             rows, err_delta, loss_rel, identical = compare(metric_rows(rerun, epochs), recorded)
             new_cfg = flat(RunDir(rerun).read_config())
-            old_cfg = flat(old_cfg)
+            old_cfg = flat(recorded_config)
             differ = sorted(k for k in old_cfg if k not in RUN_KEYS and new_cfg.get(k) != old_cfg[k])
             added = sorted(k for k in new_cfg if k not in old_cfg and k not in RUN_KEYS)
             settings = ", ".join(f"{k}: {old_cfg[k]!r} → {new_cfg.get(k)!r}" for k in differ) or "none"

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -58,15 +59,10 @@ def main() -> None:
     sources = {name: ReplicaRandom(seeds, "train", device, philox=name == "philox") for name in ("torch", "philox")}
     like = torch.empty((args.replicas, *shape), device=device)
     for kind in ("normal", "uniform"):
-        us = {
-            name: median_us(
-                (lambda r=r: r.normal(shape)) if kind == "normal" else (lambda r=r: r.uniform_like(like)),
-                device,
-                args.draws,
-                args.repeats,
-            )
-            for name, r in sources.items()
-        }
+        us = {}
+        for name, source in sources.items():
+            draw = partial(source.normal, shape) if kind == "normal" else partial(source.uniform_like, like)
+            us[name] = median_us(draw, device, args.draws, args.repeats)
         print(f"| {kind} | {us['torch']:.0f} | {us['philox']:.0f} | {us['philox'] / us['torch']:.1f} |", flush=True)
 
 
