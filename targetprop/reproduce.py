@@ -55,6 +55,8 @@ from targetprop.runs import RunDir, atomic_write
 EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")
 DEFAULT_SEEDS = {"full": "0-9", "smoke": "0-1"}
+RESUME = "targetprop reproduce --resume"
+"""The command that continues a reproduce directory, named when a new run finds its name taken."""
 
 
 def method_config(
@@ -255,7 +257,7 @@ def reproduce(
 
     check_builds((cfg for _, cfg in configs), dataset)  # a rule that refuses the run stops it before any trains
     if folder is None:
-        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale), RESUME).path
         request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     else:
         request = dict(asked)
@@ -506,7 +508,7 @@ def reproduce_self_running(
             raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(defaults)}")
         seed_list = parse_seeds(seeds if seeds is not None else defaults[scale])
     if folder is None:
-        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale), RESUME).path
     request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     if epochs is not None:
         request["epochs"] = epochs

@@ -34,7 +34,7 @@ import tomli_w
 import torch
 
 from targetprop import checkpoint
-from targetprop.errors import ConfigError, TargetpropError
+from targetprop.errors import ConfigError, TargetpropError, warn
 from targetprop.lock import FolderLock
 
 CONFIG, METRICS, SUMMARY = "config.toml", "metrics.jsonl", "summary.json"
@@ -126,8 +126,13 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: str | Path, name: str) -> RunDir:
-        """A new, empty run directory ``out/name`` (a suffix is added if the name is taken)."""
+    def create(cls, out: str | Path, name: str, resume: str | None = None) -> RunDir:
+        """A new, empty run directory ``out/name``.
+
+        A taken name gets a suffix (``name-2``, ``name-3``, ...) and a note on stderr: the same command
+        run twice does not overwrite the first run. ``resume`` is the command that would continue the
+        taken folder instead (``targetprop train --resume``), named in the note.
+        """
         parent = Path(out)
         check_name(name)
         if parent.exists() and not parent.is_dir():
@@ -139,6 +144,10 @@ class RunDir:
             while True:
                 try:
                     path.mkdir()
+                    if k > 1:
+                        taken = parent / name
+                        again = f" (to continue {taken} instead: {resume} {taken})" if resume else ""
+                        warn(f"note: {taken} exists; this run writes {path}{again}")
                     return cls(path)
                 except FileExistsError:
                     k += 1

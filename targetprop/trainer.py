@@ -302,7 +302,9 @@ def train(
         dataset = training_subset(dataset, config.n_train)
     net, rule = build(config, dataset)
     if not resume:
-        run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
+        run_dir = RunDir.create(
+            config.out, config.name or RunDir.default_name(config.rule, config.data), resume="targetprop train --resume"
+        )
     assert run_dir is not None
     threads = torch.get_num_threads()
     try:

@@ -472,6 +472,19 @@ def test_a_read_only_out_is_one_line(tmp_path):
     assert "Read-only file system" in error_line(proc) and "give another --out" in error_line(proc)
 
 
+def test_a_taken_name_gets_a_new_folder_and_a_note_naming_the_resume_command(part):
+    """The same command run twice (say, to continue a stopped run) must not touch the first run's folder."""
+    before = every_file(part)
+    proc = run_cli(*RUN, "--epochs", "1", "--out", part.parent, "--name", "run", "-q", cwd=part.parent)
+    assert proc.returncode == 0, show(proc)
+    second = part.parent / "run-2"
+    assert every_file(part) == before and (second / "summary.json").exists()
+    note = (
+        f"note: {part} exists; this run writes {second} (to continue {part} instead: targetprop train --resume {part})"
+    )
+    assert note in proc.stderr, show(proc)
+
+
 # ---- inspect ------------------------------------------------------------------------------------------------------
 
 
