@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
+from targetprop.console import print_line, print_table
 from targetprop.errors import ConfigError, TargetpropError, Terminated, warn
 from targetprop.health import seeds_cell
 from targetprop.rules import RULES, get_rule, rule_name
@@ -377,7 +377,7 @@ def _print_table(rows: list[tuple[str, dict[str, Any], str]], title: str | None 
             f"{s['seconds_per_epoch']:.2f}" if "seconds_per_epoch" in s else "-",
             seeds_cell(s.get("replicas", 0), len(s.get("diverged_seeds") or []), len(s.get("collapsed_seeds") or [])),
         )
-    out.print(table)
+    print_table(out, table)
 
 
 @app.command()
@@ -451,21 +451,19 @@ def reproduce(
     if list_:
         for e in EXPERIMENTS:
             aliases = f" (alias: {', '.join(e.aliases)})" if e.aliases else ""
-            out.print(f"{e.name}{aliases}: {e.description}", highlight=False, markup=False, soft_wrap=True)
+            print_line(out, f"{e.name}{aliases}: {e.description}")
             for m in e.methods:
                 paper = f"paper {e.paper_metric} {m.paper}" if m.paper is not None else "paper: no figure"
                 params = ", ".join(f"{k}={v}" for k, v in m.params.items() if k not in ("optimizer", "schedule"))
                 extra = f"; {m.note}" if m.note else ""
-                out.print(
-                    f"    {m.name}: {m.rule} ({params}); {paper}{extra}", highlight=False, markup=False, soft_wrap=True
-                )
+                print_line(out, f"    {m.name}: {m.rule} ({params}); {paper}{extra}")
             figures = "table.md, errors.png (train and test error against epochs, every method)"
             if e.probes:
                 figures += ", filters.png (the learned filters), classifier test error on the learned code"
-            out.print(f"    figures: {figures}", highlight=False, markup=False, soft_wrap=True)
+            print_line(out, f"    figures: {figures}")
         for other in SELF_RUNNING:
-            out.print(f"{other.name}: {other.description}", highlight=False, markup=False, soft_wrap=True)
-            out.print(f"    figures: {other.figures}", highlight=False, markup=False, soft_wrap=True)
+            print_line(out, f"{other.name}: {other.description}")
+            print_line(out, f"    figures: {other.figures}")
         return
     if resume is not None and (out_dir is not None or name_ is not None):
         raise ConfigError("--resume names the reproduce directory; drop --out and --name")
@@ -509,7 +507,7 @@ def reproduce(
             note=_note,
         )
     text = (folder / "table.md").read_text(encoding="utf-8")
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    print_line(out, text)
     _note(f"table, figure and run directories: {folder}")
 
 
@@ -582,15 +580,18 @@ def sweep(
         table = runner.table()
     finally:
         runner.close()
-    if not out.is_terminal:  # a file or a pipe gets whole rows, however wide
-        out.width = max(out.width, Measurement.get(out, out.options.update_width(10_000), table).maximum)
-    out.print(table)
+    print_table(out, table)
     _note(f"sweep directory: {runner.folder}")
 
 
 @app.command()
 def inspect(
-    folder: Annotated[str, typer.Argument(metavar="RUN", help="A run directory (or a sweep directory).")],
+    folder: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory, or a compare, reproduce, pooled-report or sweep directory."
+        ),
+    ],
 ) -> None:
     """Show a run's configuration, progress and results, reading only TOML, JSON and a checkpoint's header:
     nothing in the folder is executed, and a run in progress is not disturbed."""
@@ -632,19 +633,15 @@ def list_rules() -> None:
             f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}", highlight=False, soft_wrap=True
         )
         for key, f in cls.Config.model_fields.items():
-            out.print(f"    {key} = {f.default!r}", highlight=False, markup=False, soft_wrap=True)
+            print_line(out, f"    {key} = {f.default!r}")
             if f.description:
                 text = " ".join(f.description.split())  # a docstring's lines, as one paragraph
-                out.print(
-                    textwrap.indent(textwrap.fill(text, 100), " " * 8), highlight=False, markup=False, soft_wrap=True
-                )
+                print_line(out, textwrap.indent(textwrap.fill(text, 100), " " * 8))
         resumable = ", ".join(cls.Config.resumable)
-        out.print(f"    (--resume may change: {resumable})", highlight=False, markup=False, soft_wrap=True)
+        print_line(out, f"    (--resume may change: {resumable})")
         if cls.run_defaults:
             needs = ", ".join(f"{key} {value!r}" for key, value in cls.run_defaults.items())
-            out.print(
-                f"    (where unset, train and compare use: {needs})", highlight=False, markup=False, soft_wrap=True
-            )
+            print_line(out, f"    (where unset, train and compare use: {needs})")
 
 
 @app.command("presets")

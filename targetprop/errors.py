@@ -43,4 +43,6 @@ def warn(line: str) -> None:
     """A one-line warning on stderr (no markup, no wrapping: paths stay whole)."""
     from rich.console import Console
 
-    Console(stderr=True).print(line, highlight=False, markup=False, soft_wrap=True)
+    from targetprop.console import print_line
+
+    print_line(Console(stderr=True), line)

@@ -1,4 +1,4 @@
-"""``targetprop inspect RUN``: what a run or sweep directory holds, read without running anything from it.
+"""``targetprop inspect RUN``: what a run, reproduce, compare or sweep directory holds, read without running anything from it.
 
 Only plain-data files are read: ``config.toml`` (TOML), ``metrics.jsonl`` and ``summary.json`` (JSON), the JSON
 header of ``checkpoint.safetensors`` (no tensor is loaded), a sweep's ``space.toml`` and ``trials.csv``. An old
@@ -8,6 +8,8 @@ header of ``checkpoint.safetensors`` (no tensor is loaded), a sweep's ``space.to
 from __future__ import annotations
 
 import csv
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
+from targetprop.console import print_line, print_table
 from targetprop.errors import TargetpropError
 from targetprop.lock import holder
-from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, RunDir
+from targetprop.reproduce import EXPERIMENT_FILE, read_request
+from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
 
 SWEEP_FILES = ("space.toml", "study.log")
 
@@ -25,15 +29,65 @@ SWEEP_FILES = ("space.toml", "study.log")
 def inspect_folder(folder: Path, out: Console) -> None:
     if all((folder / name).is_file() for name in SWEEP_FILES):
         inspect_sweep(folder, out)
+    elif (folder / "report.toml").is_file() and not (folder / EXPERIMENT_FILE).is_file():
+        inspect_pooled(folder, out)
+    elif not (folder / "config.toml").is_file() and _runs_in(folder):
+        inspect_group(folder, out)
     else:
         inspect_run(RunDir.open(folder), out)
 
 
-def _line(out: Console, text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+def _runs_in(folder: Path) -> list[RunDir]:
+    """The run directories one level below ``folder`` (a reproduce or compare directory's methods and rules)."""
+    if not folder.is_dir():
+        return []
+    return [RunDir(p) for p in sorted(folder.iterdir()) if p.is_dir() and (p / "config.toml").is_file()]
 
 
-def inspect_run(run: RunDir, out: Console) -> None:
+def resume_command(run: RunDir) -> str:
+    """The command that continues ``run``: a method of a reproduce directory is continued with its directory, so
+    that the table and figure are written again."""
+    parent = run.path.parent
+    if (parent / EXPERIMENT_FILE).is_file():
+        return f"targetprop reproduce --resume {parent}"
+    return f"targetprop train --resume {run.path}"
+
+
+@dataclass
+class RunState:
+    """Where a run stands, read from its plain files and its checkpoint's header."""
+
+    config: dict[str, Any]
+    done: int
+    """Epochs finished: the checkpoint's, or (with none) those ``metrics.jsonl`` holds for every replica."""
+    total: int
+    checkpoint: str
+    resumable: bool
+    """Whether a checkpoint holds the ``done`` epochs (a run kept without one starts again on resume)."""
+    busy: str | None
+    summary: dict[str, Any] | None
+    metrics: Metrics
+    problems: list[str]
+
+    @property
+    def status(self) -> str:
+        if self.busy is not None:
+            return f"running: {self.busy}; {self.done} of {self.total} epochs done"
+        if self.done >= self.total and self.summary is not None:
+            return f"finished: {self.total} epochs"
+        if self.done >= self.total:
+            return f"trained all {self.total} epochs; its summary is missing or unreadable"
+        if self.done == 0:
+            return "no epoch finished"
+        kept = "" if self.resumable else " (metrics only, no checkpoint)"
+        return f"stopped after epoch {self.done} of {self.total}{kept}"
+
+    @property
+    def needs_resume(self) -> bool:
+        return self.busy is None and (self.done < self.total or self.summary is None)
+
+
+def run_state(run: RunDir) -> RunState:
     config = run.read_config()
     problems: list[str] = []
     header: dict[str, Any] | None = None
@@ -50,8 +104,7 @@ def inspect_run(run: RunDir, out: Console) -> None:
         problems.append("metrics.jsonl: the last line was cut short (a kill or a full disk during an append)")
     summary = run.read_summary()
     if summary is None and (run.path / SUMMARY).exists():
-        problems.append(f"{SUMMARY} cannot be read (`targetprop train --resume {run.path}` writes it again)")
-    total = int(config.get("epochs", 0))
+        problems.append(f"{SUMMARY} cannot be read (`{resume_command(run)}` writes it again)")
     replicas = len(config.get("seeds", [])) or 1
     if header is not None:
         done, where = int(header.get("epoch", 0)), f"{CHECKPOINT}, after epoch {header.get('epoch')}"
@@ -64,28 +117,37 @@ def inspect_run(run: RunDir, out: Console) -> None:
             where = f"{LEGACY_CHECKPOINT} (an older format: not opened here; resuming reads it safely and converts it)"
         else:
             where = "none yet" if not (run.path / CHECKPOINT).exists() else "damaged"
-    busy = holder(run.path)
-    if busy is not None:
-        status = f"running: {busy}; {done} of {total} epochs done"
-    elif done >= total and summary is not None:
-        status = f"finished: {total} epochs"
-    elif done >= total:
-        status = f"trained all {total} epochs; its summary is missing or unreadable: `targetprop train --resume {run.path}` writes it"
-    elif done == 0:
-        status = f"no epoch finished; `targetprop train --resume {run.path}` starts it again"
-    else:
-        status = f"stopped after epoch {done} of {total}; continue with `targetprop train --resume {run.path}`"
+    total = int(config.get("epochs", 0))
+    resumable = header is not None or (run.path / LEGACY_CHECKPOINT).exists()
+    return RunState(config, done, total, where, resumable, holder(run.path), summary, metrics, problems)
 
-    _line(out, f"run directory: {run.path}")
-    _line(out, f"status: {status}")
-    _line(out, f"checkpoint: {where}")
-    for problem in problems:
-        _line(out, f"problem: {problem}")
-    _line(out, "")
-    _line(out, "config.toml:")
-    for text in tomli_w.dumps(config).splitlines():
-        _line(out, f"  {text}")
 
+def _with_command(state: RunState, run: RunDir) -> str:
+    """The state's status, with the command that continues the run where one is needed."""
+    if not state.needs_resume:
+        return state.status
+    if state.done >= state.total:
+        return f"{state.status}: `{resume_command(run)}` writes it"
+    if state.done == 0:
+        return f"{state.status}; `{resume_command(run)}` starts it again"
+    if not state.resumable:
+        return f"{state.status}; `{resume_command(run)}` would start it again from epoch 1"
+    return f"{state.status}; continue with `{resume_command(run)}`"
+
+
+def inspect_run(run: RunDir, out: Console) -> None:
+    state = run_state(run)
+    print_line(out, f"run directory: {run.path}")
+    print_line(out, f"status: {_with_command(state, run)}")
+    print_line(out, f"checkpoint: {state.checkpoint}")
+    for problem in state.problems:
+        print_line(out, f"problem: {problem}")
+    print_line(out, "")
+    print_line(out, "config.toml:")
+    for text in tomli_w.dumps(state.config).splitlines():
+        print_line(out, f"  {text}")
+
+    done, metrics, summary = state.done, state.metrics, state.summary
     rows = [r for r in metrics.rows if r["epoch"] == done] if done else []
     if rows:
         table = Table(title=f"epoch {done}")
@@ -97,48 +159,162 @@ def inspect_run(run: RunDir, out: Console) -> None:
                 str(r.get("seed", "")),
                 *(_number(r.get(k)) for k in ("train_error", "valid_error", "test_error", "train_loss")),
             )
-        out.print(table)
+        print_table(out, table)
     changes = [(r["epoch"], r["changed"]) for r in metrics.rows if r.get("changed") and r.get("replica") == 0]
     for epoch, changed in changes:
-        _line(out, f"changed from epoch {epoch}: " + ", ".join(f"{k} = {v!r}" for k, v in changed.items()))
+        print_line(out, f"changed from epoch {epoch}: " + ", ".join(f"{k} = {v!r}" for k, v in changed.items()))
     if summary is not None:
-        _line(out, "")
-        _line(out, "summary.json (mean ± std over the replicas that did not diverge):")
+        print_line(out, "")
+        print_line(out, "summary.json (mean ± std over the replicas that did not diverge):")
         for key in ("test_error", "test_error_at_best_valid", "train_error", "valid_error"):
             stats = summary.get(key)
             if isinstance(stats, dict) and "mean" in stats:
-                _line(out, f"  {key}: {_number(stats['mean'])} ± {_number(stats.get('std'))} %")
+                print_line(out, f"  {key}: {_number(stats['mean'])} ± {_number(stats.get('std'))} %")
         if summary.get("diverged_seeds"):
-            _line(out, f"  diverged seeds: {summary['diverged_seeds']}")
+            print_line(out, f"  diverged seeds: {summary['diverged_seeds']}")
         collapsed = [(p["seed"], p["collapsed_at"]) for p in summary.get("per_replica", []) if p.get("collapsed_at")]
         if collapsed:
-            _line(
+            print_line(
                 out,
                 "  collapsed to chance (counted in the means): "
                 + ", ".join(f"seed {seed} at epoch {epoch}" for seed, epoch in collapsed),
             )
 
 
+def inspect_group(folder: Path, out: Console) -> None:
+    """A reproduce directory (its request, then one row per method) or a compare directory (one row per rule)."""
+    reproduced = (folder / EXPERIMENT_FILE).is_file()
+    print_line(out, f"{'reproduce' if reproduced else 'compare'} directory: {folder}")
+    if reproduced:
+        _requestprint_line(folder, out)
+    busy = holder(folder)
+    if busy is not None:
+        print_line(out, f"status: running: {busy}")
+    table, stopped = _runs_table(folder, "methods" if reproduced else "rules")
+    print_table(out, table)
+    if busy is None and stopped:
+        if reproduced:
+            resumable = all(state.resumable or state.done == 0 for _, state in stopped)
+            again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
+            print_line(
+                out, f"{again} `targetprop reproduce --resume {folder}`{'' if resumable else ' would start again'}"
+            )
+        else:
+            for run, state in stopped:
+                print_line(out, f"{run.path.name}: {_with_command(state, run)}")
+    if reproduced and (folder / "table.md").is_file():
+        print_line(
+            out,
+            f"table: {folder / 'table.md'} (`targetprop reproduce --report {folder}` writes it from what the folder holds now)",
+        )
+
+
+def inspect_pooled(folder: Path, out: Console) -> None:
+    """A table pooled by ``reproduce --report A --report B``: the folders it was made of, each as above."""
+    from targetprop.report import pooled_sources
+
+    print_line(out, f"pooled report: {folder}")
+    try:
+        sources, methods = pooled_sources(folder)
+    except TargetpropError as e:
+        print_line(out, f"problem: {e}")
+        return
+    if methods is not None:
+        print_line(out, f"methods tabled: {', '.join(methods)}")
+    for source in sources:
+        print_line(out, "")
+        print_line(out, f"from {source}")
+        _requestprint_line(source, out)
+        print_table(out, _runs_table(source, "methods")[0])
+    if (folder / "table.md").is_file():
+        print_line(out, f"table: {folder / 'table.md'} (`targetprop reproduce --report {folder}` writes it again)")
+
+
+def _requestprint_line(folder: Path, out: Console) -> None:
+    try:
+        request = read_request(folder)
+    except TargetpropError as e:
+        print_line(out, f"problem: {e}")
+        return
+    asked = [f"experiment {request['experiment']}", f"scale {request['scale']}"]
+    asked.append("seeds " + ",".join(map(str, request["seeds"])))
+    if "epochs" in request:
+        asked.append(f"epochs {request['epochs']}")
+    if "methods" in request:
+        asked.append("methods " + ",".join(request["methods"]))
+    if "set" in request:
+        asked.append("set " + " ".join(request["set"]))
+    print_line(out, "asked: " + "; ".join(asked))
+
+
+def _runs_table(folder: Path, title: str) -> tuple[Table, list[tuple[RunDir, RunState]]]:
+    """One row per run below ``folder``: its status and its last evaluated errors; and the runs that need resuming."""
+    table = Table(title=title)
+    for column in ("run", "status", "last evaluated", "test error %", "train error %"):
+        table.add_column(column)
+    stopped = []
+    for run in _runs_in(folder):
+        try:
+            state = run_state(run)
+        except TargetpropError as e:
+            table.add_row(run.path.name, f"cannot be read: {e}", "", "", "")
+            continue
+        if state.needs_resume:
+            stopped.append((run, state))
+        status = state.status if state.busy is None else f"running; {state.done} of {state.total} epochs done"
+        epoch, rows = _last_evaluated(state)
+        table.add_row(
+            run.path.name,
+            status,
+            f"epoch {epoch}" if epoch else "-",
+            *(_mean_std(rows, k) for k in ("test_error", "train_error")),
+        )
+        for problem in state.problems:
+            table.add_row("", f"problem: {problem}", "", "", "")
+    return table, stopped
+
+
+def _last_evaluated(state: RunState) -> tuple[int, list[dict[str, Any]]]:
+    """The last finished epoch whose rows hold a test error for every replica (see ``eval_every``), and its rows."""
+    replicas = len(state.config.get("seeds", [])) or 1
+    by_epoch: dict[int, list[dict[str, Any]]] = {}
+    for r in state.metrics.rows:
+        if r["epoch"] <= state.done and isinstance(r.get("test_error"), int | float):
+            by_epoch.setdefault(r["epoch"], []).append(r)
+    full = [e for e, rows in by_epoch.items() if len(rows) >= replicas]
+    return (max(full), by_epoch[max(full)]) if full else (0, [])
+
+
+def _mean_std(rows: list[dict[str, Any]], key: str) -> str:
+    """Mean ± std over the replicas of one epoch's rows, as the tables give it (the sample std)."""
+    values = [float(r[key]) for r in rows if isinstance(r.get(key), int | float)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return _number(values[0])
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def inspect_sweep(folder: Path, out: Console) -> None:
     import tomllib
 
-    _line(out, f"sweep directory: {folder}")
+    print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
-    _line(out, f"status: {'running: ' + busy if busy else 'not running'}")
+    print_line(out, f"status: {'running: ' + busy if busy else 'not running'}")
     try:
         space = tomllib.loads((folder / "space.toml").read_text(encoding="utf-8"))
-        _line(out, "space.toml:")
+        print_line(out, "space.toml:")
         for text in tomli_w.dumps(space).splitlines():
-            _line(out, f"  {text}")
+            print_line(out, f"  {text}")
     except (ValueError, OSError) as e:
-        _line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
+        print_line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
     trials = folder / "trials.csv"
     if trials.is_file():
         try:
             with open(trials, newline="", encoding="utf-8") as f:
                 rows = list(csv.reader(f))
         except (OSError, csv.Error, UnicodeDecodeError) as e:
-            _line(out, f"problem: trials.csv cannot be read ({e})")
+            print_line(out, f"problem: trials.csv cannot be read ({e})")
             return
         if rows:
             table = Table(title="trials, best first")
@@ -146,7 +322,7 @@ def inspect_sweep(folder: Path, out: Console) -> None:
                 table.add_column(column)
             for row in rows[1:]:
                 table.add_row(*row[: len(rows[0])])
-            out.print(table)
+            print_table(out, table)
 
 
 def _number(value: Any) -> str:

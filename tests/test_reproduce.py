@@ -610,6 +610,19 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert float(row["test_error_mean"]) == pytest.approx(rows_b[-1]["test_error"])
     assert f"bp: epoch {done} of 500" in (stopped / "table.md").read_text() and (stopped / "errors.png").is_file()
     assert metrics.stat().st_mtime_ns == before and read_jsonl(metrics) == rows_b  # nothing trained
+    looked = run_cli("inspect", stopped, cwd=tmp_path)  # what it was asked, where each method stands, what next
+    assert looked.returncode == 0, show(looked)
+    assert "asked: experiment discrete; scale smoke; seeds 1; epochs 500; methods bp\n" in looked.stdout
+    assert re.search(
+        rf"bp +│ stopped after epoch {done} of 500 +│ epoch {done} +│ {rows_b[-1]['test_error']:.2f} ", looked.stdout
+    )
+    assert f"continue with `targetprop reproduce --resume {stopped}`" in looked.stdout, show(looked)
+    looked = run_cli(
+        "inspect", stopped / "bp", cwd=tmp_path
+    )  # a method's folder names its reproduce directory's resume
+    assert (
+        f"stopped after epoch {done} of 500; continue with `targetprop reproduce --resume {stopped}`" in looked.stdout
+    )
 
     proc = run_cli(
         "reproduce", "--report", tmp_path / "a", "--report", stopped, "--out", tmp_path, "--name", "ab", cwd=tmp_path
@@ -622,6 +635,11 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     assert float(row["test_error_mean"]) == pytest.approx(sum(at) / 2)
     assert "seeds pooled from" in (tmp_path / "ab" / "table.md").read_text()
     assert (tmp_path / "ab" / "report.toml").is_file()
+    looked = run_cli("inspect", tmp_path / "ab", cwd=tmp_path)  # a pooled report: the folders it was made of
+    assert looked.returncode == 0, show(looked)
+    assert f"pooled report: {tmp_path / 'ab'}\n" in looked.stdout
+    assert f"from {tmp_path / 'a'}\nasked: experiment discrete; scale smoke; seeds 0; epochs 2" in looked.stdout
+    assert f"from {stopped}\n" in looked.stdout and "finished: 2 epochs" in looked.stdout
     table = (tmp_path / "ab" / "table.csv").read_text()
     proc = run_cli("reproduce", "--report", tmp_path / "ab", cwd=tmp_path)  # a pooled report, again, in place
     assert proc.returncode == 0, show(proc)

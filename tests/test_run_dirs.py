@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -504,6 +505,30 @@ def test_inspect_of_a_stopped_run_names_the_resume_command(part):
     looked = run_cli("inspect", part, cwd=part.parent)
     assert looked.returncode == 0, show(looked)
     assert f"status: stopped after epoch 3 of 8; continue with `targetprop train --resume {part}`" in looked.stdout
+
+
+def test_inspect_of_a_compare_directory_shows_each_rule_and_the_command_that_continues_a_stopped_one(tmp_path):
+    proc = run_cli(
+        "compare", "--rules", "dtp,bp", "--arch", "64-16-10", "--epochs", "2", "--seeds", "0-1", "--out", tmp_path,
+        "--name", "c", "-q", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, show(proc)
+    folder = tmp_path / "c"
+    summary = json.loads((folder / "bp" / "summary.json").read_text())
+    (folder / "dtp" / "summary.json").unlink()  # dtp as if stopped after epoch 2 of 4
+    config = folder / "dtp" / "config.toml"
+    config.write_text(config.read_text().replace("epochs = 2", "epochs = 4"))
+    looked = run_cli("inspect", folder, cwd=tmp_path)
+    assert looked.returncode == 0, show(looked)
+    assert f"compare directory: {folder}\n" in looked.stdout
+    bp = f"{summary['test_error']['mean']:.2f} ± {summary['test_error']['std']:.2f}"
+    assert re.search(rf"bp +│ finished: 2 epochs +│ epoch 2 +│ {re.escape(bp)} ", looked.stdout), show(looked)
+    assert re.search(r"dtp +│ stopped after epoch 2 of 4 +│ epoch 2 ", looked.stdout), show(looked)
+    command = f"targetprop train --resume {folder / 'dtp'}"
+    assert f"dtp: stopped after epoch 2 of 4; continue with `{command}`" in looked.stdout
+    resumed = run_cli(*command.split()[1:], "-q", cwd=tmp_path)  # as told
+    assert resumed.returncode == 0, show(resumed)
+    assert re.search(r"dtp +│ finished: 4 epochs", run_cli("inspect", folder, cwd=tmp_path).stdout)
 
 
 # ---- sweep directories --------------------------------------------------------------------------------------------
