@@ -167,6 +167,10 @@ class RunDir:
     def open(cls, path: str | Path) -> RunDir:
         """An existing run directory, for ``--resume`` and ``inspect``."""
         run = cls(path)
+        if not run.path.exists():
+            raise ConfigError(f"{str(path)!r} does not exist; give the folder a run made")
+        if not run.path.is_dir():
+            raise ConfigError(f"{str(path)!r} is a file, not a run directory; give the folder a run made")
         if not (run.path / CONFIG).is_file():
             raise ConfigError(f"{str(path)!r} is not a run directory (no {CONFIG}); give the folder a run made")
         return run

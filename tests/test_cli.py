@@ -206,6 +206,11 @@ def _not_a_run_dir(tmp: Path) -> list[str]:
     return ["train", "--resume", "some-folder"]
 
 
+def _a_file_to_resume(tmp: Path) -> list[str]:
+    (tmp / "notes.txt").write_text("not a run\n")
+    return ["train", "--resume", "notes.txt"]
+
+
 def _out_is_a_file(tmp: Path) -> list[str]:
     (tmp / "afile").write_text("")
     return ["train", *TINY, "--out", "afile"]
@@ -244,6 +249,8 @@ BAD_INPUTS = {
     "missing config file": (lambda tmp: ["train", "--config", "missing.toml", *TINY], ["missing.toml", "not found"]),
     "cuda without cuda": (lambda tmp: ["train", "--device", "cuda", *TINY], ["'cuda'", "CUDA is not available"]),
     "resume a folder that is no run": (_not_a_run_dir, ["some-folder", "not a run directory"]),
+    "resume a folder that does not exist": (lambda tmp: ["train", "--resume", "gone"], ["'gone' does not exist"]),
+    "resume a file": (_a_file_to_resume, ["'notes.txt' is a file, not a run directory"]),
     "compare naming a rule twice": (
         lambda tmp: ["compare", "--rules", "dtp,bp,dtp", *TINY],
         ["--rules names dtp more than once"],
