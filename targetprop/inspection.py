@@ -19,7 +19,7 @@ from rich.table import Table
 
 from targetprop.console import print_line, print_table
 from targetprop.errors import TargetpropError
-from targetprop.lock import holder
+from targetprop.lock import LOCK_FILE, holder
 from targetprop.reproduce import EXPERIMENT_FILE, read_request
 from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
 
@@ -182,15 +182,20 @@ def inspect_run(run: RunDir, out: Console) -> None:
 
 
 def inspect_group(folder: Path, out: Console) -> None:
-    """A reproduce directory (its request, then one row per method) or a compare directory (one row per rule)."""
+    """A reproduce directory (its request, then one row per method), a compare directory (one row per rule), or
+    any folder of run directories (``runs/``: one row per run)."""
     reproduced = (folder / EXPERIMENT_FILE).is_file()
-    print_line(out, f"{'reproduce' if reproduced else 'compare'} directory: {folder}")
     if reproduced:
-        _requestprint_line(folder, out)
+        kind = "reproduce directory"
+    else:  # a compare directory is locked as a whole while it runs; a plain parent of runs never is
+        kind = "compare directory" if (folder / LOCK_FILE).is_file() else "run directories in"
+    print_line(out, f"{kind}: {folder}")
+    if reproduced:
+        _print_request(folder, out)
     busy = holder(folder)
     if busy is not None:
         print_line(out, f"status: running: {busy}")
-    table, stopped = _runs_table(folder, "methods" if reproduced else "rules")
+    table, stopped = _runs_table(folder, "methods" if reproduced else "runs")
     print_table(out, table)
     if busy is None and stopped:
         if reproduced:
@@ -224,13 +229,13 @@ def inspect_pooled(folder: Path, out: Console) -> None:
     for source in sources:
         print_line(out, "")
         print_line(out, f"from {source}")
-        _requestprint_line(source, out)
+        _print_request(source, out)
         print_table(out, _runs_table(source, "methods")[0])
     if (folder / "table.md").is_file():
         print_line(out, f"table: {folder / 'table.md'} (`targetprop reproduce --report {folder}` writes it again)")
 
 
-def _requestprint_line(folder: Path, out: Console) -> None:
+def _print_request(folder: Path, out: Console) -> None:
     try:
         request = read_request(folder)
     except TargetpropError as e:
