@@ -1,8 +1,10 @@
-"""``targetprop inspect RUN``: what a run, reproduce, compare or sweep directory holds, read without running anything from it.
+"""``targetprop inspect RUN``: what a run, compare, reproduce, pooled-report or sweep directory holds, read without
+running anything from it.
 
 Only plain-data files are read: ``config.toml`` (TOML), ``metrics.jsonl`` and ``summary.json`` (JSON), the JSON
 header of ``checkpoint.safetensors`` (no tensor is loaded), a sweep's ``space.toml`` and ``trials.csv``. An old
-``checkpoint.pt`` is not opened at all. Damage is reported, not raised, so a broken run can still be looked at.
+``checkpoint.pt`` is not opened at all. Damage is reported, not raised, so a broken run can still be looked at. A
+reproduce directory's ``experiment.toml`` and a pooled report's ``report.toml`` are TOML too.
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ def inspect_group(folder: Path, out: Console) -> None:
     if reproduced and (folder / "table.md").is_file():
         print_line(
             out,
-            f"table: {folder / 'table.md'} (`targetprop reproduce --report {folder}` writes it from what the folder holds now)",
+            f"table: {folder / 'table.md'} "
+            f"(`targetprop reproduce --report {folder}` writes it from what the folder holds now)",
         )
 
 
