@@ -76,7 +76,7 @@ class RunState:
         if self.busy is not None:
             return f"running: {self.busy}; {self.done} of {self.total} epochs done"
         if self.done >= self.total and self.summary is not None:
-            return f"finished: {self.total} epochs"
+            return f"finished: {self.total} epoch{'' if self.total == 1 else 's'}"
         if self.done >= self.total:
             return f"trained all {self.total} epochs; its summary is missing or unreadable"
         if self.done == 0:
