@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from targetprop.console import print_line
+
 
 class Progress:
     """A live bar in a terminal, one plain line per epoch otherwise (both on stderr).
@@ -55,7 +57,7 @@ class Progress:
         if not self.live and self._done < self.epochs:
             per_epoch = (time.monotonic() - self._since) / (self._done - self._first)
             line = f"{line}; {time_left(per_epoch * (self.epochs - self._done))} left"
-        self.console.print(line, highlight=False, soft_wrap=True)
+        print_line(self.console, line)  # a line of a log: never wrapped, no markup read into it
 
     def close(self) -> None:
         if self._bar is not None:
