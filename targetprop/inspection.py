@@ -22,7 +22,7 @@ from rich.table import Table
 from targetprop.console import print_line, print_table
 from targetprop.errors import TargetpropError
 from targetprop.lock import LOCK_FILE, holder
-from targetprop.reproduce import EXPERIMENT_FILE, read_request
+from targetprop.reproduce import EXPERIMENT_FILE, RESUME, read_request
 from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
 
 SWEEP_FILES = ("space.toml", "study.log")
@@ -51,7 +51,7 @@ def resume_command(run: RunDir) -> str:
     that the table and figure are written again."""
     parent = run.path.parent
     if (parent / EXPERIMENT_FILE).is_file():
-        return f"targetprop reproduce --resume {parent}"
+        return f"{RESUME} {parent}"
     return f"targetprop train --resume {run.path}"
 
 
@@ -203,9 +203,7 @@ def inspect_group(folder: Path, out: Console) -> None:
         if reproduced:
             resumable = all(state.resumable or state.done == 0 for _, state in stopped)
             again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
-            print_line(
-                out, f"{again} `targetprop reproduce --resume {folder}`{'' if resumable else ' would start again'}"
-            )
+            print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else ' would start again'}")
         else:
             for run, state in stopped:
                 print_line(out, f"{run.path.name}: {_with_command(state, run)}")

@@ -56,7 +56,7 @@ EXPERIMENT_FILE = "experiment.toml"
 SCALES = ("full", "smoke")
 DEFAULT_SEEDS = {"full": "0-9", "smoke": "0-1"}
 RESUME = "targetprop reproduce --resume"
-"""The command that continues a reproduce directory, named when a new run finds its name taken."""
+"""The command that continues a reproduce directory (named when a new run finds its name taken, and by inspect)."""
 
 
 def method_config(
