@@ -65,7 +65,8 @@ class RunState:
     total: int
     checkpoint: str
     resumable: bool
-    """Whether a checkpoint holds the ``done`` epochs (a run kept without one starts again on resume)."""
+    """Whether a checkpoint holds the ``done`` epochs (an unfinished run kept without one trains again from epoch 1
+    on resume; see :mod:`targetprop.resume`)."""
     busy: str | None
     summary: dict[str, Any] | None
     metrics: Metrics
@@ -133,7 +134,9 @@ def _with_command(state: RunState, run: RunDir) -> str:
     if state.done == 0:
         return f"{state.status}; `{resume_command(run)}` starts it again"
     if not state.resumable:
-        return f"{state.status}; `{resume_command(run)}` would start it again from epoch 1"
+        return (
+            f"{state.status}; `{resume_command(run)}` would train it again from epoch 1 (keeping a copy of its metrics)"
+        )
     return f"{state.status}; continue with `{resume_command(run)}`"
 
 
@@ -203,7 +206,8 @@ def inspect_group(folder: Path, out: Console) -> None:
         if reproduced:
             resumable = all(state.resumable or state.done == 0 for _, state in stopped)
             again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
-            print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else ' would start again'}")
+            again_from = " would train again from epoch 1 (keeping a copy of the metrics)"
+            print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else again_from}")
         else:
             for run, state in stopped:
                 print_line(out, f"{run.path.name}: {_with_command(state, run)}")

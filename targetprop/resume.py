@@ -5,6 +5,8 @@ that as the base, applies the safe changes a user asks for (``--set dtp.lr=...``
 ``config.toml``) and refuses the others before anything is written; :func:`restore_state` puts the network, the
 rule and the random streams back; :func:`history_on_resume` gives the metrics rows the checkpoint covers and
 rewrites ``metrics.jsonl`` to hold exactly them (repairing a torn or damaged file from the checkpoint's copy).
+Without a checkpoint, a finished run kept as its plain files counts as done, and an unfinished one trains again
+from epoch 1 with a copy kept of the metrics it overwrites.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from targetprop.errors import ConfigError, TargetpropError, warn
 from targetprop.nets import Network
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules import Rule, get_rule
-from targetprop.runs import RunDir, RunDirError
+from targetprop.runs import METRICS, RunDir, RunDirError
 
 RUN_KEYS_RESUMABLE = (
     "epochs",
@@ -79,6 +81,9 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
     elif run_dir.has_checkpoint():  # an old checkpoint.pt: read by the restricted unpickler
         state = run_dir.load_checkpoint("cpu")
         done = int(state["epoch"]) if state else 0
+    kept = _kept_without_checkpoint(run_dir) if header is None and not run_dir.has_checkpoint() else None
+    if kept is not None:  # finished, then kept without its checkpoint: done, and nothing to train on from
+        done = kept
     try:
         on_disk: dict[str, Any] | None = run_dir.read_config()
     except TargetpropError as e:
@@ -118,6 +123,11 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
             )
     data = apply_assignments(data, assignments or [], [rule])
     config = make_config(data, **overrides)
+    if kept is not None and config.epochs > kept:
+        raise RunDirError(
+            f"{run_dir.path} finished {kept} epochs and was kept without its checkpoint, so it cannot train on to "
+            f"{config.epochs}: start a new run with --epochs {config.epochs}"
+        )
     if config.epochs < done:
         raise ConfigError(
             f"{run_dir.path} has already trained {done} epochs; --epochs {config.epochs} would not continue it: "
@@ -126,6 +136,15 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
     before, after = _flat(base, rule), _flat(config.to_dict(), rule)
     changes = {k: after[k] for k in sorted(after) if before.get(k) != after.get(k) and k not in UNRECORDED}
     return ResumePlan(config, done, changes, notes)
+
+
+def _kept_without_checkpoint(run_dir: RunDir) -> int | None:
+    """The epochs of a finished run whose checkpoint is gone (results kept as their plain files: ``config.toml``,
+    ``metrics.jsonl``, ``summary.json``); ``None`` if it has no summary, as a run stopped before its first
+    checkpoint has none."""
+    summary = run_dir.read_summary()
+    epochs = summary.get("epochs") if summary is not None else None
+    return epochs if isinstance(epochs, int) and epochs > 0 else None
 
 
 def _resumable_text(rule: str) -> str:
@@ -170,6 +189,8 @@ def history_on_resume(
                 "copy of the metrics; repair or delete that line, or start the run again"
             )
         history = [r for r in found.rows if r["epoch"] <= done]
+        if state is None and found.rows:
+            _keep_rows_trained_again(run_dir)
         have = {(r["epoch"], r["replica"]) for r in history}
         missing = sorted({e for e in range(1, done + 1) if evaluated(e) for k in range(replicas) if (e, k) not in have})
         if missing:
@@ -179,3 +200,16 @@ def history_on_resume(
             )
     run_dir.write_metrics(history)
     return history
+
+
+def _keep_rows_trained_again(run_dir: RunDir) -> None:
+    """A run with metrics but no checkpoint trains again from epoch 1: keep a copy of the rows it will overwrite (a
+    run killed before its first checkpoint, or partial results kept without their checkpoint) and say where."""
+    n = 1
+    while (copy := run_dir.path / f"metrics-before-restart{'' if n == 1 else f'-{n}'}.jsonl").exists():
+        n += 1
+    copy.write_bytes((run_dir.path / METRICS).read_bytes())
+    warn(
+        f"warning: {run_dir.path} has no checkpoint, so it trains again from epoch 1; the metrics it held are kept "
+        f"in {copy.name}"
+    )

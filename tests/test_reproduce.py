@@ -444,6 +444,14 @@ def test_resume_continues_each_method_and_skips_finished_ones(tmp_path: Path) ->
     assert read_jsonl(folder / "dtp" / "metrics.jsonl")[:1] == first
     proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
     assert proc.returncode == 0 and "all 2 epochs already done" in proc.stderr, show(proc)
+    for method in ("dtp", "bp"):  # kept as results/ keeps them, without checkpoints: still done, not trained again
+        (folder / method / "checkpoint.safetensors").unlink()
+    kept = every_file(folder)
+    proc = run_cli("reproduce", "--resume", folder, "-q", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr.count("all 2 epochs already done") == 2, show(proc)
+    assert {k: v for k, v in every_file(folder).items() if k.endswith((".jsonl", ".json", ".toml"))} == {
+        k: v for k, v in kept.items() if k.endswith((".jsonl", ".json", ".toml"))
+    }
     proc = run_cli("reproduce", "--resume", folder, "--seeds", "0-3", cwd=tmp_path)
     assert proc.returncode == 2 and "keeps its seeds" in error_line(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

@@ -486,6 +486,44 @@ def test_a_taken_name_gets_a_new_folder_and_a_note_naming_the_resume_command(par
     assert note in proc.stderr, show(proc)
 
 
+def test_a_finished_run_kept_without_its_checkpoint_is_done_and_cannot_be_trained_on(part):
+    """Results kept as their plain files (config, metrics, summary), as results/ keeps them: a resume must neither
+    train them again from epoch 1 nor touch them."""
+    (part / "checkpoint.safetensors").unlink()
+    before = every_file(part)
+    proc = run_cli("train", "--resume", part, cwd=part.parent)
+    assert proc.returncode == 0, show(proc)
+    assert f"{part}: all 3 epochs already done" in proc.stderr, show(proc)
+    longer = resume(part, "--epochs", "6")
+    assert longer.returncode == 2, show(longer)
+    assert error_line(longer) == (
+        f"error: {part} finished 3 epochs and was kept without its checkpoint, so it cannot train on to 6: "
+        "start a new run with --epochs 6"
+    )
+    assert every_file(part) == before
+
+
+def test_an_unfinished_run_without_a_checkpoint_trains_again_from_epoch_1_and_keeps_a_copy_of_its_metrics(
+    part, reference
+):
+    """No checkpoint and no summary: a run killed before its first checkpoint, or partial results kept without
+    theirs. Resume trains it again from epoch 1 (to the uninterrupted numbers); the rows it overwrites are kept."""
+    (part / "checkpoint.safetensors").unlink()
+    (part / "summary.json").unlink()
+    (part / "config.toml").write_text((part / "config.toml").read_text().replace("epochs = 3", f"epochs = {EPOCHS}"))
+    held = (part / "metrics.jsonl").read_bytes()
+    looked = run_cli("inspect", part, cwd=part.parent)
+    assert f"`targetprop train --resume {part}` would train it again from epoch 1 (keeping a copy" in looked.stdout
+    proc = resume(part)
+    assert proc.returncode == 0, show(proc)
+    assert (
+        f"warning: {part} has no checkpoint, so it trains again from epoch 1; the metrics it held are kept in "
+        "metrics-before-restart.jsonl"
+    ) in proc.stderr, show(proc)
+    assert (part / "metrics-before-restart.jsonl").read_bytes() == held
+    assert_same_run(part, reference, EPOCHS)
+
+
 # ---- inspect ------------------------------------------------------------------------------------------------------
 
 
