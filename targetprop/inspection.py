@@ -1,4 +1,5 @@
-"""``targetprop inspect RUN``: what a run, compare, reproduce, pooled-report or sweep directory holds, read without
+"""``targetprop inspect RUN``: what a run, compare, reproduce, pooled-report or sweep directory (or a folder of them,
+such as ``runs/``) holds, read without
 running anything from it.
 
 Only plain-data files are read: ``config.toml`` (TOML), ``metrics.jsonl`` and ``summary.json`` (JSON), the JSON
@@ -29,14 +30,43 @@ SWEEP_FILES = ("space.toml", "study.log")
 
 
 def inspect_folder(folder: Path, out: Console) -> None:
-    if all((folder / name).is_file() for name in SWEEP_FILES):
+    kind = _kind(folder)
+    if kind == "sweep":
         inspect_sweep(folder, out)
-    elif (folder / "report.toml").is_file() and not (folder / EXPERIMENT_FILE).is_file():
+    elif kind == "pooled report":
         inspect_pooled(folder, out)
-    elif not (folder / "config.toml").is_file() and _runs_in(folder):
+    elif kind is not None and kind != "run":
         inspect_group(folder, out)
+    elif kind is None and (_runs_in(folder) or _folders_in(folder)):
+        inspect_parent(folder, out)
     else:
         inspect_run(RunDir.open(folder), out)
+
+
+def _kind(folder: Path) -> str | None:
+    """What ``folder`` is, by the files it holds: a run, a reproduce, compare or sweep directory, a pooled report; or
+    ``None`` (no such folder, or a plain folder such as ``runs/``)."""
+    if not folder.is_dir():
+        return None
+    if all((folder / name).is_file() for name in SWEEP_FILES):
+        return "sweep"
+    if (folder / EXPERIMENT_FILE).is_file():
+        return "reproduce"
+    if (folder / "report.toml").is_file():
+        return "pooled report"
+    if (folder / "config.toml").is_file():
+        return "run"
+    if (folder / LOCK_FILE).is_file() and _runs_in(folder):  # locked as a whole while it runs
+        return "compare"
+    return None
+
+
+def _folders_in(folder: Path) -> list[tuple[Path, str]]:
+    """The reproduce, compare and sweep directories and pooled reports one level below ``folder``, with their kind."""
+    if not folder.is_dir():
+        return []
+    found = ((p, _kind(p)) for p in sorted(folder.iterdir()))
+    return [(p, kind) for p, kind in found if kind not in (None, "run")]
 
 
 def _runs_in(folder: Path) -> list[RunDir]:
@@ -187,14 +217,9 @@ def inspect_run(run: RunDir, out: Console) -> None:
 
 
 def inspect_group(folder: Path, out: Console) -> None:
-    """A reproduce directory (its request, then one row per method), a compare directory (one row per rule), or
-    any folder of run directories (``runs/``: one row per run)."""
+    """A reproduce directory (its request, then one row per method) or a compare directory (one row per rule)."""
     reproduced = (folder / EXPERIMENT_FILE).is_file()
-    if reproduced:
-        kind = "reproduce directory"
-    else:  # a compare directory is locked as a whole while it runs; a plain parent of runs never is
-        kind = "compare directory" if (folder / LOCK_FILE).is_file() else "run directories in"
-    print_line(out, f"{kind}: {folder}")
+    print_line(out, f"{'reproduce' if reproduced else 'compare'} directory: {folder}")
     if reproduced:
         _print_request(folder, out)
     busy = holder(folder)
@@ -209,14 +234,66 @@ def inspect_group(folder: Path, out: Console) -> None:
             again_from = " would train again from epoch 1 (keeping a copy of the metrics)"
             print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else again_from}")
         else:
-            for run, state in stopped:
-                print_line(out, f"{run.path.name}: {_with_command(state, run)}")
+            _print_stopped(stopped, out)
     if reproduced and (folder / "table.md").is_file():
         print_line(
             out,
             f"table: {folder / 'table.md'} "
             f"(`targetprop reproduce --report {folder}` writes it from what the folder holds now)",
         )
+
+
+def inspect_parent(folder: Path, out: Console) -> None:
+    """A plain folder such as ``runs/``: one row per run directory in it, then one per reproduce, compare or sweep
+    directory or pooled report, each with where its runs stand (``targetprop inspect`` on it says more)."""
+    print_line(out, f"run directories in: {folder}")
+    if _runs_in(folder):
+        table, stopped = _runs_table(folder, "runs")
+        print_table(out, table)
+        _print_stopped(stopped, out)
+    folders = _folders_in(folder)
+    if folders:
+        table = Table(title="folders of runs")
+        for column in ("folder", "kind", "where its runs stand"):
+            table.add_column(column)
+        for path, kind in folders:
+            table.add_row(path.name, kind, _standing(path, kind))
+        print_table(out, table)
+        print_line(out, f"`targetprop inspect {folder / folders[0][0].name}` (say) shows one of them whole")
+
+
+def _print_stopped(stopped: list[tuple[RunDir, RunState]], out: Console) -> None:
+    for run, state in stopped:
+        print_line(out, f"{run.path.name}: {_with_command(state, run)}")
+
+
+def _standing(folder: Path, kind: str) -> str:
+    """One line on where a folder's runs stand: each run's status, or a sweep's trials, or a report's sources."""
+    busy = holder(folder)
+    if kind == "sweep":
+        trials = folder / "trials.csv"
+        try:
+            rows = max(len(trials.read_text(encoding="utf-8").splitlines()) - 1, 0) if trials.is_file() else 0
+        except (OSError, UnicodeDecodeError):
+            return "trials.csv cannot be read"
+        return f"{'running: ' + busy + '; ' if busy else ''}{rows} trial{'' if rows == 1 else 's'} in trials.csv"
+    if kind == "pooled report":
+        from targetprop.report import pooled_sources
+
+        try:
+            sources, _ = pooled_sources(folder)
+        except TargetpropError as e:
+            return f"problem: {e}"
+        return "pooled from " + ", ".join(source.name for source in sources)
+    parts = []
+    for run in _runs_in(folder):
+        try:
+            parts.append(f"{run.path.name} {run_state(run).status}")
+        except TargetpropError as e:
+            parts.append(f"{run.path.name} cannot be read: {e}")
+    if not parts:
+        parts = ["tables only (no run directory kept)" if (folder / "table.md").is_file() else "no run yet"]
+    return ("running: " + busy + "; " if busy else "") + "; ".join(parts)
 
 
 def inspect_pooled(folder: Path, out: Console) -> None:

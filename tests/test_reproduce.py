@@ -677,6 +677,11 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
         proc = run_cli("reproduce", *bad, "--out", tmp_path, cwd=tmp_path)
         assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "ab", "b"]
+    looked = run_cli("inspect", tmp_path, cwd=tmp_path)  # the folder they are in: one row each
+    assert looked.returncode == 0, show(looked)
+    assert re.search(r"a +│ reproduce +│ bp finished: 2 epochs", looked.stdout), show(looked)
+    assert re.search(r"ab +│ pooled report +│ pooled from a, b", looked.stdout), show(looked)
+    assert re.search(rf"b +│ reproduce +│ bp stopped after epoch {done} of 500", looked.stdout), show(looked)
 
 
 def test_a_damaged_or_mismatched_request_is_one_line(tmp_path: Path) -> None:

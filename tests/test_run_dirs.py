@@ -567,6 +567,10 @@ def test_inspect_of_a_compare_directory_shows_each_rule_and_the_command_that_con
     resumed = run_cli(*command.split()[1:], "-q", cwd=tmp_path)  # as told
     assert resumed.returncode == 0, show(resumed)
     assert re.search(r"dtp +│ finished: 4 epochs", run_cli("inspect", folder, cwd=tmp_path).stdout)
+    above = run_cli("inspect", tmp_path, cwd=tmp_path)  # a folder holding no run, only a compare directory
+    assert above.returncode == 0, show(above)
+    assert f"run directories in: {tmp_path}\n" in above.stdout
+    assert re.search(r"c +│ compare +│ bp finished: 2 epochs; dtp finished: 4 epochs", above.stdout), show(above)
 
 
 # ---- sweep directories --------------------------------------------------------------------------------------------
