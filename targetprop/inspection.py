@@ -1,6 +1,5 @@
 """``targetprop inspect RUN``: what a run, compare, reproduce, pooled-report or sweep directory (or a folder of them,
-such as ``runs/``) holds, read without
-running anything from it.
+such as ``runs/``) holds, read without running anything from it.
 
 Only plain-data files are read: ``config.toml`` (TOML), ``metrics.jsonl`` and ``summary.json`` (JSON), the JSON
 header of ``checkpoint.safetensors`` (no tensor is loaded), a sweep's ``space.toml`` and ``trials.csv``. An old
