@@ -541,7 +541,10 @@ def sweep(
         str | None, typer.Option("--out", help="Parent folder of the sweep directory (default: runs/sweeps).")
     ] = None,
     name: Annotated[
-        str | None, typer.Option(help="Sweep directory name (default: [sweep] name, else the space file's).")
+        str | None,
+        typer.Option(
+            help="Sweep directory name (default: [sweep] name, else SPACE as given: a bundled name, or the file's name without .toml)."
+        ),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:

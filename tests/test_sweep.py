@@ -490,6 +490,7 @@ def test_every_bundled_space_file_loads_by_its_name(name):
     name, and its base run and the run at every edge of its space are valid configs (load_space checks both)."""
     space = load_space(name)
     assert space.params and Path(space.source).name == name.replace("-", "_") + ".toml", name
+    assert space.settings.name == name  # its directory is named as it was asked for: runs/sweeps/NAME
 
 
 def test_the_sweep_records_its_base_run_resolved_and_resumes_sweeps_recorded_before(tmp_path):

@@ -211,8 +211,8 @@ def load_space(source: str | Path) -> Space:
         settings = SweepSettings(**sweep)
     except ValidationError as e:
         raise ConfigError(f"{where}: [sweep] " + describe_validation_error(e, SweepSettings)) from None
-    if settings.name is None:
-        settings.name = path.stem
+    if settings.name is None:  # the name it was asked for: `sweep dtp-digits` writes sweeps/dtp-digits
+        settings.name = path.stem if path.exists() and Path(source) == path else str(source)
     raw_space = doc.pop("space", None)
     if not isinstance(raw_space, dict) or not raw_space:
         raise ConfigError(
