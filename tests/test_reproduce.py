@@ -269,7 +269,9 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
 
 
 def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path, monkeypatch) -> None:
-    proc = run_cli("reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q", cwd=tmp_path)
+    # the slowest smoke (about 110 s on one idle core): room for a loaded machine, where 300 s ran out once
+    args = ["reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q"]
+    proc = run_cli(*args, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"
     rows = check_outputs(folder, ["dtp", "bp"], epochs=3, seeds=2)
