@@ -34,7 +34,7 @@ def inspect_folder(folder: Path, out: Console) -> None:
         inspect_sweep(folder, out)
     elif kind == "pooled report":
         inspect_pooled(folder, out)
-    elif kind is not None and kind != "run":
+    elif kind in ("reproduce", "compare"):
         inspect_group(folder, out)
     elif kind is None and (_runs_in(folder) or _folders_in(folder)):
         inspect_parent(folder, out)
@@ -269,13 +269,17 @@ def _print_stopped(stopped: list[tuple[RunDir, RunState]], out: Console) -> None
 def _standing(folder: Path, kind: str) -> str:
     """One line on where a folder's runs stand: each run's status, or a sweep's trials, or a report's sources."""
     busy = holder(folder)
+    return (f"running: {busy}; " if busy else "") + _contents(folder, kind)
+
+
+def _contents(folder: Path, kind: str) -> str:
     if kind == "sweep":
         trials = folder / "trials.csv"
         try:
             rows = max(len(trials.read_text(encoding="utf-8").splitlines()) - 1, 0) if trials.is_file() else 0
         except (OSError, UnicodeDecodeError):
             return "trials.csv cannot be read"
-        return f"{'running: ' + busy + '; ' if busy else ''}{rows} trial{'' if rows == 1 else 's'} in trials.csv"
+        return f"{rows} trial{'' if rows == 1 else 's'} in trials.csv"
     if kind == "pooled report":
         from targetprop.report import pooled_sources
 
@@ -290,9 +294,9 @@ def _standing(folder: Path, kind: str) -> str:
             parts.append(f"{run.path.name} {run_state(run).status}")
         except TargetpropError as e:
             parts.append(f"{run.path.name} cannot be read: {e}")
-    if not parts:
-        parts = ["tables only (no run directory kept)" if (folder / "table.md").is_file() else "no run yet"]
-    return ("running: " + busy + "; " if busy else "") + "; ".join(parts)
+    if parts:
+        return "; ".join(parts)
+    return "tables only (no run directory kept)" if (folder / "table.md").is_file() else "no run yet"
 
 
 def inspect_pooled(folder: Path, out: Console) -> None:

@@ -187,8 +187,10 @@ def bundled_space(name: str) -> Path | None:
 def load_space(source: str | Path) -> Space:
     """Read and check a space file (a path, or the name of a bundled one); ConfigError says what is wrong."""
     path = Path(source)
+    name = path.stem  # the sweep directory's default name: a file's stem, or a bundled space's name as given
     if not path.exists():
-        bundled = bundled_space(str(source))
+        name = str(source)
+        bundled = bundled_space(name)
         if bundled is None:
             raise ConfigError(
                 f"space file {str(source)!r} not found; bundled spaces: {', '.join(bundled_space_names())}"
@@ -211,8 +213,8 @@ def load_space(source: str | Path) -> Space:
         settings = SweepSettings(**sweep)
     except ValidationError as e:
         raise ConfigError(f"{where}: [sweep] " + describe_validation_error(e, SweepSettings)) from None
-    if settings.name is None:  # the name it was asked for: `sweep dtp-digits` writes sweeps/dtp-digits
-        settings.name = path.stem if path.exists() and Path(source) == path else str(source)
+    if settings.name is None:
+        settings.name = name
     raw_space = doc.pop("space", None)
     if not isinstance(raw_space, dict) or not raw_space:
         raise ConfigError(
