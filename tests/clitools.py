@@ -20,6 +20,9 @@ MNIST_FILES = [
     "t10k-labels-idx1-ubyte.gz",
 ]
 TINY = ["--arch", "64-32-10", "--epochs", "2"]
+# How long a `targetprop` subprocess may run before a test calls it hung. A guard against hangs, not a speed check:
+# the runs take seconds alone, but minutes on a machine whose two cores a background experiment also uses.
+CLI_TIMEOUT = 900
 
 
 def cli_env() -> dict[str, str]:
@@ -36,7 +39,7 @@ def command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "targetprop", *map(str, args)]
 
 
-def run_cli(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str | Path, cwd: Path, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         command(*args),
         cwd=cwd,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clitools import error_line, read_jsonl, run_cli, show
+from clitools import CLI_TIMEOUT, error_line, read_jsonl, run_cli, show
 
 from targetprop import Network, ReplicaRandom
 from targetprop.config import make_config
@@ -438,7 +438,7 @@ def test_the_fine_tuning_search_script_trains_every_setting_on_a_finished_run(tm
     proc = subprocess.run(
         [sys.executable, str(script), str(result.run_dir.path), "--replicas", "1", "--noise", "0,0.3", "--epochs",
          "2", "--lr", "0.01", "--csv", str(out)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=CLI_TIMEOUT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from clitools import (
+    CLI_TIMEOUT,
     DATA_DIR,
     MNIST_FILES,
     TINY,
@@ -597,7 +598,7 @@ def test_a_ctrl_c_that_lands_in_a_weakref_callback_still_stops_the_command(tmp_p
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=CLI_TIMEOUT,
         preexec_fn=interruptible,
     )
     assert proc.returncode == 130, show(proc)

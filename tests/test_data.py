@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clitools import cli_env, command, error_line, read_jsonl, show
+from clitools import CLI_TIMEOUT, cli_env, command, error_line, read_jsonl, show
 
 import targetprop.data as data
 from targetprop.data import (
@@ -477,7 +477,9 @@ def test_every_command_that_loads_data_takes_the_download_its_error_names(tmp_pa
     args = [*args, "-q", "--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "--name", "r"]
     with serve(MNIST_DIR) as url:
         env = {**cli_env(), "TARGETPROP_MIRROR": url}
-        run = functools.partial(subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        run = functools.partial(
+            subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
+        )
         missing = run(command(*args))
         assert missing.returncode == 2 and "--download" in error_line(missing), show(missing)
         assert not (tmp_path / "runs" / "r").exists(), show(missing)  # refused before making its folder
@@ -494,7 +496,9 @@ def test_a_resumed_run_takes_download_when_its_data_is_gone(tmp_path: Path) -> N
     args = ["train", "--rule", "bp", *SMALL_MNIST_RUN, "-q", "--data-dir", tmp_path / "data"]
     with serve(MNIST_DIR) as url:
         env = {**cli_env(), "TARGETPROP_MIRROR": url}
-        run = functools.partial(subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        run = functools.partial(
+            subprocess.run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT
+        )
         mirror_of_mnist(tmp_path / "data" / "mnist")  # a run made without --download, on data that was there
         first = run(command(*args, "--out", tmp_path / "runs", "--name", "r"))
         assert first.returncode == 0, show(first)

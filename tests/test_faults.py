@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from clitools import assert_same_run, interruptible, run_cli, show, start_cli, wait_until
+from clitools import CLI_TIMEOUT, assert_same_run, interruptible, run_cli, show, start_cli, wait_until
 from test_run_dirs import MOUNT
 
 EPOCHS = 300
@@ -115,7 +115,7 @@ def test_a_run_stopped_at_random_moments_resumes_to_the_uninterrupted_numbers(tm
                 if proc.poll() is None:
                     proc.send_signal(getattr(signal, fault))
             try:
-                _, stderr = proc.communicate(timeout=300)
+                _, stderr = proc.communicate(timeout=CLI_TIMEOUT)
             finally:
                 if proc.poll() is None:
                     proc.kill()

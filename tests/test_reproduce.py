@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import tomli_w
 from clitools import (
+    CLI_TIMEOUT,
     DATA_DIR,
     assert_no_traceback,
     ctrl_c_once,
@@ -229,7 +230,7 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
     for name in ("r", "edited"):
         check = subprocess.run(
             [sys.executable, str(script), str(tmp_path / name), "--epochs", "2", "--data-dir", str(DATA_DIR)],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=tmp_path,
         )  # fmt: skip
         assert check.returncode == 0, check.stderr
         out[name] = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in check.stdout.splitlines()[3:]}
@@ -255,7 +256,7 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
     for flag in ([], ["--as-recorded"]):
         check = subprocess.run(
             [sys.executable, str(script), str(tmp_path / "old"), "--epochs", "2", "--data-dir", str(DATA_DIR), *flag],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=tmp_path,
         )  # fmt: skip
         assert check.returncode == 0, check.stderr
         [row] = [line.split("|")[2:-1] for line in check.stdout.splitlines()[3:]]
@@ -269,9 +270,9 @@ def test_a_rerun_repeats_a_run_to_the_last_digit_and_the_rerun_check_says_where_
 
 
 def test_autoencoder_smoke_writes_reconstruction_table_classifier_and_filters(tmp_path: Path, monkeypatch) -> None:
-    # the slowest smoke (about 110 s on one idle core): room for a loaded machine, where 300 s ran out once
+    # the slowest smoke (about 110 s on one idle core)
     args = ["reproduce", "autoencoder", "--scale", "smoke", "--out", tmp_path, "--name", "r", "-q"]
-    proc = run_cli(*args, cwd=tmp_path, timeout=900)
+    proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, show(proc)
     folder = tmp_path / "r"
     rows = check_outputs(folder, ["dtp", "bp"], epochs=3, seeds=2)

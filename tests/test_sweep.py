@@ -359,7 +359,7 @@ def test_sweep_on_a_local_ray_cluster(tmp_path, ray_head):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=clitools.CLI_TIMEOUT,
     )
     assert proc.returncode == 0, show(proc)
     assert_no_traceback(proc)
