@@ -518,7 +518,7 @@ def set_note(assignments: list[str], where: Path | None = None) -> str:
     """The table's note of the ``reproduce --set`` changes a run was made with (``where``: its folder, when a
     report pools several)."""
     folder = f" ({where})" if where is not None else ""
-    return f"set on the command line (not the experiment's settings){folder}: {', '.join(assignments)}"
+    return f"set on the command line (over the experiment's settings of the time){folder}: {', '.join(assignments)}"
 
 
 def settings_changed(experiment: Experiment, method: Method, run_dirs: list[Path], scale: str) -> list[str]:

@@ -504,11 +504,11 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     given = ["dtp.eta_hat=0.5", "lr_decay=10", "shuffle=true"]
     assert tomllib.loads((folder / "experiment.toml").read_text())["set"] == given
     notes = (folder / "table.md").read_text()
-    assert f"set on the command line (not the experiment's settings): {', '.join(given)}" in notes
+    assert f"set on the command line (over the experiment's settings of the time): {', '.join(given)}" in notes
     proc = run_cli("reproduce", "--report", folder, cwd=tmp_path)  # a report of the folder keeps the note
     assert proc.returncode == 0, show(proc)
     assert (
-        f"set on the command line (not the experiment's settings): {', '.join(given)}"
+        f"set on the command line (over the experiment's settings of the time): {', '.join(given)}"
         in (folder / "table.md").read_text()
     )
     titled: list[list[str]] = []  # and errors.png's title says them
