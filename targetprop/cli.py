@@ -546,6 +546,15 @@ def sweep(
             help="Sweep directory name (default: [sweep] name, else SPACE as given: a bundled name, or the file's name without .toml)."
         ),
     ] = None,
+    at_epoch: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--at-epoch",
+            min=1,
+            help="Add a column of each trial's validation error at this epoch (repeat it: --at-epoch 10 "
+            "--at-epoch 50). On a finished sweep, --resume DIR prints the table again without training.",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Search hyper-parameters with Optuna (random or TPE); trials share a process as replicas; one table."""
@@ -580,7 +589,7 @@ def sweep(
     runner.open()
     try:
         runner.run()
-        table = runner.table()
+        table = runner.table(at_epochs=at_epoch or ())
     finally:
         runner.close()
     print_table(out, table)

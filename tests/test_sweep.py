@@ -120,6 +120,18 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
         assert f"{float(r['best_valid_error']):.2f}" in cells, cells
         assert f"{r['run_dir']} [{r['replica']}]" in cells, cells
 
+    # --at-epoch: the finished sweep's table again, nothing trained, with each trial's validation error at those
+    # epochs as its replica's rows of its run hold them ("-" past the last epoch)
+    again = run_cli("sweep", "--resume", folder, "--at-epoch", "1", "--at-epoch", "3", "--at-epoch", "9", cwd=tmp_path)
+    assert again.returncode == 0, show(again)
+    assert "nothing to run" in again.stderr and "epoch 1/" not in again.stderr, show(again)
+    assert "valid % at 1" in again.stdout and "valid % at 9" in again.stdout, show(again)
+    shown = table_rows(again.stdout)
+    for r in rows:
+        metrics = read_jsonl(folder / r["run_dir"] / "metrics.jsonl")
+        valid = {m["epoch"]: m["valid_error"] for m in metrics if m["replica"] == int(r["replica"])}
+        assert shown[r["trial"]][-4:-1] == [f"{valid[1]:.2f}", f"{valid[3]:.2f}", "-"], shown[r["trial"]]
+
     # a trial is an independent run: trained alone with its values (as `targetprop train --config` would), it
     # gives the same errors epoch by epoch
     row = next(r for r in rows if r["replica"] == "1")

@@ -71,6 +71,10 @@ random sweep does not replay its first draws. Interrupted trials are told their 
 than failed and enqueued again (Optuna's usual retry), so they keep their number and their run directory. Diverged
 and failed trials count towards ``trials``. One sweep process works on a directory at a time (it holds ``.lock``);
 Ctrl-C, or a worker process that dies, stops the sweep with the command that resumes it.
+
+**The trials by epoch.** ``targetprop sweep --resume DIR --at-epoch 10 --at-epoch 50`` on a finished sweep trains
+nothing and prints its table with each trial's validation error at those epochs (read from its run's
+``metrics.jsonl``; "-" where that epoch was not evaluated).
 """
 
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, run_group

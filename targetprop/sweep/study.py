@@ -8,7 +8,7 @@ import csv
 import io
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from rich.table import Table
 from targetprop.config import make_config
 from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import FolderLock
-from targetprop.runs import atomic_write
+from targetprop.runs import RunDir, atomic_write
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, connect_ray, local_cpus
 from targetprop.sweep.space import Space, comparable_run, load_space
 
@@ -361,8 +361,29 @@ class Sweep:
         writer.writerows(rows)
         atomic_write(self.folder / TRIALS_FILE, lambda f: f.write(text.getvalue().encode()))
 
-    def table(self) -> Table:
-        """Every trial, best first: its value, the test error beside it, the drawn values, its run and replica."""
+    def valid_at(self, rows: list[dict[str, Any]], epochs: Sequence[int]) -> list[list[float | None]]:
+        """Each row's validation error at each of ``epochs``, read from its replica's rows of its run's
+        ``metrics.jsonl`` (``None`` where that epoch was not evaluated, or the trial has no run yet): how each
+        trial got to its score, where a score at one epoch hides a slow start or a late collapse."""
+        by_run: dict[str, dict[tuple[int, int], float]] = {}
+        out = []
+        for row in rows:
+            run, replica = row["run_dir"], row["replica"]
+            if run is None or replica is None:
+                out.append([None] * len(epochs))
+                continue
+            if run not in by_run:
+                by_run[run] = {
+                    (r["epoch"], r["replica"]): r["valid_error"]
+                    for r in RunDir(self.folder / run).read_metrics().rows
+                    if r.get("valid_error") is not None
+                }
+            out.append([by_run[run].get((e, replica)) for e in epochs])
+        return out
+
+    def table(self, at_epochs: Sequence[int] = ()) -> Table:
+        """Every trial, best first: its value, the test error beside it, the drawn values, its run and replica;
+        and, for each of ``at_epochs``, its validation error at that epoch."""
         metric, test_key = self.settings.metric, METRICS[self.settings.metric]
         cfg = make_config(self.space.base)
         table = Table(
@@ -376,8 +397,11 @@ class Sweep:
         table.add_column("test %", justify="right")
         for p in self.space.params:  # "dtp.lr" → "lr": the title names the rule
             table.add_column(p.name.removeprefix(f"{cfg.rule}."), justify="right")
+        for epoch in at_epochs:
+            table.add_column(f"valid % at {epoch}", justify="right")
         table.add_column(escape("run [replica]"))
-        for row in self.rows():
+        rows = self.rows()
+        for row, valid in zip(rows, self.valid_at(rows, at_epochs), strict=True):
             run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
             table.add_row(
                 str(row["trial"]),
@@ -385,6 +409,7 @@ class Sweep:
                 _percent(row[metric]),
                 _percent(row[test_key]),
                 *(_value(row[p.name]) for p in self.space.params),
+                *(_percent(v) for v in valid),
                 run,
             )
         return table
