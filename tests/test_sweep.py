@@ -465,6 +465,7 @@ def test_bad_command_lines(tmp_path):
         ("sweep", "--resume", tmp_path): "is not a sweep directory",
         ("sweep", space, "--ray-address", f"127.0.0.1:{free_port()}"): "no Ray cluster answers at 127.0.0.1:",
         ("sweep", space, "--ray-address", "nowhere"): "HOST:PORT",
+        ("sweep", space, "--at-epoch", "0"): "'--at-epoch'",
     }
     before = sorted(tmp_path.rglob("*"))
     for args, fragment in cases.items():
