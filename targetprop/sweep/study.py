@@ -365,6 +365,8 @@ class Sweep:
         """Each row's validation error at each of ``epochs``, read from its replica's rows of its run's
         ``metrics.jsonl`` (``None`` where that epoch was not evaluated, or the trial has no run yet): how each
         trial got to its score, where a score at one epoch hides a slow start or a late collapse."""
+        if not epochs:
+            return [[] for _ in rows]  # no run's metrics read
         by_run: dict[str, dict[tuple[int, int], float]] = {}
         out = []
         for row in rows:
