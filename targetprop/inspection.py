@@ -9,7 +9,6 @@ reproduce directory's ``experiment.toml`` and a pooled report's ``report.toml`` 
 
 from __future__ import annotations
 
-import csv
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -386,33 +385,34 @@ def _mean_std(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def inspect_sweep(folder: Path, out: Console) -> None:
+    """The sweep's space and its trials, best first, as ``targetprop sweep`` tables them, from ``space.toml`` and
+    ``trials.csv`` alone: no lock is taken and no data read, so a sweep can be looked at while it runs."""
     import tomllib
+
+    from targetprop.sweep import load_space, read_trials_csv, trials_table
 
     print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
     print_line(out, f"status: {'running: ' + busy if busy else 'not running'}")
     try:
-        space = tomllib.loads((folder / "space.toml").read_text(encoding="utf-8"))
+        text = (folder / "space.toml").read_text(encoding="utf-8")
         print_line(out, "space.toml:")
-        for text in tomli_w.dumps(space).splitlines():
-            print_line(out, f"  {text}")
-    except (ValueError, OSError) as e:
+        for line in tomli_w.dumps(tomllib.loads(text)).splitlines():
+            print_line(out, f"  {line}")
+        space = load_space(folder / "space.toml")
+    except (ValueError, OSError, TargetpropError) as e:
         print_line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
-    trials = folder / "trials.csv"
-    if trials.is_file():
-        try:
-            with open(trials, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-        except (OSError, csv.Error, UnicodeDecodeError) as e:
-            print_line(out, f"problem: trials.csv cannot be read ({e})")
-            return
-        if rows:
-            table = Table(title="trials, best first")
-            for column in rows[0]:
-                table.add_column(column)
-            for row in rows[1:]:
-                table.add_row(*row[: len(rows[0])])
-            print_table(out, table)
+        return
+    if not (folder / "trials.csv").is_file():
+        print_line(out, "no trial has finished yet (no trials.csv)")
+        return
+    try:
+        rows = read_trials_csv(space, folder)
+    except TargetpropError as e:
+        print_line(out, f"problem: {e}")
+        return
+    finished = sum(1 for r in rows if r["state"] != "running" and r["run_dir"] is not None)
+    print_table(out, trials_table(space, folder, rows, counted=finished, total=space.settings.trials))
 
 
 def _number(value: Any) -> str:

@@ -28,6 +28,7 @@ from test_cli import assert_no_traceback, cli_env, command, read_jsonl, run_cli,
 
 from targetprop import make_config, train
 from targetprop import sweep as sweep_module
+from targetprop.lock import FolderLock
 from targetprop.sweep import Group, GroupResult, Sweep, load_space, run_group
 from targetprop.sweep import groups as sweep_groups
 
@@ -131,6 +132,22 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
         metrics = read_jsonl(folder / r["run_dir"] / "metrics.jsonl")
         valid = {m["epoch"]: m["valid_error"] for m in metrics if m["replica"] == int(r["replica"])}
         assert shown[r["trial"]][-4:-1] == [f"{valid[1]:.2f}", f"{valid[3]:.2f}", "-"], shown[r["trial"]]
+
+    # `inspect` tables the trials as the sweep does, from space.toml and trials.csv alone: with the folder's lock
+    # held by another process (a sweep running) and no data anywhere
+    with FolderLock(folder, "sweep directory"):
+        code, stdout, stderr = run_main("inspect", folder)
+    assert code == 0, stderr
+    assert "status: running" in stdout and "4 trials of 4" in stdout, stdout
+    assert table_rows(stdout) == {k: v for k, v in table_rows(proc.stdout).items() if k.isdigit()}
+    # a damaged cell is named, and the rest of the folder is still shown
+    text = (folder / "trials.csv").read_text()
+    first = rows[0]["best_valid_error"]
+    (folder / "trials.csv").write_text(text.replace(first, "1.2.3", 1))
+    code, stdout, stderr = run_main("inspect", folder)
+    assert code == 0 and "space.toml:" in stdout, stderr
+    assert "trials.csv, line 2: best_valid_error = '1.2.3' is not a number" in " ".join(stdout.split()), stdout
+    (folder / "trials.csv").write_text(text)
 
     # a trial is an independent run: trained alone with its values (as `targetprop train --config` would), it
     # gives the same errors epoch by epoch

@@ -79,7 +79,15 @@ nothing and prints its table with each trial's validation error at those epochs 
 
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, run_group
 from targetprop.sweep.space import Param, Space, SweepSettings, bundled_space_names, load_space
-from targetprop.sweep.study import Group, Sweep, check_sweep_dir, read_sweep_dir, sweep_dir_for
+from targetprop.sweep.study import (
+    Group,
+    Sweep,
+    check_sweep_dir,
+    read_sweep_dir,
+    read_trials_csv,
+    sweep_dir_for,
+    trials_table,
+)
 
 __all__ = [
     "Group",
@@ -95,6 +103,8 @@ __all__ = [
     "check_sweep_dir",
     "load_space",
     "read_sweep_dir",
+    "read_trials_csv",
     "run_group",
     "sweep_dir_for",
+    "trials_table",
 ]

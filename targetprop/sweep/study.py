@@ -361,60 +361,124 @@ class Sweep:
         writer.writerows(rows)
         atomic_write(self.folder / TRIALS_FILE, lambda f: f.write(text.getvalue().encode()))
 
-    def valid_at(self, rows: list[dict[str, Any]], epochs: Sequence[int]) -> list[list[float | None]]:
-        """Each row's validation error at each of ``epochs``, read from its replica's rows of its run's
-        ``metrics.jsonl`` (``None`` where that epoch was not evaluated, or the trial has no run yet): how each
-        trial got to its score, where a score at one epoch hides a slow start or a late collapse."""
-        if not epochs:
-            return [[] for _ in rows]  # no run's metrics read
-        by_run: dict[str, dict[tuple[int, int], float]] = {}
-        out = []
-        for row in rows:
-            run, replica = row["run_dir"], row["replica"]
-            if run is None or replica is None:
-                out.append([None] * len(epochs))
-                continue
-            if run not in by_run:
-                by_run[run] = {
-                    (r["epoch"], r["replica"]): r["valid_error"]
-                    for r in RunDir(self.folder / run).read_metrics().rows
-                    if r.get("valid_error") is not None
-                }
-            out.append([by_run[run].get((e, replica)) for e in epochs])
-        return out
-
     def table(self, at_epochs: Sequence[int] = ()) -> Table:
-        """Every trial, best first: its value, the test error beside it, the drawn values, its run and replica;
-        and, for each of ``at_epochs``, its validation error at that epoch."""
-        metric, test_key = self.settings.metric, METRICS[self.settings.metric]
-        cfg = make_config(self.space.base)
-        table = Table(
-            title=f"{cfg.rule} on {cfg.data} {cfg.architecture}: {self._counted()} trials of {self.trials} "
-            f"({self.settings.sampler} sampler), best first",
-            caption=f"{TEST_WHERE[metric]}; runs in {self.folder}",
+        """Every trial, best first (:func:`trials_table`)."""
+        return trials_table(
+            self.space, self.folder, self.rows(), counted=self._counted(), total=self.trials, at_epochs=at_epochs
         )
-        table.add_column("trial", justify="right")
-        table.add_column("state")
-        table.add_column(metric.removesuffix("_error").replace("_", " ") + " %", justify="right")
-        table.add_column("test %", justify="right")
-        for p in self.space.params:  # "dtp.lr" → "lr": the title names the rule
-            table.add_column(p.name.removeprefix(f"{cfg.rule}."), justify="right")
-        for epoch in at_epochs:
-            table.add_column(f"valid % at {epoch}", justify="right")
-        table.add_column(escape("run [replica]"))
-        rows = self.rows()
-        for row, valid in zip(rows, self.valid_at(rows, at_epochs), strict=True):
-            run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
-            table.add_row(
-                str(row["trial"]),
-                row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else ""),
-                _percent(row[metric]),
-                _percent(row[test_key]),
-                *(_value(row[p.name]) for p in self.space.params),
-                *(_percent(v) for v in valid),
-                run,
-            )
-        return table
+
+
+# -- the trials as a table, from the study or from trials.csv ------------------------------------------------------
+
+
+def read_trials_csv(space: Space, folder: Path) -> list[dict[str, Any]]:
+    """The rows of ``folder/trials.csv``, typed as :meth:`Sweep.rows` gives them: what ``targetprop inspect`` tables
+    without opening the study, taking the folder's lock or reading any data, so while the sweep runs too.
+    ``ConfigError`` names the file and the cell that cannot be read."""
+    path = folder / TRIALS_FILE
+    params = {p.name: p for p in space.params}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read ({e})") from None
+    rows = []
+    for line, cells in enumerate(raw, start=2):
+        row: dict[str, Any] = {}
+        for key, cell in cells.items():
+            try:
+                row[key] = _typed(key, cell, params.get(key))
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"{path}, line {line}: {key} = {cell!r} is not a {_KINDS.get(key, 'number')}"
+                ) from None
+        rows.append(row)
+    return rows
+
+
+_KINDS = {
+    "trial": "whole number",
+    "best_epoch": "whole number",
+    "collapsed_at": "whole number",
+    "replica": "whole number",
+}
+_TEXT = ("state", "run_dir", "error")
+
+
+def _typed(key: str | None, cell: str | None, param: Any) -> Any:
+    """One cell of trials.csv as :meth:`Sweep.rows` held it (an empty cell was ``None``)."""
+    if key is None or cell is None:
+        raise ValueError("a row with more or fewer cells than the header")
+    if cell == "":
+        return None
+    if key in _TEXT:
+        return cell
+    if key in _KINDS:
+        return int(cell)
+    if param is not None and "choices" in param.spec:
+        return next((c for c in param.spec["choices"] if str(c) == cell), cell)
+    if param is not None and param.kind == "int":
+        return int(cell)
+    return float(cell)  # the metric, the test error, a float key
+
+
+def valid_at(folder: Path, rows: list[dict[str, Any]], epochs: Sequence[int]) -> list[list[float | None]]:
+    """Each row's validation error at each of ``epochs``, read from its replica's rows of its run's
+    ``metrics.jsonl`` under ``folder`` (``None`` where that epoch was not evaluated, or the trial has no run yet):
+    how each trial got to its score, where a score at one epoch hides a slow start or a late collapse."""
+    if not epochs:
+        return [[] for _ in rows]  # no run's metrics read
+    by_run: dict[str, dict[tuple[int, int], float]] = {}
+    out = []
+    for row in rows:
+        run, replica = row["run_dir"], row["replica"]
+        if run is None or replica is None:
+            out.append([None] * len(epochs))
+            continue
+        if run not in by_run:
+            by_run[run] = {
+                (r["epoch"], r["replica"]): r["valid_error"]
+                for r in RunDir(folder / run).read_metrics().rows
+                if r.get("valid_error") is not None
+            }
+        out.append([by_run[run].get((e, replica)) for e in epochs])
+    return out
+
+
+def trials_table(
+    space: Space, folder: Path, rows: list[dict[str, Any]], *, counted: int, total: int, at_epochs: Sequence[int] = ()
+) -> Table:
+    """Every trial of ``rows`` (best first): its value, the test error beside it, the drawn values, its run and
+    replica; and, for each of ``at_epochs``, its validation error at that epoch. ``counted`` of ``total`` trials
+    are finished."""
+    metric = space.settings.metric
+    cfg = make_config(space.base)
+    table = Table(
+        title=f"{cfg.rule} on {cfg.data} {cfg.architecture}: {counted} trials of {total} "
+        f"({space.settings.sampler} sampler), best first",
+        caption=f"{TEST_WHERE[metric]}; runs in {folder}",
+    )
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(metric.removesuffix("_error").replace("_", " ") + " %", justify="right")
+    table.add_column("test %", justify="right")
+    for p in space.params:  # "dtp.lr" → "lr": the title names the rule
+        table.add_column(p.name.removeprefix(f"{cfg.rule}."), justify="right")
+    for epoch in at_epochs:
+        table.add_column(f"valid % at {epoch}", justify="right")
+    table.add_column(escape("run [replica]"))
+    for row, valid in zip(rows, valid_at(folder, rows, at_epochs), strict=True):
+        run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
+        table.add_row(
+            str(row["trial"]),
+            row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else ""),
+            _percent(row[metric]),
+            _percent(row[METRICS[metric]]),
+            *(_value(row[p.name]) for p in space.params),
+            *(_percent(v) for v in valid),
+            run,
+        )
+    return table
 
 
 def _percent(value: float | None) -> str:
