@@ -102,3 +102,34 @@ def test_a_documented_command_names_what_exists(document: str, command: str) -> 
         keys = ("data", "data_dir", "download", "arch", "activation", "output", "init", "epochs", "batch_size")
         common = _common(*(p[k] for k in keys), p["seeds"], p["device"], p["threads"])
         new_run_configs(rules, p["config"], p["set_"], common, diagnostics=p["diagnostics"] or None)
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    out = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if re.match(r"#{1,6} ", line):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return out
+
+
+@pytest.mark.parametrize("document", [path.relative_to(ROOT).as_posix() for path in DOCUMENTS])
+def test_every_link_of_a_document_reaches_a_file_or_heading_that_exists(document: str) -> None:
+    """A figure, table or section a document points to is there: a results folder renamed, a heading reworded or
+    an image not committed shows up here, not to a reader."""
+    path = ROOT / document
+    broken = []
+    for target in LINK.findall(path.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target} (no such heading)")
+    assert not broken, f"{document}: {broken}"
