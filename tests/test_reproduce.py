@@ -862,3 +862,36 @@ def test_cifar10_mlp_smoke_runs_on_a_tiny_cifar_archive(tmp_path: Path) -> None:
     rows = check_outputs(folder, ["dtp", "bp"], epochs=3, seeds=2)
     assert [float(r["paper_test_error"]) for r in rows] == [pytest.approx(49.63), pytest.approx(46.28)]
     assert "100 − accuracy" in (folder / "table.md").read_text()
+
+
+def test_the_paired_seeds_script_pairs_two_methods_seed_by_seed(tmp_path: Path) -> None:
+    """``benchmarks/paired_seeds.py``, which REPRODUCTION.md uses to say whether two methods' means differ beyond
+    the seeds' noise: it pairs by seed (not by row order; a seed one file lacks is left out), and its figures are
+    the paired differences' and scipy's tests of them; a file of several methods needs the method named."""
+    from scipy import stats
+
+    header = (
+        "method,seed,test_error,test_error_at_best_valid,best_epoch,valid_error,train_error,diverged,collapsed_at\n"
+    )
+    a = {0: 2.0, 1: 1.9, 2: 2.2, 3: 1.8, 4: 2.1}
+    b = {4: 1.9, 3: 1.85, 2: 2.0, 1: 1.8, 0: 1.95, 7: 0.1}  # another order; seed 7 only here
+    (tmp_path / "a.csv").write_text(header + "".join(f"dtp,{s},{v},,,,,False,\n" for s, v in a.items()))
+    (tmp_path / "b.csv").write_text(header + "".join(f"bp,{s},{v},,,,,False,\n" for s, v in b.items()))
+    (tmp_path / "ab.csv").write_text((tmp_path / "a.csv").read_text() + (tmp_path / "b.csv").read_text()[len(header) :])
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "paired_seeds.py"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path)
+
+    proc = run("a.csv", "b.csv")
+    assert proc.returncode == 0, proc.stderr
+    diff = [a[s] - b[s] for s in range(5)]
+    t, w = stats.ttest_rel([a[s] for s in range(5)], [b[s] for s in range(5)]), stats.wilcoxon(diff)
+    assert "seeds [0, 1, 2, 3, 4]" in proc.stdout
+    assert f"A - B {sum(diff) / 5:+.3f}" in proc.stdout and "A lower in 1, B lower in 4" in proc.stdout, proc.stdout
+    assert f"t = {t.statistic:.2f}, p = {t.pvalue:.3f}; Wilcoxon signed-rank: p = {w.pvalue:.3f}" in proc.stdout
+
+    proc = run("ab.csv", "ab.csv")
+    assert proc.returncode != 0 and "holds the methods bp, dtp: name one" in proc.stderr, proc.stderr
+    proc = run("ab.csv", "ab.csv", "--method-a", "dtp", "--method-b", "bp")
+    assert proc.returncode == 0 and "A = dtp" in proc.stdout and "B = bp" in proc.stdout, proc.stderr
