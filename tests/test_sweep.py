@@ -147,6 +147,12 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
     code, stdout, stderr = run_main("inspect", folder)
     assert code == 0 and "space.toml:" in stdout, stderr
     assert "trials.csv, line 2: best_valid_error = '1.2.3' is not a number" in " ".join(stdout.split()), stdout
+    # a trials.csv written before the collapsed_at column existed is tabled the same
+    lines = [line.split(",") for line in text.splitlines()]
+    drop = lines[0].index("collapsed_at")
+    (folder / "trials.csv").write_text("".join(",".join(c[:drop] + c[drop + 1 :]) + "\n" for c in lines))
+    code, stdout, stderr = run_main("inspect", folder)
+    assert code == 0 and table_rows(stdout) == {k: v for k, v in table_rows(proc.stdout).items() if k.isdigit()}
     (folder / "trials.csv").write_text(text)
 
     # a trial is an independent run: trained alone with its values (as `targetprop train --config` would), it

@@ -392,10 +392,13 @@ def read_trials_csv(space: Space, folder: Path) -> list[dict[str, Any]]:
                 raise ConfigError(
                     f"{path}, line {line}: {key} = {cell!r} is not a {_KINDS.get(key, 'number')}"
                 ) from None
+        for key in _OPTIONAL:  # columns added since (a sweep of an older version): empty
+            row.setdefault(key, None)
         rows.append(row)
     return rows
 
 
+_OPTIONAL = ("best_epoch", "collapsed_at", "run_dir", "replica", "error")
 _KINDS = {
     "trial": "whole number",
     "best_epoch": "whole number",
