@@ -147,6 +147,9 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
     code, stdout, stderr = run_main("inspect", folder)
     assert code == 0 and "space.toml:" in stdout, stderr
     assert "trials.csv, line 2: best_valid_error = '1.2.3' is not a number" in " ".join(stdout.split()), stdout
+    (folder / "trials.csv").write_text(text + "9,done,1.0,1.0,1,,0.1,0.2,runs/x,0,,surplus\n")
+    code, stdout, stderr = run_main("inspect", folder)
+    assert "line 6: not as many cells as the header has columns" in " ".join(stdout.split()), stdout
     # a trials.csv written before the collapsed_at column existed is tabled the same
     lines = [line.split(",") for line in text.splitlines()]
     drop = lines[0].index("collapsed_at")

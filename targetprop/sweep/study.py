@@ -23,7 +23,7 @@ from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import FolderLock
 from targetprop.runs import RunDir, atomic_write
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, connect_ray, local_cpus
-from targetprop.sweep.space import Space, comparable_run, load_space
+from targetprop.sweep.space import Param, Space, comparable_run, load_space
 
 SPACE_FILE, STUDY_FILE, TRIALS_FILE, RUNS = "space.toml", "study.log", "trials.csv", "runs"
 STUDY_NAME = "sweep"
@@ -382,17 +382,20 @@ def read_trials_csv(space: Space, folder: Path) -> list[dict[str, Any]]:
             raw = list(csv.DictReader(f))
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} cannot be read ({e})") from None
+    metric = space.settings.metric
     rows = []
     for line, cells in enumerate(raw, start=2):
+        if None in cells or None in cells.values():  # csv.DictReader's marks of a row longer or shorter
+            raise ConfigError(f"{path}, line {line}: not as many cells as the header has columns")
         row: dict[str, Any] = {}
         for key, cell in cells.items():
             try:
                 row[key] = _typed(key, cell, params.get(key))
-            except (TypeError, ValueError):
+            except ValueError:
                 raise ConfigError(
                     f"{path}, line {line}: {key} = {cell!r} is not a {_KINDS.get(key, 'number')}"
                 ) from None
-        for key in _OPTIONAL:  # columns added since (a sweep of an older version): empty
+        for key in (*_OPTIONAL, metric, METRICS[metric], *params):  # a column this sweep's version did not write
             row.setdefault(key, None)
         rows.append(row)
     return rows
@@ -408,10 +411,8 @@ _KINDS = {
 _TEXT = ("state", "run_dir", "error")
 
 
-def _typed(key: str | None, cell: str | None, param: Any) -> Any:
+def _typed(key: str, cell: str, param: Param | None) -> Any:
     """One cell of trials.csv as :meth:`Sweep.rows` held it (an empty cell was ``None``)."""
-    if key is None or cell is None:
-        raise ValueError("a row with more or fewer cells than the header")
     if cell == "":
         return None
     if key in _TEXT:
