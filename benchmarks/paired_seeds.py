@@ -63,12 +63,12 @@ def main() -> None:
         f"A - B {statistics.mean(diff):+.3f} ± {statistics.stdev(diff):.3f} (std over {len(seeds)} seeds)"
     )
     print(f"A lower in {sum(d < 0 for d in diff)}, B lower in {sum(d > 0 for d in diff)}, equal in {diff.count(0.0)}")
+    if not any(diff):
+        print("the two are equal on every seed: nothing to test")
+        return
     t = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
-    line = f"paired t-test: t = {t.statistic:.2f}, p = {t.pvalue:.3f}"
-    if any(diff):
-        w = stats.wilcoxon(diff)
-        line += f"; Wilcoxon signed-rank: p = {w.pvalue:.3f}"
-    print(line)
+    w = stats.wilcoxon(diff)
+    print(f"paired t-test: t = {t.statistic:.2f}, p = {t.pvalue:.3f}; Wilcoxon signed-rank: p = {w.pvalue:.3f}")
 
 
 if __name__ == "__main__":

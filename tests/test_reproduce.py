@@ -891,6 +891,8 @@ def test_the_paired_seeds_script_pairs_two_methods_seed_by_seed(tmp_path: Path) 
     assert f"A - B {sum(diff) / 5:+.3f}" in proc.stdout and "A lower in 1, B lower in 4" in proc.stdout, proc.stdout
     assert f"t = {t.statistic:.2f}, p = {t.pvalue:.3f}; Wilcoxon signed-rank: p = {w.pvalue:.3f}" in proc.stdout
 
+    proc = run("a.csv", "a.csv")
+    assert proc.returncode == 0 and "equal on every seed: nothing to test" in proc.stdout, proc.stderr
     proc = run("ab.csv", "ab.csv")
     assert proc.returncode != 0 and "holds the methods bp, dtp: name one" in proc.stderr, proc.stderr
     proc = run("ab.csv", "ab.csv", "--method-a", "dtp", "--method-b", "bp")
