@@ -9,6 +9,7 @@ reproduce directory's ``experiment.toml`` and a pooled report's ``report.toml`` 
 
 from __future__ import annotations
 
+import csv
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -394,6 +395,7 @@ def inspect_sweep(folder: Path, out: Console) -> None:
     print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
     print_line(out, f"status: {'running: ' + busy if busy else 'not running'}")
+    space = None
     try:
         text = (folder / "space.toml").read_text(encoding="utf-8")
         print_line(out, "space.toml:")
@@ -402,17 +404,31 @@ def inspect_sweep(folder: Path, out: Console) -> None:
         space = load_space(folder / "space.toml")
     except (ValueError, OSError, TargetpropError) as e:
         print_line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
-        return
-    if not (folder / "trials.csv").is_file():
+    trials = folder / "trials.csv"
+    if not trials.is_file():
         print_line(out, "no trial has finished yet (no trials.csv)")
         return
     try:
+        if space is None:  # the cells as written, untyped: still worth seeing
+            print_table(out, _raw_csv_table(trials))
+            return
         rows = read_trials_csv(space, folder)
-    except TargetpropError as e:
+    except (TargetpropError, OSError, csv.Error, UnicodeDecodeError) as e:
         print_line(out, f"problem: {e}")
         return
     finished = sum(1 for r in rows if r["state"] != "running" and r["run_dir"] is not None)
     print_table(out, trials_table(space, folder, rows, counted=finished, total=space.settings.trials))
+
+
+def _raw_csv_table(path: Path) -> Table:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    table = Table(title=f"{path.name}, as written")
+    for column in rows[0] if rows else []:
+        table.add_column(column)
+    for row in rows[1:]:
+        table.add_row(*row[: len(rows[0])])
+    return table
 
 
 def _number(value: Any) -> str:

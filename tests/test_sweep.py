@@ -150,6 +150,13 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
     (folder / "trials.csv").write_text(text + "9,done,1.0,1.0,1,,0.1,0.2,runs/x,0,,surplus\n")
     code, stdout, stderr = run_main("inspect", folder)
     assert "line 6: not as many cells as the header has columns" in " ".join(stdout.split()), stdout
+    # a space.toml that no longer loads: named, and the trials shown as written
+    space_text = (folder / "space.toml").read_text()
+    (folder / "space.toml").write_text(space_text.replace('sampler = "random"', 'sampler = "grid"'))
+    code, stdout, stderr = run_main("inspect", folder)
+    assert code == 0 and "problem: space.toml cannot be read" in stdout, stdout
+    assert "trials.csv, as written" in stdout and set(table_rows(stdout)) >= {r["trial"] for r in rows}, stdout
+    (folder / "space.toml").write_text(space_text)
     # a trials.csv written before the collapsed_at column existed is tabled the same
     lines = [line.split(",") for line in text.splitlines()]
     drop = lines[0].index("collapsed_at")
