@@ -391,20 +391,21 @@ def inspect_sweep(folder: Path, out: Console) -> None:
     import tomllib
 
     from targetprop.sweep import load_space, read_trials_csv, trials_table
+    from targetprop.sweep.study import SPACE_FILE, TRIALS_FILE
 
     print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
     print_line(out, f"status: {'running: ' + busy if busy else 'not running'}")
     space = None
     try:
-        text = (folder / "space.toml").read_text(encoding="utf-8")
+        text = (folder / SPACE_FILE).read_text(encoding="utf-8")
         print_line(out, "space.toml:")
         for line in tomli_w.dumps(tomllib.loads(text)).splitlines():
             print_line(out, f"  {line}")
-        space = load_space(folder / "space.toml")
+        space = load_space(folder / SPACE_FILE)
     except (ValueError, OSError, TargetpropError) as e:
         print_line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
-    trials = folder / "trials.csv"
+    trials = folder / TRIALS_FILE
     if not trials.is_file():
         print_line(out, "no trial has finished yet (no trials.csv)")
         return

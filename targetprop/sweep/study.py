@@ -393,7 +393,7 @@ def read_trials_csv(space: Space, folder: Path) -> list[dict[str, Any]]:
                 row[key] = _typed(key, cell, params.get(key))
             except ValueError:
                 raise ConfigError(
-                    f"{path}, line {line}: {key} = {cell!r} is not a {_KINDS.get(key, 'number')}"
+                    f"{path}, line {line}: {key} = {cell!r} is not a {'whole number' if key in _INTS else 'number'}"
                 ) from None
         for key in (*_OPTIONAL, metric, METRICS[metric], *params):  # a column this sweep's version did not write
             row.setdefault(key, None)
@@ -402,12 +402,7 @@ def read_trials_csv(space: Space, folder: Path) -> list[dict[str, Any]]:
 
 
 _OPTIONAL = ("best_epoch", "collapsed_at", "run_dir", "replica", "error")
-_KINDS = {
-    "trial": "whole number",
-    "best_epoch": "whole number",
-    "collapsed_at": "whole number",
-    "replica": "whole number",
-}
+_INTS = ("trial", "best_epoch", "collapsed_at", "replica")
 _TEXT = ("state", "run_dir", "error")
 
 
@@ -417,7 +412,7 @@ def _typed(key: str, cell: str, param: Param | None) -> Any:
         return None
     if key in _TEXT:
         return cell
-    if key in _KINDS:
+    if key in _INTS:
         return int(cell)
     if param is not None and "choices" in param.spec:
         return next((c for c in param.spec["choices"] if str(c) == cell), cell)
