@@ -604,12 +604,21 @@ def inspect(
             metavar="RUN", help="A run directory, or a compare, reproduce, pooled-report or sweep directory."
         ),
     ],
+    at_epoch: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--at-epoch",
+            min=1,
+            help="Of a sweep: add a column of each trial's validation error at this epoch (repeat it: --at-epoch "
+            "10 --at-epoch 50).",
+        ),
+    ] = None,
 ) -> None:
     """Show a run's configuration, progress and results, reading only TOML, JSON and a checkpoint's header:
     nothing in the folder is executed, and a run in progress is not disturbed."""
     from targetprop.inspection import inspect_folder
 
-    inspect_folder(Path(folder), out)
+    inspect_folder(Path(folder), out, at_epochs=at_epoch or ())
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +21,20 @@ from rich.console import Console
 from rich.table import Table
 
 from targetprop.console import print_line, print_table
-from targetprop.errors import TargetpropError
+from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import LOCK_FILE, holder
 from targetprop.reproduce import EXPERIMENT_FILE, RESUME, read_request
 from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
+from targetprop.sweep.study import RUNS, SPACE_FILE, STUDY_FILE, TRIALS_FILE
 
-SWEEP_FILES = ("space.toml", "study.log")
 
-
-def inspect_folder(folder: Path, out: Console) -> None:
+def inspect_folder(folder: Path, out: Console, at_epochs: Sequence[int] = ()) -> None:
     kind = _kind(folder)
+    if at_epochs and kind != "sweep":
+        what = f"is a {kind} directory" if kind else "holds no sweep (space.toml with trials.csv or study.log)"
+        raise ConfigError(f"--at-epoch is for a sweep directory; {folder} {what}")
     if kind == "sweep":
-        inspect_sweep(folder, out)
+        inspect_sweep(folder, out, at_epochs)
     elif kind == "pooled report":
         inspect_pooled(folder, out)
     elif kind in ("reproduce", "compare"):
@@ -47,8 +50,8 @@ def _kind(folder: Path) -> str | None:
     ``None`` (no such folder, or a plain folder such as ``runs/``)."""
     if not folder.is_dir():
         return None
-    if all((folder / name).is_file() for name in SWEEP_FILES):
-        return "sweep"
+    if (folder / SPACE_FILE).is_file() and any((folder / f).is_file() for f in (STUDY_FILE, TRIALS_FILE)):
+        return "sweep"  # as the sweep left it, or as kept under results/ (no Optuna journal)
     if (folder / EXPERIMENT_FILE).is_file():
         return "reproduce"
     if (folder / "report.toml").is_file():
@@ -385,13 +388,13 @@ def _mean_std(rows: list[dict[str, Any]], key: str) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def inspect_sweep(folder: Path, out: Console) -> None:
-    """The sweep's space and its trials, best first, as ``targetprop sweep`` tables them, from ``space.toml`` and
-    ``trials.csv`` alone: no lock is taken and no data read, so a sweep can be looked at while it runs."""
+def inspect_sweep(folder: Path, out: Console, at_epochs: Sequence[int] = ()) -> None:
+    """The sweep's space and its trials, best first, as ``targetprop sweep`` tables them, from ``space.toml``,
+    ``trials.csv`` and the trials' ``metrics.jsonl`` (how far a running trial has got, and each trial's validation
+    error at ``at_epochs``): no lock is taken and no data read, so a sweep can be looked at while it runs."""
     import tomllib
 
     from targetprop.sweep import load_space, read_trials_csv, trials_table
-    from targetprop.sweep.study import SPACE_FILE, TRIALS_FILE
 
     print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
@@ -418,7 +421,21 @@ def inspect_sweep(folder: Path, out: Console) -> None:
         print_line(out, f"problem: {e}")
         return
     finished = sum(1 for r in rows if r["state"] != "running" and r["run_dir"] is not None)
-    print_table(out, trials_table(space, folder, rows, counted=finished, total=space.settings.trials))
+    try:
+        table = trials_table(space, folder, rows, counted=finished, total=space.settings.trials, at_epochs=at_epochs)
+    except TargetpropError as e:  # a trial's metrics.jsonl that cannot be read
+        print_line(out, f"problem: {e}")
+        return
+    print_table(out, table)
+    if at_epochs and not (folder / RUNS).is_dir():
+        print_line(out, f"no {RUNS}/ here (kept without the trials' runs): nothing to show at --at-epoch")
+    stopped = [r["trial"] for r in rows if r["state"] == "running"]
+    if stopped and not busy:
+        print_line(
+            out,
+            f"{len(stopped)} trial(s) were running when the sweep stopped; "
+            f"`targetprop sweep --resume {folder}` continues them",
+        )
 
 
 def _raw_csv_table(path: Path) -> Table:

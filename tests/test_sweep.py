@@ -258,6 +258,26 @@ def test_killed_sweep_resumes_its_interrupted_group_from_its_checkpoint(tmp_path
     epochs_at_kill = {r["epoch"] for r in read_jsonl(first / "metrics.jsonl")}
     assert 2 <= len(epochs_at_kill) < epochs
 
+    # trials.csv was written when the group started: `inspect` shows the two trials it killed, with how far each
+    # got (its replica's last validation error in metrics.jsonl) and how to continue them
+    assert [(r["trial"], r["state"], r["run_dir"]) for r in read_trials(folder)] == [
+        ("0", "running", "runs/t0000-0001"),
+        ("1", "running", "runs/t0000-0001"),
+    ]
+    metrics = read_jsonl(first / "metrics.jsonl")
+    code, stdout, stderr = run_main("inspect", folder, "--at-epoch", "1")
+    assert code == 0, stderr
+    shown, said = table_rows(stdout), " ".join(stdout.split())
+    for replica in (0, 1):
+        last = max(r["epoch"] for r in metrics if r["replica"] == replica)
+        valid = {r["epoch"]: r["valid_error"] for r in metrics if r["replica"] == replica}
+        state = f"running: valid {valid[last]:.2f} at epoch {last} of {epochs}"
+        assert state in " ".join(shown[str(replica)]), shown
+        assert f"{valid[1]:.2f}" == shown[str(replica)][-2], shown  # the --at-epoch 1 column
+    assert f"2 trial(s) were running when the sweep stopped; `targetprop sweep --resume {folder}`" in said, stdout
+    code, stdout, stderr = run_main("inspect", first, "--at-epoch", "1")
+    assert code == 2 and f"--at-epoch is for a sweep directory; {first} is a run directory" in stderr, stderr
+
     resumed = run_cli("sweep", "--resume", folder, cwd=tmp_path)
     assert resumed.returncode == 0, show(resumed)
     assert_no_traceback(resumed)

@@ -59,7 +59,8 @@ is built on the loaded data).
     space.toml      the space, resolved: the preset or experiment merged in and every run default the trials
                     relied on written out; `targetprop sweep --resume DIR` reads it
     study.log       the Optuna study (a journal file: no database server)
-    trials.csv      one row per trial, best first
+    trials.csv      one row per trial, best first; written again as each group starts (its trials "running")
+                    and ends
     runs/t0004-0007 the run directory of trials 4 to 7 (replica r is trial 4 + r); runs/t0004 for a lone trial
 
 **Resume.** Started again on the same directory (same space file, or ``--resume DIR``), a sweep keeps the trials
@@ -74,7 +75,8 @@ Ctrl-C, or a worker process that dies, stops the sweep with the command that res
 
 **The trials by epoch.** ``targetprop sweep --resume DIR --at-epoch 10 --at-epoch 50`` on a finished sweep trains
 nothing and prints its table with each trial's validation error at those epochs (read from its run's
-``metrics.jsonl``; "-" where that epoch was not evaluated).
+``metrics.jsonl``; "-" where that epoch was not evaluated). ``targetprop inspect DIR [--at-epoch N]`` prints
+the same table without the lock, so while the sweep runs too: a running trial with its last validation error.
 """
 
 from targetprop.sweep.groups import GroupJob, GroupResult, LocalExecutor, RayExecutor, run_group

@@ -284,7 +284,8 @@ class Sweep:
                     else:
                         group = self._ask(min(size, left))
                         left -= len(group.trials)
-                    pending[executor.submit(self._job(group))] = group
+                    self.write_trials_csv()  # its trials as running, with their values and run: `inspect` shows them
+                    pending[executor.submit(self._job(group))] = group  # (in this process: trains it here and now)
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: pending[f].trials[0].number):
                     group = pending.pop(future)
@@ -421,27 +422,32 @@ def _typed(key: str, cell: str, param: Param | None) -> Any:
     return float(cell)  # the metric, the test error, a float key
 
 
-def valid_at(folder: Path, rows: list[dict[str, Any]], epochs: Sequence[int]) -> list[list[float | None]]:
-    """Each row's validation error at each of ``epochs``, read from its replica's rows of its run's
-    ``metrics.jsonl`` under ``folder`` (``None`` where that epoch was not evaluated, or the trial has no run yet):
-    how each trial got to its score, where a score at one epoch hides a slow start or a late collapse."""
-    if not epochs:
-        return [[] for _ in rows]  # no run's metrics read
-    by_run: dict[str, dict[tuple[int, int], float]] = {}
+def _validation_curves(folder: Path, rows: list[dict[str, Any]]) -> list[dict[int, float]]:
+    """Each row's validation error by epoch, from its replica's rows of its run's ``metrics.jsonl`` under
+    ``folder`` (empty where the trial has no run yet); each run's file is read once."""
+    by_run: dict[str, dict[int, dict[int, float]]] = {}
     out = []
     for row in rows:
         run, replica = row["run_dir"], row["replica"]
         if run is None or replica is None:
-            out.append([None] * len(epochs))
+            out.append({})
             continue
         if run not in by_run:
-            by_run[run] = {
-                (r["epoch"], r["replica"]): r["valid_error"]
-                for r in RunDir(folder / run).read_metrics().rows
-                if r.get("valid_error") is not None
-            }
-        out.append([by_run[run].get((e, replica)) for e in epochs])
+            by_run[run] = {}
+            for r in RunDir(folder / run).read_metrics().rows:
+                if r.get("valid_error") is not None:
+                    by_run[run].setdefault(r["replica"], {})[r["epoch"]] = r["valid_error"]
+        out.append(by_run[run].get(replica, {}))
     return out
+
+
+def _state(row: dict[str, Any], curve: dict[int, float], epochs: int) -> str:
+    """A trial's state as the table shows it: a running trial with how far its run has got (the last epoch
+    evaluated, and its validation error there), a collapsed one with the epoch it fell back to chance."""
+    if row["state"] == "running" and curve:
+        last = max(curve)
+        return f"running: valid {_percent(curve[last])} at epoch {last} of {epochs}"
+    return row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else "")
 
 
 def trials_table(
@@ -466,15 +472,15 @@ def trials_table(
     for epoch in at_epochs:
         table.add_column(f"valid % at {epoch}", justify="right")
     table.add_column(escape("run [replica]"))
-    for row, valid in zip(rows, valid_at(folder, rows, at_epochs), strict=True):
+    for row, curve in zip(rows, _validation_curves(folder, rows), strict=True):
         run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
         table.add_row(
             str(row["trial"]),
-            row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else ""),
+            _state(row, curve, cfg.epochs),
             _percent(row[metric]),
             _percent(row[METRICS[metric]]),
             *(_value(row[p.name]) for p in space.params),
-            *(_percent(v) for v in valid),
+            *(_percent(curve.get(e)) for e in at_epochs),
             run,
         )
     return table
