@@ -87,6 +87,15 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a key: KEY=VALUE (run) or RULE.KEY=VALUE, e.g. dtp.eta_hat=0.5."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+AtEpochOpt = Annotated[
+    list[int] | None,
+    typer.Option(
+        "--at-epoch",
+        min=1,
+        help="Of a sweep: add a column of each trial's validation error at this epoch (repeat it: --at-epoch 10 "
+        "--at-epoch 50).",
+    ),
+]
 TensorBoardOpt = Annotated[
     bool,
     typer.Option(
@@ -546,18 +555,11 @@ def sweep(
             help="Sweep directory name (default: [sweep] name, else SPACE as given: a bundled name, or the file's name without .toml)."
         ),
     ] = None,
-    at_epoch: Annotated[
-        list[int] | None,
-        typer.Option(
-            "--at-epoch",
-            min=1,
-            help="Add a column of each trial's validation error at this epoch (repeat it: --at-epoch 10 "
-            "--at-epoch 50). On a finished sweep, --resume DIR prints the table again without training.",
-        ),
-    ] = None,
+    at_epoch: AtEpochOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Search hyper-parameters with Optuna (random or TPE); trials share a process as replicas; one table."""
+    """Search hyper-parameters with Optuna (random or TPE); trials share a process as replicas; one table. On a
+    finished sweep, --resume DIR prints the table again without training (with --at-epoch, its columns too)."""
     from targetprop.sweep import Sweep, check_sweep_dir, load_space, read_sweep_dir, sweep_dir_for
 
     if space is None and resume is None:
@@ -604,15 +606,7 @@ def inspect(
             metavar="RUN", help="A run directory, or a compare, reproduce, pooled-report or sweep directory."
         ),
     ],
-    at_epoch: Annotated[
-        list[int] | None,
-        typer.Option(
-            "--at-epoch",
-            min=1,
-            help="Of a sweep: add a column of each trial's validation error at this epoch (repeat it: --at-epoch "
-            "10 --at-epoch 50).",
-        ),
-    ] = None,
+    at_epoch: AtEpochOpt = None,
 ) -> None:
     """Show a run's configuration, progress and results, reading only TOML, JSON and a checkpoint's header:
     nothing in the folder is executed, and a run in progress is not disturbed."""
