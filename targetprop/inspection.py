@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import LOCK_FILE, holder
 from targetprop.reproduce import EXPERIMENT_FILE, RESUME, read_request
 from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
+from targetprop.sweep import load_space, read_trials_csv, trials_table
 from targetprop.sweep.study import RUNS, SPACE_FILE, STUDY_FILE, TRIALS_FILE
 
 
@@ -392,10 +394,6 @@ def inspect_sweep(folder: Path, out: Console, at_epochs: Sequence[int] = ()) -> 
     """The sweep's space and its trials, best first, as ``targetprop sweep`` tables them, from ``space.toml``,
     ``trials.csv`` and the trials' ``metrics.jsonl`` (how far a running trial has got, and each trial's validation
     error at ``at_epochs``): no lock is taken and no data read, so a sweep can be looked at while it runs."""
-    import tomllib
-
-    from targetprop.sweep import load_space, read_trials_csv, trials_table
-
     print_line(out, f"sweep directory: {folder}")
     busy = holder(folder)
     print_line(out, f"status: {'running: ' + busy if busy else 'not running'}")
@@ -410,7 +408,7 @@ def inspect_sweep(folder: Path, out: Console, at_epochs: Sequence[int] = ()) -> 
         print_line(out, f"problem: space.toml cannot be read ({str(e).splitlines()[0]})")
     trials = folder / TRIALS_FILE
     if not trials.is_file():
-        print_line(out, "no trial has finished yet (no trials.csv)")
+        print_line(out, "no trial has started yet (no trials.csv)")
         return
     try:
         if space is None:  # the cells as written, untyped: still worth seeing
@@ -429,11 +427,11 @@ def inspect_sweep(folder: Path, out: Console, at_epochs: Sequence[int] = ()) -> 
     print_table(out, table)
     if at_epochs and not (folder / RUNS).is_dir():
         print_line(out, f"no {RUNS}/ here (kept without the trials' runs): nothing to show at --at-epoch")
-    stopped = [r["trial"] for r in rows if r["state"] == "running"]
+    stopped = sum(1 for r in rows if r["state"] == "running")
     if stopped and not busy:
         print_line(
             out,
-            f"{len(stopped)} trial(s) were running when the sweep stopped; "
+            f"{stopped} trial(s) were running when the sweep stopped; "
             f"`targetprop sweep --resume {folder}` continues them",
         )
 

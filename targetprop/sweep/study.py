@@ -422,14 +422,15 @@ def _typed(key: str, cell: str, param: Param | None) -> Any:
     return float(cell)  # the metric, the test error, a float key
 
 
-def _validation_curves(folder: Path, rows: list[dict[str, Any]]) -> list[dict[int, float]]:
+def _validation_curves(folder: Path, rows: list[dict[str, Any]], *, running_only: bool) -> list[dict[int, float]]:
     """Each row's validation error by epoch, from its replica's rows of its run's ``metrics.jsonl`` under
-    ``folder`` (empty where the trial has no run yet); each run's file is read once."""
+    ``folder`` (empty where the trial has no run yet, or is finished and ``running_only``); each run's file is read
+    once."""
     by_run: dict[str, dict[int, dict[int, float]]] = {}
     out = []
     for row in rows:
         run, replica = row["run_dir"], row["replica"]
-        if run is None or replica is None:
+        if run is None or replica is None or (running_only and row["state"] != "running"):
             out.append({})
             continue
         if run not in by_run:
@@ -472,7 +473,7 @@ def trials_table(
     for epoch in at_epochs:
         table.add_column(f"valid % at {epoch}", justify="right")
     table.add_column(escape("run [replica]"))
-    for row, curve in zip(rows, _validation_curves(folder, rows), strict=True):
+    for row, curve in zip(rows, _validation_curves(folder, rows, running_only=not at_epochs), strict=True):
         run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
         table.add_row(
             str(row["trial"]),
