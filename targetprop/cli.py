@@ -92,8 +92,8 @@ AtEpochOpt = Annotated[
     typer.Option(
         "--at-epoch",
         min=1,
-        help="Of a sweep: add a column of each trial's validation error at this epoch (repeat it: --at-epoch 10 "
-        "--at-epoch 50).",
+        help="Of a sweep: add a column of each trial's validation / test error at this epoch (repeat it: "
+        "--at-epoch 10 --at-epoch 50).",
     ),
 ]
 TensorBoardOpt = Annotated[

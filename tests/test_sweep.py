@@ -121,17 +121,21 @@ def test_random_sweep_trains_trials_as_replicas_in_worker_processes(tmp_path):
         assert f"{float(r['best_valid_error']):.2f}" in cells, cells
         assert f"{r['run_dir']} [{r['replica']}]" in cells, cells
 
-    # --at-epoch: the finished sweep's table again, nothing trained, with each trial's validation error at those
-    # epochs as its replica's rows of its run hold them ("-" past the last epoch)
+    # --at-epoch: the finished sweep's table again, nothing trained, with each trial's validation / test error at
+    # those epochs as its replica's rows of its run hold them ("-" past the last epoch)
     again = run_cli("sweep", "--resume", folder, "--at-epoch", "1", "--at-epoch", "3", "--at-epoch", "9", cwd=tmp_path)
     assert again.returncode == 0, show(again)
     assert "nothing to run" in again.stderr and "epoch 1/" not in again.stderr, show(again)
-    assert "valid % at 1" in again.stdout and "valid % at 9" in again.stdout, show(again)
+    assert "valid / test % at 1" in again.stdout and "valid / test % at 9" in again.stdout, show(again)
     shown = table_rows(again.stdout)
     for r in rows:
         metrics = read_jsonl(folder / r["run_dir"] / "metrics.jsonl")
-        valid = {m["epoch"]: m["valid_error"] for m in metrics if m["replica"] == int(r["replica"])}
-        assert shown[r["trial"]][-4:-1] == [f"{valid[1]:.2f}", f"{valid[3]:.2f}", "-"], shown[r["trial"]]
+        at = {
+            m["epoch"]: f"{m['valid_error']:.2f} / {m['test_error']:.2f}"
+            for m in metrics
+            if m["replica"] == int(r["replica"])
+        }
+        assert shown[r["trial"]][-4:-1] == [at[1], at[3], "-"], shown[r["trial"]]
 
     # `inspect` tables the trials as the sweep does, from space.toml and trials.csv alone: with the folder's lock
     # held by another process (a sweep running) and no data anywhere
@@ -273,7 +277,8 @@ def test_killed_sweep_resumes_its_interrupted_group_from_its_checkpoint(tmp_path
         valid = {r["epoch"]: r["valid_error"] for r in metrics if r["replica"] == replica}
         state = f"running: valid {valid[last]:.2f} at epoch {last} of {epochs}"
         assert state in " ".join(shown[str(replica)]), shown
-        assert f"{valid[1]:.2f}" == shown[str(replica)][-2], shown  # the --at-epoch 1 column
+        at_1 = next(r for r in metrics if r["replica"] == replica and r["epoch"] == 1)
+        assert f"{at_1['valid_error']:.2f} / {at_1['test_error']:.2f}" == shown[str(replica)][-2], shown  # --at-epoch 1
     assert f"2 trial(s) were running when the sweep stopped; `targetprop sweep --resume {folder}`" in said, stdout
     code, stdout, stderr = run_main("inspect", first, "--at-epoch", "1")
     assert code == 2 and f"--at-epoch is for a sweep directory; {first} is a run directory" in stderr, stderr

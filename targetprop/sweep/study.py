@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -422,11 +422,18 @@ def _typed(key: str, cell: str, param: Param | None) -> Any:
     return float(cell)  # the metric, the test error, a float key
 
 
-def _validation_curves(folder: Path, rows: list[dict[str, Any]], *, running_only: bool) -> list[dict[int, float]]:
-    """Each row's validation error by epoch, from its replica's rows of its run's ``metrics.jsonl`` under
+class EpochErrors(NamedTuple):
+    """A trial's validation and test error % at one epoch (test ``None`` where the run did not evaluate it)."""
+
+    valid: float
+    test: float | None
+
+
+def _error_curves(folder: Path, rows: list[dict[str, Any]], *, running_only: bool) -> list[dict[int, EpochErrors]]:
+    """Each row's validation and test error by epoch, from its replica's rows of its run's ``metrics.jsonl`` under
     ``folder`` (empty where the trial has no run yet, or is finished and ``running_only``); each run's file is read
     once."""
-    by_run: dict[str, dict[int, dict[int, float]]] = {}
+    by_run: dict[str, dict[int, dict[int, EpochErrors]]] = {}
     out = []
     for row in rows:
         run, replica = row["run_dir"], row["replica"]
@@ -437,17 +444,18 @@ def _validation_curves(folder: Path, rows: list[dict[str, Any]], *, running_only
             by_run[run] = {}
             for r in RunDir(folder / run).read_metrics().rows:
                 if r.get("valid_error") is not None:
-                    by_run[run].setdefault(r["replica"], {})[r["epoch"]] = r["valid_error"]
+                    errors = EpochErrors(r["valid_error"], r.get("test_error"))
+                    by_run[run].setdefault(r["replica"], {})[r["epoch"]] = errors
         out.append(by_run[run].get(replica, {}))
     return out
 
 
-def _state(row: dict[str, Any], curve: dict[int, float], epochs: int) -> str:
+def _state(row: dict[str, Any], curve: dict[int, EpochErrors], epochs: int) -> str:
     """A trial's state as the table shows it: a running trial with how far its run has got (the last epoch
     evaluated, and its validation error there), a collapsed one with the epoch it fell back to chance."""
     if row["state"] == "running" and curve:
         last = max(curve)
-        return f"running: valid {_percent(curve[last])} at epoch {last} of {epochs}"
+        return f"running: valid {_percent(curve[last].valid)} at epoch {last} of {epochs}"
     return row["state"] + (f", collapsed at epoch {row['collapsed_at']}" if row["collapsed_at"] else "")
 
 
@@ -455,7 +463,7 @@ def trials_table(
     space: Space, folder: Path, rows: list[dict[str, Any]], *, counted: int, total: int, at_epochs: Sequence[int] = ()
 ) -> Table:
     """Every trial of ``rows`` (best first): its value, the test error beside it, the drawn values, its run and
-    replica; and, for each of ``at_epochs``, its validation error at that epoch. ``counted`` of ``total`` trials
+    replica; and, for each of ``at_epochs``, its validation and test error at that epoch. ``counted`` of ``total`` trials
     are finished."""
     metric = space.settings.metric
     cfg = make_config(space.base)
@@ -471,9 +479,9 @@ def trials_table(
     for p in space.params:  # "dtp.lr" → "lr": the title names the rule
         table.add_column(p.name.removeprefix(f"{cfg.rule}."), justify="right")
     for epoch in at_epochs:
-        table.add_column(f"valid % at {epoch}", justify="right")
+        table.add_column(f"valid / test % at {epoch}", justify="right")
     table.add_column(escape("run [replica]"))
-    for row, curve in zip(rows, _validation_curves(folder, rows, running_only=not at_epochs), strict=True):
+    for row, curve in zip(rows, _error_curves(folder, rows, running_only=not at_epochs), strict=True):
         run = "-" if row["run_dir"] is None else f"{row['run_dir']} [{row['replica']}]"
         table.add_row(
             str(row["trial"]),
@@ -481,10 +489,17 @@ def trials_table(
             _percent(row[metric]),
             _percent(row[METRICS[metric]]),
             *(_value(row[p.name]) for p in space.params),
-            *(_percent(curve.get(e)) for e in at_epochs),
+            *(_at_epoch(curve.get(e)) for e in at_epochs),
             run,
         )
     return table
+
+
+def _at_epoch(errors: EpochErrors | None) -> str:
+    """``2.38 / 2.41``: validation / test error % at an epoch; ``-`` where the run has not reached it."""
+    if errors is None:
+        return "-"
+    return f"{_percent(errors.valid)} / {_percent(errors.test)}"
 
 
 def _percent(value: float | None) -> str:
