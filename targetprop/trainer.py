@@ -69,8 +69,15 @@ def check_builds(configs: Iterable[RunConfig], dataset: Dataset) -> None:
     """Build every configuration's network and rule once, uncompiled, and drop them: what only a rule can refuse
     (EP's per-layer rates, TP's hidden layer, ...) stops a command that trains several rules before the first
     of them trains, rather than after it."""
-    for config in configs:
-        build(config.model_copy(update={"compile": "off"}), dataset)
+    configs = list(configs)
+    threads = torch.get_num_threads()
+    try:
+        if configs and dataset.train.x.device.type == "cpu":  # at the run's thread count (orthogonal init's SVDs)
+            ThreadPolicy(configs[0].threads).start()
+        for config in configs:
+            build(config.model_copy(update={"compile": "off"}), dataset)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _available_memory(device: torch.device) -> int | None:
@@ -300,17 +307,24 @@ def train(
         dataset = dataset.to(device)
     if config.n_train is not None:
         dataset = training_subset(dataset, config.n_train)
-    net, rule = build(config, dataset)
-    if not resume:
-        run_dir = RunDir.create(
-            config.out, config.name or RunDir.default_name(config.rule, config.data), resume="targetprop train --resume"
-        )
-    assert run_dir is not None
     threads = torch.get_num_threads()
     try:
+        # the run's thread count from here on, the network's initialisation included (an orthogonal init's SVDs
+        # at more threads than the cores left free by other programs take seconds, not a fraction of one)
+        cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
+        if cpu is not None:
+            cpu.start()
+        net, rule = build(config, dataset)
+        if not resume:
+            run_dir = RunDir.create(
+                config.out,
+                config.name or RunDir.default_name(config.rule, config.data),
+                resume="targetprop train --resume",
+            )
+        assert run_dir is not None
         with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
             return _train_locked(
-                config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch, continue_with
+                config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch, continue_with, cpu
             )
     finally:
         torch.set_num_threads(threads)  # a library caller gets its own setting back
@@ -350,7 +364,8 @@ def _train_locked(
     changes: dict[str, Any],
     progress: bool,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
-    continue_with: str | None = None,
+    continue_with: str | None,
+    cpu: ThreadPolicy | None,
 ) -> TrainResult:
     device = torch.device(config.device)
     train_rng = rule.noise
@@ -387,7 +402,6 @@ def _train_locked(
     bar.start_at(start_epoch)
     unit = "%" if task.scale() == 100.0 else ""
     pending = dict(changes)  # recorded with the first epoch trained under them
-    cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
 
     def advance() -> None:  # after each mini-batch
         bar.advance()
@@ -415,8 +429,6 @@ def _train_locked(
         last_saved = time.monotonic()
 
     try:
-        if cpu is not None:
-            cpu.start()
         for epoch in range(start_epoch, config.epochs):
             rule.on_epoch_start(epoch)
             if config.shuffle:
