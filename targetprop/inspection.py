@@ -230,7 +230,11 @@ def inspect_group(folder: Path, out: Console) -> None:
     if busy is not None:
         print_line(out, f"status: running: {busy}")
     table, stopped = _runs_table(folder, "methods" if reproduced else "runs")
-    print_table(out, table)
+    kept = table.row_count > 0
+    if kept:
+        print_table(out, table)
+    else:  # results kept as their table alone
+        print_line(out, f"no {'method' if reproduced else 'rule'}'s run directory here (kept without its runs)")
     if busy is None and stopped:
         if reproduced:
             resumable = all(state.resumable or state.done == 0 for _, state in stopped)
@@ -240,11 +244,12 @@ def inspect_group(folder: Path, out: Console) -> None:
         else:
             _print_stopped(stopped, out)
     if reproduced and (folder / "table.md").is_file():
-        print_line(
-            out,
-            f"table: {folder / 'table.md'} "
-            f"(`targetprop reproduce --report {folder}` writes it from what the folder holds now)",
+        again = (
+            f"`targetprop reproduce --report {folder}` writes it from what the folder holds now"
+            if kept
+            else "its runs were not kept, so it cannot be written again"
         )
+        print_line(out, f"table: {folder / 'table.md'} ({again})")
 
 
 def inspect_parent(folder: Path, out: Console) -> None:

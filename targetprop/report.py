@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import os
 import statistics
 import textwrap
 import tomllib
@@ -476,6 +477,11 @@ def report(
             )
     if not results:
         which = f" of {', '.join(tabled)}" if tabled is not None else ""
+        if not any((p / m.name / "config.toml").is_file() for p in paths for m in experiment.methods):
+            raise ConfigError(
+                f"{', '.join(map(str, paths))}: no method's run directory here (kept as its table alone?); "
+                "nothing to report"
+            )
         raise ConfigError(
             f"{', '.join(map(str, paths))}: no method{which} has finished an epoch yet; nothing to report"
         )
@@ -496,7 +502,8 @@ def report(
     else:
         folder = RunDir.create(out or "runs", run_name or RunDir.default_name(f"report-{experiment.name}", scale)).path
     if folder not in paths:  # a pooled report names its sources
-        listing: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "sources": [str(p) for p in paths]}
+        sources = [os.path.relpath(os.path.abspath(p), os.path.abspath(folder)) for p in paths]  # moves with it
+        listing: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "sources": sources}
         if tabled is not None:
             listing["methods"] = tabled
         atomic_write(folder / "report.toml", lambda f: f.write(tomli_w.dumps(listing).encode()))
@@ -591,7 +598,11 @@ def method_result(method: Method, run_dirs: list[Path], method_probes: tuple[Pro
 def pooled_sources(folder: Path) -> tuple[list[Path], list[str] | None]:
     """The reproduce directories a pooled report (``folder/report.toml``) was made of, each where it was recorded
     or, once copied into the report's folder (results kept without their run directories), there; and the methods
-    it tables (None: every method they hold)."""
+    it tables (None: every method they hold).
+
+    A source is recorded relative to the report's folder; reports written before 2026-12-07 recorded it relative to
+    the directory they were made in (the repository's root, for those kept under ``results/``), so such a path is
+    also looked for from the current directory and from each folder above the report."""
     from targetprop.reproduce import EXPERIMENT_FILE
 
     try:
@@ -605,7 +616,8 @@ def pooled_sources(folder: Path) -> tuple[list[Path], list[str] | None]:
         ) from None
     found = []
     for source in map(Path, sources):
-        for place in (source, folder / source.name):
+        above = [parent / source for parent in Path(os.path.abspath(folder)).parents]
+        for place in (Path(os.path.normpath(folder / source)), source, *above, folder / source.name):
             if (place / EXPERIMENT_FILE).is_file():
                 found.append(place)
                 break

@@ -672,6 +672,26 @@ def test_report_tables_a_stopped_run_and_pools_seeds_of_several_runs(tmp_path: P
     for source in ("a", "b"):
         shutil.move(tmp_path / f"{source}-moved", tmp_path / source)
 
+    # the sources are recorded relative to the report's folder: read from any directory, and moved with it
+    (tmp_path / "cwd").mkdir()
+    proc = run_cli("reproduce", "--report", "a", "--report", "b", "--out", "results", "--name", "ab", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert tomllib.loads((tmp_path / "results" / "ab" / "report.toml").read_text())["sources"] == ["../../a", "../../b"]
+    proc = run_cli("reproduce", "--report", tmp_path / "results" / "ab", cwd=tmp_path / "cwd")
+    assert proc.returncode == 0 and (tmp_path / "results" / "ab" / "table.csv").read_text() == table, show(proc)
+    # as reports written before 2026-12-07 recorded them: relative to the directory the report was made in
+    listing = tomllib.loads((tmp_path / "results" / "ab" / "report.toml").read_text())
+    listing["sources"] = ["a", "b"]
+    (tmp_path / "results" / "ab" / "report.toml").write_text(tomli_w.dumps(listing))
+    proc = run_cli("inspect", tmp_path / "results" / "ab", cwd=tmp_path / "cwd")
+    assert proc.returncode == 0 and "problem" not in proc.stdout and f"from {tmp_path / 'b'}\n" in proc.stdout, show(
+        proc
+    )
+    proc = run_cli("reproduce", "--report", tmp_path / "results" / "ab", cwd=tmp_path / "cwd")
+    assert proc.returncode == 0 and (tmp_path / "results" / "ab" / "table.csv").read_text() == table, show(proc)
+    shutil.rmtree(tmp_path / "cwd")
+    shutil.rmtree(tmp_path / "results")
+
     for bad, words in (
         (["--report", tmp_path / "a", "--report", tmp_path / "a", "--name", "x"], ["seed(s) [0]", "more than one"]),
         (["--report", tmp_path / "a", "--epochs", "3"], ["trains nothing", "--epochs"]),
@@ -780,10 +800,22 @@ def test_report_tables_only_the_methods_asked_for_and_a_pooled_report_keeps_them
     assert proc.returncode == 0, show(proc)
     (made,) = (tmp_path / "elsewhere").iterdir()
     assert tabled(made) == ["bp-straight-through", "bp"] and (tmp_path / "a" / "table.csv").read_text() == kept
-    assert tomllib.loads((made / "report.toml").read_text())["sources"] == [str(tmp_path / "a")]
+    assert tomllib.loads((made / "report.toml").read_text())["sources"] == ["../../a"]
     proc = run_cli("reproduce", "--report", pooled, "--out", tmp_path, "--name", "copy", cwd=tmp_path)  # a pooled one
     assert proc.returncode == 0, show(proc)
     assert (tmp_path / "copy" / "table.csv").read_text() == (pooled / "table.csv").read_text()
+
+    # a folder kept as its table alone (its methods' run directories not kept): said, not mistaken for "no epoch yet"
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "a", alone)
+    for method in ("bp", "bp-straight-through"):
+        shutil.rmtree(alone / method)
+    looked = run_cli("inspect", alone, cwd=tmp_path)
+    assert looked.returncode == 0, show(looked)
+    said = " ".join(looked.stdout.split())
+    assert "no method's run directory here" in said and "its runs were not kept, so it cannot be written" in said
+    proc = run_cli("reproduce", "--report", alone, cwd=tmp_path)
+    assert proc.returncode == 2 and "no method's run directory here" in error_line(proc), show(proc)
 
 
 def test_report_says_which_settings_a_run_was_trained_with_that_the_experiment_has_since_changed(
