@@ -186,11 +186,6 @@ def train(
             cfg = plan.config
             for line in plan.notes:
                 _note(line)
-            if plan.done >= cfg.epochs and plan.changes:
-                raise ConfigError(
-                    f"all {cfg.epochs} epochs of {run_dir.path} are done, so nothing would train with "
-                    f"{', '.join(plan.changes)}; add --epochs N with N above {plan.done}"
-                )
             summary = run_dir.read_summary()
             if plan.done >= cfg.epochs and summary is not None and summary.get("epochs") == plan.done:
                 _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")

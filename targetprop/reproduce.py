@@ -48,7 +48,7 @@ from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, run_probe
 from targetprop.replicas import parse_seeds
 from targetprop.report import MethodResult, read_probe, set_note, with_seed_stats, write_report
-from targetprop.resume import ResumePlan, plan_resume
+from targetprop.resume import ResumePlan, check_resumable, plan_resume
 from targetprop.rules import get_rule
 from targetprop.runs import RunDir, atomic_write
 
@@ -247,6 +247,10 @@ def reproduce(
     }
     selected = [m for m in experiment.methods if methods is None or m.name in methods]
     check_assignments(experiment, selected, assignments)
+    if folder is not None:  # what a started method may not take is refused before its value is checked
+        for method in selected:
+            if (folder / method.name / "config.toml").is_file():
+                check_resumable(method_assignments(experiment, method, assignments), method.rule)
     configs = [(m, method_config(experiment, m, scale=scale, assignments=given, **overrides)) for m in selected]
     first = configs[0][1]
     if dataset is None:

@@ -107,20 +107,14 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
             if not _resumable(key, rule):
                 raise ConfigError(
                     f"config.toml sets {key} = {now.get(key)!r} but the run was trained with {was.get(key)!r}; "
-                    f"a resumed run may change only {_resumable_text(rule)}: put it back, or start a new run"
+                    f"{_resumable_text(rule)}: put it back, or start a new run"
                 )
             head, _, tail = key.partition(".")
             if tail:
                 data[head][tail] = now[key]
             else:
                 data[key] = now[key]
-    for text in assignments or []:
-        key = text.split("=", 1)[0].strip()
-        key = key if "." in key or key in RunConfig.model_fields else f"{rule}.{key}"
-        if not _resumable(key, rule) or key in ("out", "name"):
-            raise ConfigError(
-                f"--set {key} cannot change when a run resumes (only {_resumable_text(rule)}); start a new run instead"
-            )
+    check_resumable(assignments or [], rule)
     data = apply_assignments(data, assignments or [], [rule])
     config = make_config(data, **overrides)
     if kept is not None and config.epochs > kept:
@@ -135,7 +129,24 @@ def plan_resume(run_dir: RunDir, assignments: list[str] | None = None, **overrid
         )
     before, after = _flat(base, rule), _flat(config.to_dict(), rule)
     changes = {k: after[k] for k in sorted(after) if before.get(k) != after.get(k) and k not in UNRECORDED}
+    if config.epochs == done and changes:  # nothing left to train: the change would be recorded, never applied
+        raise ConfigError(
+            f"all {done} epochs of {run_dir.path} are done, so nothing would train with {', '.join(changes)}; add "
+            f"--epochs N with N above {done}"
+        )
     return ResumePlan(config, done, changes, notes)
+
+
+def check_resumable(assignments: list[str], rule: str) -> None:
+    """Refuse a ``--set`` assignment (``train --set`` form) that a resumed run of ``rule`` may not take, before its
+    value is looked at."""
+    for text in assignments:
+        key = text.split("=", 1)[0].strip()
+        key = key if "." in key or key in RunConfig.model_fields else f"{rule}.{key}"
+        if not _resumable(key, rule) or key in ("out", "name"):
+            raise ConfigError(
+                f"--set {key} cannot change when a run resumes ({_resumable_text(rule)}); start a new run instead"
+            )
 
 
 def _kept_without_checkpoint(run_dir: RunDir) -> int | None:
@@ -148,8 +159,10 @@ def _kept_without_checkpoint(run_dir: RunDir) -> int | None:
 
 
 def _resumable_text(rule: str) -> str:
-    keys = [f"{rule}.{k}" for k in get_rule(rule).Config.resumable]
-    return ", ".join([*keys, *RESUME_OPTIONS, *(f"--set {k}" for k in RESUME_SET_KEYS)])
+    """What a resumed run of ``rule`` may change: ``a dtp run may change only lr, ...; and --epochs, ...``."""
+    keys = ", ".join(get_rule(rule).Config.resumable)
+    run = ", ".join([*RESUME_OPTIONS, *(f"--set {k}" for k in RESUME_SET_KEYS)])
+    return f"a {rule} run may change only {keys}; and {run}"
 
 
 def resumable_summary() -> str:

@@ -533,6 +533,12 @@ def test_set_changes_one_method_or_every_method_and_a_resume_allows_only_resumab
     proc = run_cli("reproduce", "--resume", folder, "--epochs", "3", "--set", "dtp.schedule=parallel", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot change when a run resumes" in error_line(proc), show(proc)
     assert every_file(folder) == before  # experiment.toml does not record the refused change, nothing trained
+    proc = run_cli("reproduce", "--resume", folder, "--set", "arch=784-10", cwd=tmp_path)  # refused for what it is,
+    assert proc.returncode == 2 and "--set arch cannot change when a run resumes" in error_line(proc), show(proc)
+    proc = run_cli("reproduce", "--resume", folder, "--set", "bp.lr=0.001", cwd=tmp_path)  # not its value; and a
+    assert proc.returncode == 2, show(proc)  # change to a method that has trained all its epochs would apply to nothing
+    assert f"all 2 epochs of {folder / 'bp'} are done, so nothing would train with bp.lr" in error_line(proc)
+    assert every_file(folder) == before
 
     for bad, words in (
         ("sgd.lr=1", ["mnist-tanh has no method 'sgd'", "dtp-output-target"]),
