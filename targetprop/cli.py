@@ -269,8 +269,12 @@ def _rule_defaults(base: dict[str, Any], common: dict[str, Any], rules: list[str
 
 
 def _threads(text: str | None) -> int | str | None:
-    """``--threads``: auto, or a whole number (anything else is left for the config to refuse)."""
-    return int(text) if text is not None and text.strip().isdigit() else text
+    """``--threads``: auto, or a whole number (0 is left for the config to refuse, with its reason)."""
+    if text is None or text.strip() == "auto":
+        return text and text.strip()
+    if not text.strip().isdigit():
+        raise ConfigError(f"--threads {text}: give auto or a whole number of threads")
+    return int(text)
 
 
 _note = warn  # a plain line on stderr (no markup, no wrapping: paths stay whole)

@@ -234,6 +234,9 @@ def reproduce(
         experiment = get_experiment(name)
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
+        twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
+        if twice:  # a table's mean and std over seeds would count them twice
+            raise ConfigError(f"--seeds names seed(s) {twice} more than once; a reproduce table counts each seed once")
         folder = None
         given = list(assignments)
     overrides = {
@@ -366,6 +369,7 @@ def _run_methods(
                 changes=plan.changes,
                 progress=progress,
                 continue_with=f"targetprop reproduce --resume {folder}",
+                label=method.name,
             )
             summary = result.summary
         results.append(MethodResult(method, summary, (run_dir.path,)))

@@ -278,6 +278,7 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     continue_with: str | None = None,
+    label: str | None = None,
 ) -> TrainResult:
     """Train ``config``; writes a run directory and returns its summary, the network and the rule.
 
@@ -291,7 +292,9 @@ def train(
     written (every epoch unless ``config.eval_every`` > 1: see :func:`evaluates`);
     with ``config.tensorboard`` a :class:`targetprop.board.TensorBoardLog` writes them as TensorBoard scalars first.
     ``continue_with`` is the command an interrupted run's message gives to go on (default: ``targetprop train
-    --resume RUN``; ``reproduce`` gives its own, which continues every method).
+    --resume RUN``; ``reproduce`` gives its own, which continues every method). ``label`` names the run on its
+    progress lines (default: its rule; ``reproduce`` gives the method's name, as ``bp-straight-through`` and ``bp``
+    train one rule).
     """
     board = None
     if config.tensorboard:
@@ -324,7 +327,18 @@ def train(
         assert run_dir is not None
         with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
             return _train_locked(
-                config, dataset, net, rule, run_dir, resume, changes or {}, progress, on_epoch, continue_with, cpu
+                config,
+                dataset,
+                net,
+                rule,
+                run_dir,
+                resume,
+                changes or {},
+                progress,
+                on_epoch,
+                continue_with,
+                cpu,
+                label or config.rule,
             )
     finally:
         torch.set_num_threads(threads)  # a library caller gets its own setting back
@@ -366,6 +380,7 @@ def _train_locked(
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
     continue_with: str | None,
     cpu: ThreadPolicy | None,
+    name: str,
 ) -> TrainResult:
     device = torch.device(config.device)
     train_rng = rule.noise
@@ -397,7 +412,7 @@ def _train_locked(
     x_train, y_train = dataset.train.x.to(dtype), task.targets(dataset.train)
     y_train = y_train.to(dtype) if y_train.is_floating_point() else y_train
     n_train, batch = len(y_train), config.batch_size
-    label = f"{config.rule} {config.data} {config.architecture} ×{reps}"
+    label = f"{name} {config.data} {config.architecture} ×{reps}"
     bar = Progress(label, config.epochs, math.ceil(n_train / batch) * len(rule.schedule()), enabled=progress)
     bar.start_at(start_epoch)
     unit = "%" if task.scale() == 100.0 else ""

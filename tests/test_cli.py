@@ -219,6 +219,7 @@ def _out_is_a_file(tmp: Path) -> list[str]:
 
 BAD_INPUTS = {
     "unknown rule": (lambda tmp: ["train", "--rule", "foo", *TINY], ["unknown rule 'foo'", "dtp"]),
+    "threads not a number": (lambda tmp: ["train", *TINY, "--threads", "two"], ["--threads two: give auto or"]),
     "malformed architecture": (
         lambda tmp: ["train", "--arch", "64-x-10", "--epochs", "1"],
         ["malformed architecture", "64-x-10"],

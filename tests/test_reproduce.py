@@ -482,6 +482,8 @@ def test_methods_runs_some_of_an_experiment_and_a_resume_adds_more(tmp_path: Pat
         assert proc.returncode == 2 and all(w in error_line(proc) for w in words), show(proc)
     proc = run_cli("reproduce", "early-inference", "--methods", "bp", "--out", tmp_path, "--name", "x", cwd=tmp_path)
     assert proc.returncode == 2 and "--methods does not apply" in error_line(proc), show(proc)
+    proc = run_cli("reproduce", "discrete", "--scale", "smoke", "--seeds", "0-1,0", "--out", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 2 and "names seed(s) [0] more than once" in error_line(proc), show(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
