@@ -231,10 +231,15 @@ def inspect_group(folder: Path, out: Console) -> None:
         print_line(out, f"status: running: {busy}")
     table, stopped = _runs_table(folder, "methods" if reproduced else "runs")
     kept = table.row_count > 0
+    waiting = _not_started(folder) if reproduced and kept else []
+    for method in waiting:
+        table.add_row(method, "not started", "-", "-", "-")
     if kept:
         print_table(out, table)
     else:  # results kept as their table alone
         print_line(out, f"no {'method' if reproduced else 'rule'}'s run directory here (kept without its runs)")
+    if busy is None and reproduced and waiting and not stopped:
+        print_line(out, f"continue with `{RESUME} {folder}`")
     if busy is None and stopped:
         if reproduced:
             resumable = all(state.resumable or state.done == 0 for _, state in stopped)
@@ -328,6 +333,21 @@ def inspect_pooled(folder: Path, out: Console) -> None:
         print_table(out, _runs_table(source, "methods")[0])
     if (folder / "table.md").is_file():
         print_line(out, f"table: {folder / 'table.md'} (`targetprop reproduce --report {folder}` writes it again)")
+
+
+def _not_started(folder: Path) -> list[str]:
+    """The methods a reproduce directory was asked to run that have no run directory in it yet (a run stopped
+    before it reached them), in the experiment's order."""
+    from targetprop.experiments import find_self_running, get_experiment
+
+    try:
+        request = read_request(folder)
+        if find_self_running(request["experiment"]) is not None:
+            return []
+        asked = request.get("methods") or [m.name for m in get_experiment(request["experiment"]).methods]
+    except TargetpropError:  # the request line above says what is wrong with it
+        return []
+    return [m for m in asked if not (folder / m / "config.toml").is_file()]
 
 
 def _print_request(folder: Path, out: Console) -> None:

@@ -577,17 +577,23 @@ def test_a_resumed_reproduce_reads_its_data_from_the_folder_it_was_run_with(tmp_
 
 def test_an_interrupted_reproduce_names_the_command_that_continues_it(tmp_path: Path) -> None:
     folder = tmp_path / "r"
-    args = ["reproduce", "discrete", "--scale", "smoke", "--seeds", "0", "--methods", "bp", "--epochs", "500", "-q"]
+    methods = ["bp", "bp-tanh-eval-sign"]
+    args = ["reproduce", "discrete", "--scale", "smoke", "--seeds", "0", "--methods", ",".join(methods), "-q"]
     ready = (folder / "bp" / "checkpoint.safetensors").exists
-    code, stderr = ctrl_c_once([*args, "--out", tmp_path, "--name", "r"], tmp_path, ready)
+    code, stderr = ctrl_c_once([*args, "--epochs", "500", "--out", tmp_path, "--name", "r"], tmp_path, ready)
     assert code == 130 and "Traceback" not in stderr, stderr
     assert (
         stderr.strip().splitlines()[-1] == f"error: interrupted; continue with `targetprop reproduce --resume {folder}`"
     )
     done = max(row["epoch"] for row in read_jsonl(folder / "bp" / "metrics.jsonl"))
+    looked = run_cli("inspect", folder, cwd=tmp_path)  # the method it had not reached is listed, not left out
+    assert looked.returncode == 0, show(looked)
+    assert re.search(rf"bp +│ stopped after epoch {done} of 500 ", looked.stdout), show(looked)
+    assert re.search(r"bp-tanh-eval-sign +│ not started ", looked.stdout), show(looked)
+    assert f"continue with `targetprop reproduce --resume {folder}`" in looked.stdout
     resumed = run_cli("reproduce", "--resume", folder, "--epochs", str(done + 1), "-q", cwd=tmp_path)  # as told
     assert resumed.returncode == 0, show(resumed)
-    check_outputs(folder, ["bp"], epochs=done + 1, seeds=1)
+    check_outputs(folder, methods, epochs=done + 1, seeds=1)
 
 
 def test_report_tables_a_run_made_on_a_device_this_machine_lacks(tmp_path: Path) -> None:
