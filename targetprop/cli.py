@@ -270,8 +270,10 @@ def _rule_defaults(base: dict[str, Any], common: dict[str, Any], rules: list[str
 
 def _threads(text: str | None) -> int | str | None:
     """``--threads``: auto, or a whole number (0 is left for the config to refuse, with its reason)."""
-    if text is None or text.strip() == "auto":
-        return text and text.strip()
+    if text is None:
+        return None
+    if text.strip() == "auto":
+        return "auto"
     if not text.strip().isdigit():
         raise ConfigError(f"--threads {text}: give auto or a whole number of threads")
     return int(text)

@@ -463,8 +463,8 @@ def trials_table(
     space: Space, folder: Path, rows: list[dict[str, Any]], *, counted: int, total: int, at_epochs: Sequence[int] = ()
 ) -> Table:
     """Every trial of ``rows`` (best first): its value, the test error beside it, the drawn values, its run and
-    replica; and, for each of ``at_epochs``, its validation and test error at that epoch. ``counted`` of ``total`` trials
-    are finished."""
+    replica; and, for each of ``at_epochs``, its validation and test error at that epoch. ``counted`` of ``total``
+    trials are finished."""
     metric = space.settings.metric
     cfg = make_config(space.base)
     table = Table(
