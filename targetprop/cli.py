@@ -323,6 +323,11 @@ def compare(
     flags = dict(tensorboard=tensorboard or None, diagnostics=diagnostics or None)
     configs = new_run_configs(names, config, set_, common, **flags)  # all checked first
     _one_network(configs, common)
+    if seeds is not None:  # a config file may repeat a seed on purpose (replicas with settings of their own)
+        given = configs[0].seeds
+        twice = sorted({s for s in given if given.count(s) > 1})
+        if twice:
+            raise ConfigError(f"--seeds names seed(s) {twice} more than once; the comparison counts each seed once")
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid

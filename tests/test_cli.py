@@ -253,6 +253,10 @@ BAD_INPUTS = {
     "resume a folder that is no run": (_not_a_run_dir, ["some-folder", "not a run directory"]),
     "resume a folder that does not exist": (lambda tmp: ["train", "--resume", "gone"], ["'gone' does not exist"]),
     "resume a file": (_a_file_to_resume, ["'notes.txt' is a file, not a run directory"]),
+    "compare naming a seed twice": (
+        lambda tmp: ["compare", "--rules", "dtp,bp", *TINY, "--seeds", "0-1,1"],
+        ["--seeds names seed(s) [1] more than once"],
+    ),
     "compare naming a rule twice": (
         lambda tmp: ["compare", "--rules", "dtp,bp,dtp", *TINY],
         ["--rules names dtp more than once"],
