@@ -313,6 +313,7 @@ def compare(
     if twice:
         raise ConfigError(f"--rules names {', '.join(twice)} more than once; list each rule once")
     from targetprop.data import load_dataset
+    from targetprop.replicas import refuse_repeated_seeds
     from targetprop.runs import RunDir
     from targetprop.trainer import check_builds
     from targetprop.trainer import train as run_training
@@ -324,10 +325,7 @@ def compare(
     configs = new_run_configs(names, config, set_, common, **flags)  # all checked first
     _one_network(configs, common)
     if seeds is not None:  # a config file may repeat a seed on purpose (replicas with settings of their own)
-        given = configs[0].seeds
-        twice = sorted({s for s in given if given.count(s) > 1})
-        if twice:
-            raise ConfigError(f"--seeds names seed(s) {twice} more than once; the comparison counts each seed once")
+        refuse_repeated_seeds(configs[0].seeds, "the comparison")
     first = configs[0]
     dataset = load_dataset(
         first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid

@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -47,7 +48,7 @@ from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
 from targetprop.rules.bp import BP, BPConfig
 from targetprop.subnormals import flushed
-from targetprop.threads import ThreadPolicy
+from targetprop.threads import run_threads
 
 
 @dataclass(frozen=True)
@@ -533,10 +534,7 @@ def _train_classifier(
     }
     label = next(iter(parts)) if len(parts) == 1 else f"{next(iter(parts))} classifier"
     bar = Progress(f"{label} ×{replicas}", settings.epochs, math.ceil(n / settings.batch_size), enabled=progress)
-    cpu, before = ThreadPolicy(threads) if device.type == "cpu" else None, torch.get_num_threads()
-    try:
-        if cpu is not None:
-            cpu.start()
+    with run_threads(threads, device) as cpu, closing(bar):
         for epoch in range(1, settings.epochs + 1):
             rule.on_epoch_start(epoch - 1)  # the epoch's learning rate
             order = order_rng.permutations(n)
@@ -562,9 +560,6 @@ def _train_classifier(
                     for name, part in parts.items()
                 )
             )
-    finally:
-        bar.close()
-        torch.set_num_threads(before)
     return best
 
 

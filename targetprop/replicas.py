@@ -61,6 +61,14 @@ def parse_seeds(text: str | int | Sequence[int]) -> list[int]:
     return seeds
 
 
+def refuse_repeated_seeds(seeds: Sequence[int], counted_by: str) -> None:
+    """Refuse seeds that name one seed twice where ``counted_by`` (a table's mean and std over seeds) would count
+    it twice; ``parse_seeds`` allows repeats for replicas with settings of their own."""
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ConfigError(f"--seeds names seed(s) {twice} more than once; {counted_by} counts each seed once")
+
+
 def _seed_value(seed: int, stream: str) -> int:
     return seed * 7919 + _STREAMS[stream] * 104729 + 12345
 

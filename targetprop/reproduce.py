@@ -46,7 +46,7 @@ from targetprop.experiments import find_self_running, get_experiment
 from targetprop.experiments.paper import Experiment, Method, SelfRunning
 from targetprop.nets import Network
 from targetprop.probe import ProbeSettings, run_probe
-from targetprop.replicas import parse_seeds
+from targetprop.replicas import parse_seeds, refuse_repeated_seeds
 from targetprop.report import MethodResult, read_probe, set_note, with_seed_stats, write_report
 from targetprop.resume import ResumePlan, check_resumable, plan_resume
 from targetprop.rules import get_rule
@@ -234,9 +234,7 @@ def reproduce(
         experiment = get_experiment(name)
         scale = scale or "full"
         seed_list = parse_seeds(seeds if seeds is not None else DEFAULT_SEEDS.get(scale, "0-9"))
-        twice = sorted({s for s in seed_list if seed_list.count(s) > 1})
-        if twice:  # a table's mean and std over seeds would count them twice
-            raise ConfigError(f"--seeds names seed(s) {twice} more than once; a reproduce table counts each seed once")
+        refuse_repeated_seeds(seed_list, "a reproduce table")
         folder = None
         given = list(assignments)
     overrides = {

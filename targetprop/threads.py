@@ -19,6 +19,8 @@ import functools
 import os
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -100,3 +102,17 @@ class ThreadPolicy:
         others = self._others()
         if others is not None:
             self._apply(self.cores - int(others + 0.5))
+
+
+@contextmanager
+def run_threads(setting: int | str, device: torch.device | str) -> Iterator[ThreadPolicy | None]:
+    """The block runs at a run's ``threads`` setting: on the CPU the started policy is yielded (for :meth:`tick`
+    and :meth:`update` inside), on a GPU None; the caller's thread count is given back after it."""
+    before = torch.get_num_threads()
+    policy = ThreadPolicy(setting) if torch.device(device).type == "cpu" else None
+    try:
+        if policy is not None:
+            policy.start()
+        yield policy
+    finally:
+        torch.set_num_threads(before)

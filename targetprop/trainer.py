@@ -32,7 +32,7 @@ from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 from targetprop.subnormals import flushed
 from targetprop.tasks import Classify, Task, get_task
-from targetprop.threads import ThreadPolicy
+from targetprop.threads import ThreadPolicy, run_threads
 from targetprop.units import hidden_unit
 
 
@@ -70,14 +70,11 @@ def check_builds(configs: Iterable[RunConfig], dataset: Dataset) -> None:
     (EP's per-layer rates, TP's hidden layer, ...) stops a command that trains several rules before the first
     of them trains, rather than after it."""
     configs = list(configs)
-    threads = torch.get_num_threads()
-    try:
-        if configs and dataset.train.x.device.type == "cpu":  # at the run's thread count (orthogonal init's SVDs)
-            ThreadPolicy(configs[0].threads).start()
+    if not configs:
+        return
+    with run_threads(configs[0].threads, dataset.train.x.device):  # orthogonal init's SVDs at the run's count
         for config in configs:
             build(config.model_copy(update={"compile": "off"}), dataset)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _available_memory(device: torch.device) -> int | None:
@@ -310,38 +307,35 @@ def train(
         dataset = dataset.to(device)
     if config.n_train is not None:
         dataset = training_subset(dataset, config.n_train)
-    threads = torch.get_num_threads()
     try:
         # the run's thread count from here on, the network's initialisation included (an orthogonal init's SVDs
-        # at more threads than the cores left free by other programs take seconds, not a fraction of one)
-        cpu = ThreadPolicy(config.threads) if device.type == "cpu" else None
-        if cpu is not None:
-            cpu.start()
-        net, rule = build(config, dataset)
-        if not resume:
-            run_dir = RunDir.create(
-                config.out,
-                config.name or RunDir.default_name(config.rule, config.data),
-                resume="targetprop train --resume",
-            )
-        assert run_dir is not None
-        with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
-            return _train_locked(
-                config,
-                dataset,
-                net,
-                rule,
-                run_dir,
-                resume,
-                changes or {},
-                progress,
-                on_epoch,
-                continue_with,
-                cpu,
-                label or config.rule,
-            )
+        # at more threads than the cores left free by other programs take seconds, not a fraction of one); a
+        # library caller gets its own count back
+        with run_threads(config.threads, device) as cpu:
+            net, rule = build(config, dataset)
+            if not resume:
+                run_dir = RunDir.create(
+                    config.out,
+                    config.name or RunDir.default_name(config.rule, config.data),
+                    resume="targetprop train --resume",
+                )
+            assert run_dir is not None
+            with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
+                return _train_locked(
+                    config,
+                    dataset,
+                    net,
+                    rule,
+                    run_dir,
+                    resume,
+                    changes or {},
+                    progress,
+                    on_epoch,
+                    continue_with,
+                    cpu,
+                    label or config.rule,
+                )
     finally:
-        torch.set_num_threads(threads)  # a library caller gets its own setting back
         if board is not None:
             board.close()
 
