@@ -148,13 +148,15 @@ def train(
     """Train one rule on one dataset; all seeds run as replicas in one process."""
     if rule is not None and resume is None:
         rule = rule_name(rule)  # a misspelt rule is answered before PyTorch loads
-    from targetprop.resume import plan_resume, resumable_summary
+    from targetprop.resume import plan_resume
     from targetprop.runs import RunDir
+    from targetprop.trainer import continue_run
     from targetprop.trainer import train as run_training
 
     if resume is not None:
         run_dir = RunDir.open(resume)
-        ignored = _options(
+        _refuse_new_settings(
+            "a run",
             rule=rule,
             config=config,
             data=data,
@@ -168,11 +170,6 @@ def train(
             name=name,
             diagnostics=diagnostics or None,
         )
-        if ignored:
-            raise ConfigError(
-                f"--resume continues a run as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
-                f"(only {resumable_summary()} may change)"
-            )
         with run_dir.lock():
             overrides = _options(
                 epochs=epochs,
@@ -183,20 +180,10 @@ def train(
                 tensorboard=tensorboard or None,
             )
             plan = plan_resume(run_dir, set_ or [], **overrides)
-            cfg = plan.config
             for line in plan.notes:
                 _note(line)
-            summary = run_dir.read_summary()
-            if plan.done >= cfg.epochs and summary is not None and summary.get("epochs") == plan.done:
-                _note(f"{run_dir.path}: all {cfg.epochs} epochs already done")
-                _print_table([(cfg.rule, summary, str(run_dir.path))])
-                return
-            if plan.done >= cfg.epochs:  # finished, but its summary is gone or damaged: made again from the metrics
-                _note(f"{run_dir.path}: all {cfg.epochs} epochs done; writing its summary.json again")
-            else:
-                changed = "".join(f", {k} = {v!r}" for k, v in plan.changes.items())
-                _note(f"resuming {run_dir.path} after epoch {plan.done}{changed}")
-            result = run_training(cfg, run_dir=run_dir, resume=True, changes=plan.changes, progress=not quiet)
+            cfg = plan.config
+            summary = continue_run(run_dir, plan, progress=not quiet, note=_note)
     else:
         common = _common(
             data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
@@ -212,8 +199,22 @@ def train(
             diagnostics=diagnostics or None,
         )
         result = run_training(cfg, progress=not quiet)
-    _print_table([(cfg.rule, result.summary, str(result.run_dir.path))])
-    _note(f"run directory: {result.run_dir.path}")
+        run_dir, summary = result.run_dir, result.summary
+    _print_table([(cfg.rule, summary, str(run_dir.path))])
+    _note(f"run directory: {run_dir.path}")
+
+
+def _refuse_new_settings(what: str, **given: Any) -> None:
+    """``--resume`` continues ``what`` ("a run") as it was configured: refuse the first option ``given`` that would
+    configure it anew (those not None)."""
+    from targetprop.resume import resumable_summary
+
+    ignored = _options(**given)
+    if ignored:
+        raise ConfigError(
+            f"--resume continues {what} as it was configured; drop --{next(iter(ignored)).replace('_', '-')} "
+            f"(only {resumable_summary()} may change)"
+        )
 
 
 def new_run_configs(
@@ -282,9 +283,15 @@ def _threads(text: str | None) -> int | str | None:
 _note = warn  # a plain line on stderr (no markup, no wrapping: paths stay whole)
 
 
+COMPARED_RULES = "dtp,bp"
+"""What ``compare`` trains without ``--rules``."""
+
+
 @app.command()
 def compare(
-    rules: Annotated[str, typer.Option(help="Comma-separated rules to compare.")] = "dtp,bp",
+    rules: Annotated[
+        str | None, typer.Option(help=f"Comma-separated rules to compare (default: {COMPARED_RULES}).")
+    ] = None,
     config: ConfigOpt = None,
     data: DataOpt = None,
     data_dir: DataDirOpt = None,
@@ -301,22 +308,47 @@ def compare(
     out_dir: OutOpt = None,
     name: NameOpt = None,
     set_: SetOpt = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue the comparison in this directory: each rule from its checkpoint (a rule not started from "
+            "its first epoch), then print the table."
+        ),
+    ] = None,
     tensorboard: TensorBoardOpt = False,
     diagnostics: DiagnosticsOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train several rules on the same data, architecture and seeds; print one table."""
-    names = [rule_name(r.strip()) for r in rules.split(",") if r.strip()]  # checked before PyTorch loads
+    if resume is not None:
+        _refuse_new_settings(
+            "a comparison",
+            rules=rules,
+            config=config,
+            data=data,
+            arch=arch,
+            activation=activation,
+            output=output,
+            init=init,
+            batch_size=batch_size,
+            seeds=seeds,
+            out=out_dir,
+            name=name,
+            diagnostics=diagnostics or None,
+        )
+        _continue_comparison(resume, epochs, device, data_dir, download, threads, set_, tensorboard, quiet)
+        return
+    names = [rule_name(r.strip()) for r in (rules or COMPARED_RULES).split(",") if r.strip()]  # before PyTorch loads
     if not names:
         raise ConfigError("--rules is empty; give e.g. --rules dtp,bp")
     twice = sorted({r for r in names if names.count(r) > 1})
     if twice:
         raise ConfigError(f"--rules names {', '.join(twice)} more than once; list each rule once")
+    from targetprop.comparison import train_rules, write_request
     from targetprop.data import load_dataset
     from targetprop.replicas import refuse_repeated_seeds
     from targetprop.runs import RunDir
     from targetprop.trainer import check_builds
-    from targetprop.trainer import train as run_training
 
     common = _common(
         data, data_dir, download, arch, activation, output, init, epochs, batch_size, seeds, device, threads
@@ -332,22 +364,52 @@ def compare(
     )
     check_builds(configs, dataset)
     parent = RunDir.create(out_dir or first.out, name or RunDir.default_name("compare", first.data))
-    rows = []
     try:
         with parent.lock():
-            for cfg in configs:
-                cfg = cfg.model_copy(update={"out": str(parent.path), "name": cfg.rule})
-                result = run_training(cfg, dataset=dataset, progress=not quiet)
-                rows.append((cfg.rule, result.summary, str(result.run_dir.path)))
+            write_request(parent.path, configs)
+            rows = train_rules(parent.path, names, [], {}, dataset=dataset, progress=not quiet, note=_note)
     except BaseException:
         if not any(RunDir(parent.path / cfg.rule).has_checkpoint() for cfg in configs):
             parent.remove()  # nothing in it to resume (a rule that finished has its checkpoint)
         raise
-    _print_table(
-        rows,
-        title=f"{first.data} {first.architecture}, seeds {_seed_text(first.seeds)}, {first.epochs} epochs",
-    )
+    _compare_table(rows, configs[0])
     _note(f"run directories: {parent.path}")
+
+
+def _continue_comparison(
+    folder: str,
+    epochs: int | None,
+    device: str | None,
+    data_dir: str | None,
+    download: bool | None,
+    threads: str | None,
+    assignments: list[str] | None,
+    tensorboard: bool,
+    quiet: bool,
+) -> None:
+    """``compare --resume DIR``: every rule of the comparison continued (or started), then its table."""
+    from targetprop.comparison import open_comparison, train_rules
+    from targetprop.config import make_config
+    from targetprop.runs import RunDir
+
+    path, rules = open_comparison(folder)
+    overrides = _options(
+        epochs=epochs,
+        device=device,
+        data_dir=data_dir,
+        download=download,
+        threads=_threads(threads),
+        tensorboard=tensorboard or None,
+    )
+    with RunDir(path).lock():
+        rows = train_rules(path, rules, assignments or [], overrides, progress=not quiet, note=_note)
+    _compare_table(rows, make_config(RunDir(path / rules[0]).read_config()))
+    _note(f"run directories: {path}")
+
+
+def _compare_table(rows: list[tuple[str, dict[str, Any], str]], cfg: RunConfig) -> None:
+    title = f"{cfg.data} {cfg.architecture}, seeds {_seed_text(cfg.seeds)}, {cfg.epochs} epochs"
+    _print_table(rows, title=title)
 
 
 def _one_network(configs: list[RunConfig], common: dict[str, Any]) -> None:

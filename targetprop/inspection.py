@@ -4,11 +4,13 @@ such as ``runs/``) holds, read without running anything from it.
 Only plain-data files are read: ``config.toml`` (TOML), ``metrics.jsonl`` and ``summary.json`` (JSON), the JSON
 header of ``checkpoint.safetensors`` (no tensor is loaded), a sweep's ``space.toml`` and ``trials.csv``. An old
 ``checkpoint.pt`` is not opened at all. Damage is reported, not raised, so a broken run can still be looked at. A
-reproduce directory's ``experiment.toml`` and a pooled report's ``report.toml`` are TOML too.
+reproduce directory's ``experiment.toml``, a compare directory's ``compare.toml`` and a pooled report's
+``report.toml`` are TOML too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import statistics
 import tomllib
@@ -21,11 +23,13 @@ import tomli_w
 from rich.console import Console
 from rich.table import Table
 
+from targetprop.comparison import asked_rules, is_comparison
+from targetprop.comparison import resume_command as compare_resume_command
 from targetprop.console import print_line, print_table
 from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import LOCK_FILE, holder
 from targetprop.reproduce import EXPERIMENT_FILE, RESUME, read_request
-from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir
+from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir, continue_command
 from targetprop.sweep import load_space, read_trials_csv, trials_table
 from targetprop.sweep.study import RUNS, SPACE_FILE, STUDY_FILE, TRIALS_FILE
 
@@ -60,7 +64,7 @@ def _kind(folder: Path) -> str | None:
         return "pooled report"
     if (folder / "config.toml").is_file():
         return "run"
-    if (folder / LOCK_FILE).is_file() and _runs_in(folder):  # locked as a whole while it runs
+    if is_comparison(folder) or ((folder / LOCK_FILE).is_file() and _runs_in(folder)):  # older: its lock alone
         return "compare"
     return None
 
@@ -82,11 +86,8 @@ def _runs_in(folder: Path) -> list[RunDir]:
 
 def resume_command(run: RunDir) -> str:
     """The command that continues ``run``: a method of a reproduce directory is continued with its directory, so
-    that the table and figure are written again."""
-    parent = run.path.parent
-    if (parent / EXPERIMENT_FILE).is_file():
-        return f"{RESUME} {parent}"
-    return f"targetprop train --resume {run.path}"
+    that the table and figure are written again; a rule of a comparison likewise, so that its table is printed."""
+    return continue_command(run.path.parent) or f"targetprop train --resume {run.path}"
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _with_command(state: RunState, run: RunDir) -> str:
     if state.done >= state.total:
         return f"{state.status}: `{resume_command(run)}` writes it"
     if state.done == 0:
-        return f"{state.status}; `{resume_command(run)}` starts it again"
+        return f"{state.status}; `{resume_command(run)}` starts it"
     if not state.resumable:
         return (
             f"{state.status}; `{resume_command(run)}` would train it again from epoch 1 (keeping a copy of its metrics)"
@@ -226,6 +227,11 @@ def inspect_group(folder: Path, out: Console) -> None:
     print_line(out, f"{'reproduce' if reproduced else 'compare'} directory: {folder}")
     if reproduced:
         _print_request(folder, out)
+    elif is_comparison(folder):
+        try:
+            print_line(out, "asked: rules " + ", ".join(asked_rules(folder)))
+        except TargetpropError as e:
+            print_line(out, f"problem: {e}")
     busy = holder(folder)
     if busy is not None:
         print_line(out, f"status: running: {busy}")
@@ -246,7 +252,9 @@ def inspect_group(folder: Path, out: Console) -> None:
             again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
             again_from = " would train again from epoch 1 (keeping a copy of the metrics)"
             print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else again_from}")
-        else:
+        elif is_comparison(folder):
+            print_line(out, f"continue with `{compare_resume_command(folder)}`")
+        else:  # a comparison made before compare.toml: its rules one by one
             _print_stopped(stopped, out)
     if reproduced and (folder / "table.md").is_file():
         again = (
@@ -373,7 +381,12 @@ def _runs_table(folder: Path, title: str) -> tuple[Table, list[tuple[RunDir, Run
     for column in ("run", "status", "last evaluated", "test error %", "train error %"):
         table.add_column(column)
     stopped = []
-    for run in _runs_in(folder):
+    runs = _runs_in(folder)
+    if is_comparison(folder):  # in the order the rules were asked (and trained)
+        with contextlib.suppress(TargetpropError):  # a damaged compare.toml: said by inspect_group's request line
+            order = {rule: k for k, rule in enumerate(asked_rules(folder))}
+            runs.sort(key=lambda run: order.get(run.path.name, len(order)))
+    for run in runs:
         try:
             state = run_state(run)
         except TargetpropError as e:

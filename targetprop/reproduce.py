@@ -253,6 +253,9 @@ def reproduce(
             if (folder / method.name / "config.toml").is_file():
                 check_resumable(method_assignments(experiment, method, assignments), method.rule)
     configs = [(m, method_config(experiment, m, scale=scale, assignments=given, **overrides)) for m in selected]
+    changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
+    if folder is not None:  # what the files alone refuse (a method kept without its checkpoint asked for more
+        _plan_resumes(folder, selected, changes, overrides)  # epochs, ...) before the data loads and networks build
     first = configs[0][1]
     if dataset is None:
         dataset = load_dataset(
@@ -262,7 +265,7 @@ def reproduce(
 
     check_builds((cfg for _, cfg in configs), dataset)  # a rule that refuses the run stops it before any trains
     if folder is None:
-        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale), RESUME).path
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
         request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     else:
         request = dict(asked)
@@ -272,7 +275,6 @@ def reproduce(
         request["methods"] = list(methods)
     if given:
         request["set"] = given
-    changes = {m.name: method_assignments(experiment, m, assignments) for m in selected}
     with RunDir(folder).lock():  # recorded only once nothing will refuse it: the lock is ours, every resume checks
         plans = _plan_resumes(folder, selected, changes, overrides)
         atomic_write(folder / EXPERIMENT_FILE, lambda f: f.write(tomli_w.dumps(request).encode()))
@@ -343,7 +345,7 @@ def _run_methods(
     """Train (or continue) each method in ``folder/<method>``; a finished method is read, not retrained. A method
     started before continues as its plan in ``plans`` says (from :func:`_plan_resumes`: its ``--set`` changes
     taken as a resumed run takes them); a new one is configured by ``configs``, its changes in it already."""
-    from targetprop.trainer import train
+    from targetprop.trainer import continue_run
 
     results = []
     for method, cfg in configs:
@@ -353,23 +355,16 @@ def _run_methods(
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(cfg.model_copy(update={"out": str(folder), "name": method.name}).to_dict())
             plan = plan_resume(run_dir, [], **_resume_overrides(overrides))
-        summary = run_dir.read_summary()
-        if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
-            note(f"{experiment.name} {method.name}: all {plan.done} epochs already done")
-        else:
-            if plan.done:
-                note(f"{experiment.name} {method.name}: resuming after epoch {plan.done}")
-            result = train(
-                plan.config,
-                dataset=dataset,
-                run_dir=run_dir,
-                resume=True,
-                changes=plan.changes,
-                progress=progress,
-                continue_with=f"targetprop reproduce --resume {folder}",
-                label=method.name,
-            )
-            summary = result.summary
+        summary = continue_run(
+            run_dir,
+            plan,
+            dataset=dataset,
+            progress=progress,
+            continue_with=f"targetprop reproduce --resume {folder}",
+            label=method.name,
+            said_as=f"{experiment.name} {method.name}",
+            note=note,
+        )
         results.append(MethodResult(method, summary, (run_dir.path,)))
     return results
 
@@ -514,7 +509,7 @@ def reproduce_self_running(
             raise ConfigError(f"unknown scale {scale!r}; choose one of: {', '.join(defaults)}")
         seed_list = parse_seeds(seeds if seeds is not None else defaults[scale])
     if folder is None:
-        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale), RESUME).path
+        folder = RunDir.create(out, run_name or RunDir.default_name(f"reproduce-{experiment.name}", scale)).path
     request: dict[str, Any] = {"experiment": experiment.name, "scale": scale, "seeds": seed_list}
     if epochs is not None:
         request["epochs"] = epochs

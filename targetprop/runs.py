@@ -119,6 +119,25 @@ def metric_values(row: dict[str, Any]) -> dict[str, float | list[float]]:
     return out
 
 
+def continue_command(folder: Path) -> str | None:
+    """The command that continues ``folder``, by the file that says what made it: a reproduce directory
+    (``experiment.toml``), a comparison (``compare.toml``), a run (``config.toml``) or a sweep (``space.toml``);
+    None for any other folder."""
+    from targetprop.comparison import COMPARE_FILE
+    from targetprop.reproduce import EXPERIMENT_FILE
+    from targetprop.sweep.study import SPACE_FILE
+
+    for marker, command in (
+        (EXPERIMENT_FILE, "reproduce"),
+        (COMPARE_FILE, "compare"),
+        (CONFIG, "train"),
+        (SPACE_FILE, "sweep"),
+    ):
+        if (folder / marker).is_file():
+            return f"targetprop {command} --resume {folder}"
+    return None
+
+
 class RunDir:
     """One run's folder."""
 
@@ -126,12 +145,12 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: str | Path, name: str, resume: str | None = None) -> RunDir:
+    def create(cls, out: str | Path, name: str) -> RunDir:
         """A new, empty run directory ``out/name``.
 
         A taken name gets a suffix (``name-2``, ``name-3``, ...) and a note on stderr: the same command
-        run twice does not overwrite the first run. ``resume`` is the command that would continue the
-        taken folder instead (``targetprop train --resume``), named in the note.
+        run twice does not overwrite the first run. The note names the command that would continue the taken
+        folder instead (:func:`continue_command`), where it is one that can be continued.
         """
         parent = Path(out)
         check_name(name)
@@ -146,7 +165,8 @@ class RunDir:
                     path.mkdir()
                     if k > 1:
                         taken = parent / name
-                        again = f" (to continue {taken} instead: {resume} {taken})" if resume else ""
+                        command = continue_command(taken)
+                        again = f" (to continue {taken} instead: {command})" if command else ""
                         warn(f"note: {taken} exists; this run writes {path}{again}")
                     return cls(path)
                 except FileExistsError:

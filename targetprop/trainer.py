@@ -27,7 +27,7 @@ from targetprop.health import ReplicaHealth, collapse_epoch
 from targetprop.nets import Network, parse_architecture
 from targetprop.progress import Progress, mean_std
 from targetprop.replicas import ReplicaRandom
-from targetprop.resume import history_on_resume, restore_state
+from targetprop.resume import ResumePlan, history_on_resume, restore_state
 from targetprop.rules import Rule, get_rule
 from targetprop.runs import RunDir, RunDirError
 from targetprop.subnormals import flushed
@@ -314,11 +314,7 @@ def train(
         with run_threads(config.threads, device) as cpu:
             net, rule = build(config, dataset)
             if not resume:
-                run_dir = RunDir.create(
-                    config.out,
-                    config.name or RunDir.default_name(config.rule, config.data),
-                    resume="targetprop train --resume",
-                )
+                run_dir = RunDir.create(config.out, config.name or RunDir.default_name(config.rule, config.data))
             assert run_dir is not None
             with run_dir.lock(), flushed():  # subnormal floats slow a long CPU run (targetprop.subnormals)
                 return _train_locked(
@@ -338,6 +334,45 @@ def train(
     finally:
         if board is not None:
             board.close()
+
+
+def continue_run(
+    run_dir: RunDir,
+    plan: ResumePlan,
+    *,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+    continue_with: str | None = None,
+    label: str | None = None,
+    said_as: str | None = None,
+    note: Callable[[str], None] = warn,
+) -> dict[str, Any]:
+    """Continue ``run_dir`` as ``plan`` (:func:`targetprop.resume.plan_resume`) says and return its summary, as
+    ``train --resume``, ``compare --resume`` and ``reproduce --resume`` continue each of their runs: a run that
+    trained all its epochs is read, not trained again (its ``summary.json`` made again from its metrics where it is
+    missing or stale); a run with no epoch done trains from its first. ``note`` says which, naming the run
+    ``said_as`` (default: its folder); ``continue_with`` and ``label`` are :func:`train`'s."""
+    name = said_as or str(run_dir.path)
+    summary = run_dir.read_summary()
+    if plan.done >= plan.config.epochs and summary is not None and summary.get("epochs") == plan.done:
+        note(f"{name}: all {plan.done} epochs already done")
+        return summary
+    if plan.done >= plan.config.epochs:
+        note(f"{name}: all {plan.done} epochs done; writing its summary.json again")
+    elif plan.done:
+        changed = "".join(f", {k} = {v!r}" for k, v in plan.changes.items())
+        note(f"{name}: resuming after epoch {plan.done}{changed}")
+    result = train(
+        plan.config,
+        dataset=dataset,
+        run_dir=run_dir,
+        resume=True,
+        changes=plan.changes,
+        progress=progress,
+        continue_with=continue_with,
+        label=label,
+    )
+    return result.summary
 
 
 def evaluates(config: RunConfig, epoch: int) -> bool:

@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -141,7 +142,7 @@ def test_compare_prints_one_table_with_every_rule(tmp_path):
     rows = table_rows(proc.stdout)
     assert set(rows) == {"dtp", "bp", "tp"}, proc.stdout
     parent = only_child(tmp_path / "runs")
-    assert sorted(p.name for p in parent.iterdir()) == [".lock", "bp", "dtp", "tp"]
+    assert sorted(p.name for p in parent.iterdir()) == [".lock", "bp", "compare.toml", "dtp", "tp"]
     for rule in ("dtp", "bp", "tp"):
         summary = json.loads((parent / rule / "summary.json").read_text())
         assert summary["rule"] == rule
@@ -472,23 +473,37 @@ def test_ctrl_c_names_the_resume_command_and_resume_finishes(tmp_path):
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == RESUME_EPOCHS * 2
 
 
-def test_ctrl_c_in_compare_keeps_the_run_it_names_to_resume(tmp_path):
-    """Stopped in its first rule after a checkpoint, compare keeps its folder: the message's resume command works
-    (a compare folder is removed only when nothing in it could be resumed)."""
+def test_ctrl_c_in_compare_keeps_the_comparison_and_its_resume_finishes_every_rule(tmp_path):
+    """Stopped in its first rule after a checkpoint, compare keeps its folder, with the rules not started yet: the
+    message's command continues the first rule, trains the others and prints the table of all (a compare folder is
+    removed only when nothing in it could be resumed)."""
     parent = tmp_path / "runs" / "cmp"
-    args = ["compare", "--rules", "dtp,bp", "--data", "digits", "--seeds", "0", "--epochs", "500"]
+    args = ["compare", "--rules", "dtp,bp,fa", "--data", "digits", "--seeds", "0", "--epochs", "500"]
     code, stderr = ctrl_c_once([*args, "--out", tmp_path / "runs", "--name", "cmp"], tmp_path,
                                (parent / "dtp" / "checkpoint.safetensors").exists)  # fmt: skip
     assert code == 130, stderr
-    assert (
-        stderr.strip().splitlines()[-1]
-        == f"error: interrupted; continue with `targetprop train --resume {parent / 'dtp'}`"
-    )
+    command = f"targetprop compare --resume {parent}"
+    assert stderr.strip().splitlines()[-1] == f"error: interrupted; continue with `{command}`"
     assert (parent / "dtp" / "checkpoint.safetensors").is_file(), stderr
+    assert tomllib.loads((parent / "compare.toml").read_text()) == {"rules": ["dtp", "bp", "fa"]}
+    looked = run_cli("inspect", parent, cwd=tmp_path)
+    assert re.search(r"fa +│ no epoch finished", looked.stdout) and f"continue with `{command}`" in looked.stdout, show(
+        looked
+    )
     done = max([r["epoch"] for r in read_jsonl(parent / "dtp" / "metrics.jsonl")], default=0)
-    resumed = run_cli("train", "--resume", parent / "dtp", "--epochs", done + 1, "-q", cwd=tmp_path)
+    resumed = run_cli(*command.split()[1:], "--epochs", done + 1, "-q", cwd=tmp_path)
     assert resumed.returncode == 0, show(resumed)
-    assert max(r["epoch"] for r in read_jsonl(parent / "dtp" / "metrics.jsonl")) == done + 1
+    assert f"{parent / 'dtp'}: resuming after epoch {done}, epochs = {done + 1}" in resumed.stderr, show(resumed)
+    assert list(table_rows(resumed.stdout)) == ["dtp", "bp", "fa"], show(resumed)
+    for rule in ("dtp", "bp", "fa"):
+        assert max(r["epoch"] for r in read_jsonl(parent / rule / "metrics.jsonl")) == done + 1, rule
+    refused = run_cli("compare", "--resume", parent, "--arch", "64-10", cwd=tmp_path)
+    assert error_line(refused).startswith("error: --resume continues a comparison as it was configured; drop --arch")
+    one_run = run_cli("compare", "--resume", parent / "dtp", cwd=tmp_path)
+    assert error_line(one_run) == (
+        f"error: {parent / 'dtp'} is one run's directory, not a comparison's: continue it with "
+        f"`targetprop train --resume {parent / 'dtp'}`"
+    )
 
 
 PROBE = """
@@ -561,6 +576,7 @@ def test_a_ctrl_c_that_a_library_turns_into_its_own_error_ends_as_an_interrupt(t
 WEAKREF_PROBE = """
 import importlib
 import os
+import re
 import signal
 import sys
 import time

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import typer.main
 
-from targetprop.cli import _common, app, new_run_configs
+from targetprop.cli import COMPARED_RULES, _common, app, new_run_configs
 from targetprop.experiments import find_self_running, get_experiment
 from targetprop.replicas import parse_seeds
 from targetprop.reproduce import check_assignments, chosen_methods, method_config
@@ -98,7 +98,11 @@ def test_a_documented_command_names_what_exists(document: str, command: str) -> 
     elif sub == "sweep":
         load_space(p["space"])
     elif sub in ("train", "compare"):
-        rules = [r.strip() for r in p["rules"].split(",")] if sub == "compare" else ([p["rule"]] if p["rule"] else None)
+        rules = (
+            [r.strip() for r in (p["rules"] or COMPARED_RULES).split(",")]
+            if sub == "compare"
+            else ([p["rule"]] if p["rule"] else None)
+        )
         keys = ("data", "data_dir", "download", "arch", "activation", "output", "init", "epochs", "batch_size")
         common = _common(*(p[k] for k in keys), p["seeds"], p["device"], p["threads"])
         new_run_configs(rules, p["config"], p["set_"], common, diagnostics=p["diagnostics"] or None)

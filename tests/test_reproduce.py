@@ -455,6 +455,15 @@ def test_resume_continues_each_method_and_skips_finished_ones(tmp_path: Path) ->
     assert {k: v for k, v in every_file(folder).items() if k.endswith((".jsonl", ".json", ".toml"))} == {
         k: v for k, v in kept.items() if k.endswith((".jsonl", ".json", ".toml"))
     }
+    # asked for more, it is refused from the files alone: before the data is looked for (none in an empty folder)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    proc = run_cli("reproduce", "--resume", folder, "--epochs", "3", "--data-dir", empty, cwd=tmp_path)
+    assert error_line(proc) == (
+        f"error: {folder / 'dtp'} finished 2 epochs and was kept without its checkpoint, so it cannot train on to 3: "
+        "start a new run with --epochs 3"
+    )
+    empty.rmdir()
     proc = run_cli("reproduce", "--resume", folder, "--seeds", "0-3", cwd=tmp_path)
     assert proc.returncode == 2 and "keeps its seeds" in error_line(proc)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

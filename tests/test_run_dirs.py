@@ -33,6 +33,7 @@ from clitools import (
     run_files,
     same_rows,
     show,
+    table_rows,
     wait_until,
 )
 
@@ -484,6 +485,15 @@ def test_a_taken_name_gets_a_new_folder_and_a_note_naming_the_resume_command(par
         f"note: {part} exists; this run writes {second} (to continue {part} instead: targetprop train --resume {part})"
     )
     assert note in proc.stderr, show(proc)
+    # the command is the taken folder's, not the new run's: a comparison's name taken by a run, and the reverse
+    compared = run_cli(
+        "compare", *RUN[3:], "--epochs", "1", "--out", part.parent, "--name", "run", "-q", cwd=part.parent
+    )
+    assert f"(to continue {part} instead: targetprop train --resume {part})" in compared.stderr, show(compared)
+    trained = run_cli(*RUN, "--epochs", "1", "--out", part.parent, "--name", "run-3", "-q", cwd=part.parent)
+    taken = part.parent / "run-3"
+    assert f"(to continue {taken} instead: targetprop compare --resume {taken})" in trained.stderr, show(trained)
+    assert (taken / "compare.toml").is_file() and (part.parent / "run-3-2" / "summary.json").is_file()
 
 
 def test_a_finished_run_kept_without_its_checkpoint_is_done_and_cannot_be_trained_on(part):
@@ -562,10 +572,23 @@ def test_inspect_of_a_compare_directory_shows_each_rule_and_the_command_that_con
     bp = f"{summary['test_error']['mean']:.2f} ± {summary['test_error']['std']:.2f}"
     assert re.search(rf"bp +│ finished: 2 epochs +│ epoch 2 +│ {re.escape(bp)} ", looked.stdout), show(looked)
     assert re.search(r"dtp +│ stopped after epoch 2 of 4 +│ epoch 2 ", looked.stdout), show(looked)
-    command = f"targetprop train --resume {folder / 'dtp'}"
-    assert f"dtp: stopped after epoch 2 of 4; continue with `{command}`" in looked.stdout
-    resumed = run_cli(*command.split()[1:], "-q", cwd=tmp_path)  # as told
+    command = f"targetprop compare --resume {folder}"
+    assert f"continue with `{command}`" in looked.stdout
+    (folder / "compare.toml").rename(tmp_path / "kept")  # as a comparison made before compare.toml: rule by rule
+    older = run_cli("inspect", folder, cwd=tmp_path)
+    assert (
+        f"dtp: stopped after epoch 2 of 4; continue with `targetprop train --resume {folder / 'dtp'}`" in older.stdout
+    )
+    (folder / "compare.toml").write_text("rules = 3\n")  # damaged: said by inspect, refused by --resume
+    said = f'{folder / "compare.toml"} says rules = 3; it should list them: rules = ["dtp", ...]'
+    assert f"problem: {said}" in run_cli("inspect", folder, cwd=tmp_path).stdout
+    assert error_line(run_cli(*command.split()[1:], cwd=tmp_path)) == f"error: {said}"
+    (tmp_path / "kept").rename(folder / "compare.toml")
+    resumed = run_cli(*command.split()[1:], "-q", cwd=tmp_path)  # as told: the comparison's table again
     assert resumed.returncode == 0, show(resumed)
+    assert f"{folder / 'bp'}: all 2 epochs already done" in resumed.stderr, show(resumed)
+    assert set(table_rows(resumed.stdout)) == {"dtp", "bp"}, show(resumed)
+    assert bp in table_rows(resumed.stdout)["bp"]
     assert re.search(r"dtp +│ finished: 4 epochs", run_cli("inspect", folder, cwd=tmp_path).stdout)
     above = run_cli("inspect", tmp_path, cwd=tmp_path)  # a folder holding no run, only a compare directory
     assert above.returncode == 0, show(above)
