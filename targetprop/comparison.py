@@ -53,8 +53,10 @@ def asked_rules(folder: Path) -> list[str]:
     """The rules the comparison in ``folder`` was asked to train, in order (``compare.toml``); in a folder made
     without one, the rules of its run directories."""
     path = folder / COMPARE_FILE
-    if not path.is_file():
-        return sorted(p.name for p in folder.iterdir() if (p / "config.toml").is_file()) if folder.is_dir() else []
+    if not path.is_file():  # a comparison's run directories are named by their rules
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.name in RULES and (p / "config.toml").is_file())
     try:
         request = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as e:
@@ -83,7 +85,10 @@ def open_comparison(path: str | Path) -> tuple[Path, list[str]]:
         )
     rules = asked_rules(folder)
     if not rules:
-        raise ConfigError(f"{str(path)!r} holds no run directory; give the directory `targetprop compare` made")
+        raise ConfigError(
+            f"{str(path)!r} holds no {COMPARE_FILE} and no rule's run directory; give the directory `targetprop "
+            "compare` made"
+        )
     missing = [r for r in rules if not (folder / r / "config.toml").is_file()]
     if missing:
         raise ConfigError(
@@ -133,9 +138,10 @@ def train_rules(
         for rule in rules
     ]
     first = plans[0][1].config
-    dataset = dataset or load_dataset(
-        first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
-    )
+    if dataset is None:
+        dataset = load_dataset(
+            first.data, first.data_dir, device=first.device, download=first.download, n_valid=first.n_valid
+        )
     rows = []
     for (run, plan), rule in zip(plans, rules, strict=True):
         for line in plan.notes:

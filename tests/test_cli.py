@@ -499,6 +499,8 @@ def test_ctrl_c_in_compare_keeps_the_comparison_and_its_resume_finishes_every_ru
         assert max(r["epoch"] for r in read_jsonl(parent / rule / "metrics.jsonl")) == done + 1, rule
     refused = run_cli("compare", "--resume", parent, "--arch", "64-10", cwd=tmp_path)
     assert error_line(refused).startswith("error: --resume continues a comparison as it was configured; drop --arch")
+    above = run_cli("compare", "--resume", parent.parent, cwd=tmp_path)  # the folder of comparisons: not one
+    assert "holds no compare.toml and no rule's run directory" in error_line(above)
     one_run = run_cli("compare", "--resume", parent / "dtp", cwd=tmp_path)
     assert error_line(one_run) == (
         f"error: {parent / 'dtp'} is one run's directory, not a comparison's: continue it with "
