@@ -24,11 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from targetprop.comparison import asked_rules, is_comparison
-from targetprop.comparison import resume_command as compare_resume_command
 from targetprop.console import print_line, print_table
 from targetprop.errors import ConfigError, TargetpropError
 from targetprop.lock import LOCK_FILE, holder
-from targetprop.reproduce import EXPERIMENT_FILE, RESUME, read_request
+from targetprop.reproduce import EXPERIMENT_FILE, read_request
 from targetprop.runs import CHECKPOINT, LEGACY_CHECKPOINT, SUMMARY, Metrics, RunDir, continue_command
 from targetprop.sweep import load_space, read_trials_csv, trials_table
 from targetprop.sweep.study import RUNS, SPACE_FILE, STUDY_FILE, TRIALS_FILE
@@ -244,18 +243,14 @@ def inspect_group(folder: Path, out: Console) -> None:
         print_table(out, table)
     else:  # results kept as their table alone
         print_line(out, f"no {'method' if reproduced else 'rule'}'s run directory here (kept without its runs)")
-    if busy is None and reproduced and waiting and not stopped:
-        print_line(out, f"continue with `{RESUME} {folder}`")
-    if busy is None and stopped:
-        if reproduced:
-            resumable = all(state.resumable or state.done == 0 for _, state in stopped)
-            again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
-            again_from = " would train again from epoch 1 (keeping a copy of the metrics)"
-            print_line(out, f"{again} `{RESUME} {folder}`{'' if resumable else again_from}")
-        elif is_comparison(folder):
-            print_line(out, f"continue with `{compare_resume_command(folder)}`")
-        else:  # a comparison made before compare.toml: its rules one by one
-            _print_stopped(stopped, out)
+    command = continue_command(folder)  # None for a comparison made before compare.toml: its rules one by one
+    if busy is None and command is not None and (stopped or waiting):
+        resumable = all(state.resumable or state.done == 0 for _, state in stopped)
+        again = "continue with" if resumable else "no checkpoint to continue from (metrics only):"
+        again_from = " would train again from epoch 1 (keeping a copy of the metrics)"
+        print_line(out, f"{again} `{command}`{'' if resumable else again_from}")
+    elif busy is None and stopped:
+        _print_stopped(stopped, out)
     if reproduced and (folder / "table.md").is_file():
         again = (
             f"`targetprop reproduce --report {folder}` writes it from what the folder holds now"
