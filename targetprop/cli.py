@@ -156,29 +156,10 @@ def train(
     if resume is not None:
         run_dir = RunDir.open(resume)
         _refuse_new_settings(
-            "a run",
-            rule=rule,
-            config=config,
-            data=data,
-            arch=arch,
-            activation=activation,
-            output=output,
-            init=init,
-            batch_size=batch_size,
-            seeds=seeds,
-            out=out_dir,
-            name=name,
-            diagnostics=diagnostics or None,
+            ("rule", rule), config, data, arch, activation, output, init, batch_size, seeds, out_dir, name, diagnostics
         )
         with run_dir.lock():
-            overrides = _options(
-                epochs=epochs,
-                device=device,
-                data_dir=data_dir,
-                download=download,
-                threads=_threads(threads),
-                tensorboard=tensorboard or None,
-            )
+            overrides = _resume_overrides(epochs, device, data_dir, download, threads, tensorboard)
             plan = plan_resume(run_dir, set_ or [], **overrides)
             for line in plan.notes:
                 _note(line)
@@ -204,11 +185,58 @@ def train(
     _note(f"run directory: {run_dir.path}")
 
 
-def _refuse_new_settings(what: str, **given: Any) -> None:
-    """``--resume`` continues ``what`` ("a run") as it was configured: refuse the first option ``given`` that would
-    configure it anew (those not None)."""
+def _resume_overrides(
+    epochs: int | None,
+    device: str | None,
+    data_dir: str | None,
+    download: bool | None,
+    threads: str | None,
+    tensorboard: bool,
+) -> dict[str, Any]:
+    """What a resumed run takes from the command line (:func:`targetprop.resume.plan_resume`'s overrides)."""
+    return _options(
+        epochs=epochs,
+        device=device,
+        data_dir=data_dir,
+        download=download,
+        threads=_threads(threads),
+        tensorboard=tensorboard or None,
+    )
+
+
+def _refuse_new_settings(
+    rule: tuple[str, str | None],
+    config: str | None,
+    data: str | None,
+    arch: str | None,
+    activation: str | None,
+    output: str | None,
+    init: str | None,
+    batch_size: int | None,
+    seeds: str | None,
+    out: str | None,
+    name: str | None,
+    diagnostics: bool,
+) -> None:
+    """``--resume`` continues a run (or a comparison) as it was configured: refuse the first given option that would
+    configure it anew. ``rule`` is the command's rule option, ``("rule", "dtp")`` or ``("rules", "dtp,bp")``."""
     from targetprop.resume import resumable_summary
 
+    what = "a comparison" if rule[0] == "rules" else "a run"
+    given = dict(
+        [rule],
+        config=config,
+        data=data,
+        arch=arch,
+        activation=activation,
+        output=output,
+        init=init,
+        batch_size=batch_size,
+        seeds=seeds,
+        out=out,
+        name=name,
+        diagnostics=diagnostics or None,
+    )
     ignored = _options(**given)
     if ignored:
         raise ConfigError(
@@ -322,21 +350,21 @@ def compare(
     """Train several rules on the same data, architecture and seeds; print one table."""
     if resume is not None:
         _refuse_new_settings(
-            "a comparison",
-            rules=rules,
-            config=config,
-            data=data,
-            arch=arch,
-            activation=activation,
-            output=output,
-            init=init,
-            batch_size=batch_size,
-            seeds=seeds,
-            out=out_dir,
-            name=name,
-            diagnostics=diagnostics or None,
+            ("rules", rules),
+            config,
+            data,
+            arch,
+            activation,
+            output,
+            init,
+            batch_size,
+            seeds,
+            out_dir,
+            name,
+            diagnostics,
         )
-        _continue_comparison(resume, epochs, device, data_dir, download, threads, set_, tensorboard, quiet)
+        overrides = _resume_overrides(epochs, device, data_dir, download, threads, tensorboard)
+        _continue_comparison(resume, overrides, set_, quiet)
         return
     names = [rule_name(r.strip()) for r in (rules or COMPARED_RULES).split(",") if r.strip()]  # before PyTorch loads
     if not names:
@@ -376,31 +404,13 @@ def compare(
     _note(f"run directories: {parent.path}")
 
 
-def _continue_comparison(
-    folder: str,
-    epochs: int | None,
-    device: str | None,
-    data_dir: str | None,
-    download: bool | None,
-    threads: str | None,
-    assignments: list[str] | None,
-    tensorboard: bool,
-    quiet: bool,
-) -> None:
+def _continue_comparison(folder: str, overrides: dict[str, Any], assignments: list[str] | None, quiet: bool) -> None:
     """``compare --resume DIR``: every rule of the comparison continued (or started), then its table."""
     from targetprop.comparison import open_comparison, train_rules
     from targetprop.config import make_config
     from targetprop.runs import RunDir
 
     path, rules = open_comparison(folder)
-    overrides = _options(
-        epochs=epochs,
-        device=device,
-        data_dir=data_dir,
-        download=download,
-        threads=_threads(threads),
-        tensorboard=tensorboard or None,
-    )
     with RunDir(path).lock():
         rows = train_rules(path, rules, assignments or [], overrides, progress=not quiet, note=_note)
     _compare_table(rows, make_config(RunDir(path / rules[0]).read_config()))
